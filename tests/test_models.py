@@ -1,0 +1,106 @@
+"""Models and capacity matching: shapes, Eq. 4 / Eq. 5, parameter counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax import capacity, config_lib
+from vqjax.models import create_model
+
+# Paper Table 1: (D, K_s, K_h, params single (M), params hierarchical (M)).
+TABLE1 = [
+    (8, 1024, 512, 1.1, 1.1), (8, 2048, 1024, 1.1, 1.1),
+    (8, 4096, 2048, 1.1, 1.1), (8, 8192, 4096, 1.1, 1.1),
+    (16, 8192, 4096, 1.1, 1.1), (32, 8192, 4096, 1.2, 1.2),
+    (64, 8192, 4096, 1.2, 1.3), (128, 8192, 4096, 1.4, 1.7),
+]
+
+
+def model_configs(num_codes_h=4096, code_dim=8, image_size=256):
+  return {
+      "single": config_lib.single_model(num_codes_h, code_dim, image_size),
+      "hierarchical": config_lib.hierarchical_model(num_codes_h, code_dim),
+      "conditioned": config_lib.hierarchical_model(num_codes_h, code_dim, True),
+  }
+
+
+def abstract_variables(model, image_size):
+  x = jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x,
+                                             train=False), x)
+
+
+def num_params(variables):
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+
+
+def test_eq4_single_channels_from_hierarchy():
+  assert capacity.matched_single_channels(128, (64, 64), (32, 32)) == 160
+  assert capacity.matched_single_channels(128, (16, 16), (8, 8)) == 160
+  # Hand check of Eq. 4: 64*64*160 == 64*64*128 + 32*32*128.
+  assert 64 * 64 * 160 == 64 * 64 * 128 + 32 * 32 * 128
+  with pytest.raises(ValueError, match="Eq. 4"):
+    capacity.matched_single_channels(130, (64, 64), (32, 32))
+
+
+@pytest.mark.parametrize("d, ks, kh, _ps, _ph", TABLE1)
+def test_eq5_every_row_of_table1(d, ks, kh, _ps, _ph):
+  assert capacity.matched_single_codes(kh, d, d) == ks
+  assert ks * d == 2 * kh * d
+  single = config_lib.single_model(kh, d, 256)
+  assert (single.num_codes, single.code_dim, single.channels) == (ks, d, 160)
+
+
+def test_eq5_no_integer_solution_is_a_clear_error():
+  with pytest.raises(ValueError, match="Eq. 5"):
+    capacity.matched_single_codes(4096, 8, 3)
+
+
+def test_matched_single_level_budgets_are_equal():
+  hier = config_lib.hierarchical_model(2048, 16)
+  single = capacity.matched_single_level(hier, 256, code_dim=8)
+  shapes_h = capacity.latent_shapes("hierarchical", 256)
+  shapes_s = capacity.latent_shapes("single", 256)
+  assert (capacity.continuous_budget(shapes_s, single.channels)
+          == capacity.continuous_budget(shapes_h, hier.channels))
+  assert (capacity.discrete_budget(1, single.num_codes, single.code_dim)
+          == capacity.discrete_budget(2, hier.num_codes, hier.code_dim))
+
+
+@pytest.mark.parametrize("d, ks, kh, params_s, params_h", TABLE1)
+def test_parameter_counts_within_15_percent_of_table1(d, ks, kh, params_s, params_h):
+  for cfg, paper in ((config_lib.single_model(kh, d, 256), params_s),
+                     (config_lib.hierarchical_model(kh, d), params_h)):
+    count = num_params(abstract_variables(create_model(cfg), 64)) / 1e6
+    assert abs(count - paper) / paper < 0.15, (cfg.kind, d, count, paper)
+
+
+@pytest.mark.parametrize("image_size", [64, 256])
+@pytest.mark.parametrize("name", ["single", "hierarchical", "conditioned"])
+def test_output_and_latent_shapes(name, image_size):
+  cfg = model_configs()[name]
+  model = create_model(cfg)
+  x = jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32)
+  variables = abstract_variables(model, image_size)
+  (x_hat, aux) = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
+                                variables, x)
+  assert x_hat.shape == (2, image_size, image_size, 3)
+  want = capacity.latent_shapes(cfg.kind, image_size)
+  assert set(aux["levels"]) == set(want)
+  for level, (h, w) in want.items():
+    assert aux["levels"][level]["indices"].shape == (2, h, w)
+  if image_size == 256:
+    assert want.get("codes", want.get("bottom")) == (64, 64)
+
+
+def test_models_train_call_updates_codebooks_and_is_finite():
+  for name, cfg in model_configs(num_codes_h=64, code_dim=8, image_size=32).items():
+    model = create_model(cfg)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+    variables = model.init({"params": jax.random.key(0)}, x, train=False)
+    (x_hat, aux), new = model.apply(variables, x, train=True, mutable=["codebook"],
+                                    rngs={"codebook": jax.random.key(2)})
+    assert np.isfinite(np.asarray(x_hat)).all()
+    for cb in jax.tree.leaves(new["codebook"], is_leaf=lambda t: "initialized" in t):
+      assert bool(cb["initialized"])

@@ -1,0 +1,312 @@
+"""EMA quantizer: checked against NumPy re-derivations written here."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.quantizers import ema_vq
+from vqjax.quantizers.ema_vq import VectorQuantizerEMA
+
+
+def np_assign(z, codebook):
+  """Brute-force nearest code, ties to the lowest index."""
+  d = ((z[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)
+  return d.argmin(1)
+
+
+def np_ema(cs, es, counts, sums, decay, eps):
+  cs = decay * cs + (1 - decay) * counts
+  es = decay * es + (1 - decay) * sums
+  n = cs.sum()
+  smoothed = (cs + eps) / (n + len(cs) * eps) * n
+  return cs, es, es / smoothed[:, None]
+
+
+def make_vq(**kw):
+  args = dict(num_codes=8, code_dim=2, codebook_init="uniform", reset_window=10)
+  args.update(kw)
+  return VectorQuantizerEMA(**args)
+
+
+def init_vars(vq, z, codebook=None):
+  variables = vq.init({"params": jax.random.key(0)}, z, train=False)
+  cb = dict(variables["codebook"])
+  if codebook is not None:
+    codebook = jnp.asarray(codebook, jnp.float32)
+    cb.update(embedding=codebook, embed_sum=codebook,
+              cluster_size=jnp.ones(codebook.shape[0]))
+  return {"codebook": cb}
+
+
+def train_call(vq, variables, z, seed=0):
+  (z_q, aux), new = vq.apply(variables, z, train=True, mutable=["codebook"],
+                             rngs={"codebook": jax.random.key(seed)})
+  return z_q, aux, new
+
+
+# -- assignment -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk", [0, 4, 16])
+def test_assignment_matches_numpy_brute_force_with_ties(chunk):
+  rng = np.random.default_rng(0)
+  # Small integers: every distance is exact in float32, so ties are real ties.
+  codebook = rng.integers(-3, 4, size=(32, 4)).astype(np.float32)
+  codebook[7] = codebook[3]          # duplicate codes: exact ties
+  codebook[20] = codebook[3]
+  codebook[25] = codebook[11]
+  z = rng.integers(-3, 4, size=(500, 4)).astype(np.float32)
+  z[:50] = codebook[3]               # sits exactly on the tied codes
+  z[50:60] = codebook[25]
+  got = ema_vq.nearest_code(jnp.asarray(z), jnp.asarray(codebook), chunk or None)
+  want = np_assign(z, codebook)
+  np.testing.assert_array_equal(np.asarray(got), want)
+  assert np.all(np.asarray(got)[:50] == 3)
+  assert np.all(np.asarray(got)[50:60] == 11)
+
+
+def test_chunked_search_equals_dense_on_random_floats():
+  key1, key2 = jax.random.split(jax.random.key(1))
+  z = jax.random.normal(key1, (1000, 8))
+  codebook = jax.random.normal(key2, (1024, 8))
+  dense = ema_vq.nearest_code(z, codebook)
+  chunked = ema_vq.nearest_code(z, codebook, 128)
+  np.testing.assert_array_equal(np.asarray(dense), np.asarray(chunked))
+  np.testing.assert_array_equal(np.asarray(dense),
+                                np_assign(np.asarray(z), np.asarray(codebook)))
+
+
+def test_chunk_size_must_divide_num_codes():
+  with pytest.raises(ValueError, match="must divide num_codes"):
+    ema_vq.nearest_code(jnp.zeros((4, 2)), jnp.zeros((10, 2)), 3)
+
+
+# -- EMA --------------------------------------------------------------------------
+
+
+def test_three_ema_updates_match_numpy():
+  decay, eps = 0.9, 1e-5
+  rng = np.random.default_rng(1)
+  codebook = rng.normal(size=(8, 2)).astype(np.float32)
+  vq = make_vq(decay=decay, eps=eps)
+  variables = init_vars(vq, jnp.zeros((4, 2)), codebook)
+  cs, es, emb = np.ones(8), codebook.astype(np.float64), codebook.astype(np.float64)
+  for step in range(3):
+    z = rng.normal(size=(64, 2)).astype(np.float32)
+    idx = np_assign(z, emb)
+    counts = np.bincount(idx, minlength=8).astype(np.float64)
+    sums = np.zeros((8, 2))
+    np.add.at(sums, idx, z)
+    cs, es, emb = np_ema(cs, es, counts, sums, decay, eps)
+    _, aux, variables = train_call(vq, variables, jnp.asarray(z), step)
+    np.testing.assert_array_equal(np.asarray(aux["indices"]), idx)
+    got = variables["codebook"]
+    np.testing.assert_allclose(got["cluster_size"], cs, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got["embed_sum"], es, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got["embedding"], emb, atol=1e-6, rtol=0)
+
+
+# -- straight-through estimator ----------------------------------------------------
+
+
+def test_straight_through_and_commitment_gradients():
+  beta = 0.25
+  rng = np.random.default_rng(2)
+  codebook = rng.normal(size=(8, 2)).astype(np.float32)
+  z = jnp.asarray(rng.normal(size=(3, 5, 2)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 5, 2)), jnp.float32)
+  vq = make_vq(beta=beta)
+  variables = init_vars(vq, z, codebook)
+  float_keys = ("embedding", "cluster_size", "embed_sum")
+  floats = {k: variables["codebook"][k] for k in float_keys}
+
+  def with_floats(cb):
+    return {"codebook": {**variables["codebook"], **cb}}
+
+  def decoder_term(z_e, cb):
+    z_q, _ = vq.apply(with_floats(cb), z_e, train=False)
+    return jnp.sum(w * z_q)
+
+  def commitment(z_e, cb):
+    return vq.apply(with_floats(cb), z_e, train=False)[1]["commitment"]
+
+  # d/dz_e of sum(w * z_q) is w: the quantizer is the identity backwards.
+  g_z, g_cb = jax.grad(decoder_term, argnums=(0, 1))(z, floats)
+  np.testing.assert_allclose(g_z, w, rtol=1e-6)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(g_cb))
+
+  zn = np.asarray(z).reshape(-1, 2)
+  zq = codebook[np_assign(zn, codebook)]
+  want = 2 * beta * (zn - zq) / zn.size
+  g_z, g_cb = jax.grad(commitment, argnums=(0, 1))(z, floats)
+  np.testing.assert_allclose(np.asarray(g_z).reshape(-1, 2), want, rtol=1e-5, atol=1e-8)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(g_cb))
+  np.testing.assert_allclose(commitment(z, floats),
+                             beta * np.mean((zn - zq) ** 2), rtol=1e-6)
+
+
+# -- data init ---------------------------------------------------------------------
+
+
+def test_data_init_sets_codes_from_the_batch():
+  rng = np.random.default_rng(3)
+  z = rng.normal(size=(16, 4)).astype(np.float32)  # N == K: every row becomes a code
+  vq = make_vq(num_codes=16, code_dim=4, codebook_init="data")
+  variables = init_vars(vq, jnp.asarray(z))
+  assert not bool(variables["codebook"]["initialized"])
+  _, aux, new = train_call(vq, variables, jnp.asarray(z))
+  cb = new["codebook"]
+  emb = np.asarray(cb["embedding"])
+  assert bool(cb["initialized"])
+  # Each code is one of the batch's vectors, all distinct: a permutation of z.
+  match = np.abs(emb[:, None, :] - z[None]).max(-1) < 1e-6
+  assert match.any(1).all() and (match.sum(0) == 1).all()
+  np.testing.assert_allclose(np.asarray(cb["embed_sum"]) / np.asarray(cb["cluster_size"])[:, None],
+                             emb, atol=1e-5)
+  # Second call must not re-initialise: a re-init would put codes onto z2;
+  # the EMA moves each code only a fraction of the way (< 0.2 of 100).
+  z2 = z + 100.0
+  _, _, newer = train_call(vq, new, jnp.asarray(z2), seed=1)
+  emb2 = np.asarray(newer["codebook"]["embedding"])
+  assert np.abs(emb2[:, None, :] - z2[None]).max(-1).min() > 50
+
+
+def test_sample_rows_distinct_or_noisy():
+  rng = np.random.default_rng(4)
+  z = rng.normal(size=(100, 3)).astype(np.float32)
+  rows = np.asarray(ema_vq.sample_rows(jax.random.key(0), jnp.asarray(z), 40, 0.01))
+  d = np.abs(rows[:, None] - z[None]).max(-1)
+  assert (d.min(1) == 0).all()                      # each is a row of z
+  assert len({tuple(r) for r in rows}) == 40        # distinct
+  few = np.asarray(ema_vq.sample_rows(jax.random.key(0), jnp.asarray(z[:5]), 40, 0.01))
+  d = np.abs(few[:, None] - z[None, :5]).max(-1).min(1)
+  assert (d < 0.01 * 5 * z[:5].std(0).max()).all()  # within the noise of a row
+  assert len({tuple(r) for r in few}) == 40
+
+
+# -- dead-code reset ----------------------------------------------------------------
+
+
+def reset_setup(window, rule="sample"):
+  """Codes 0..6 on a line, code 7 far away and never used."""
+  codebook = np.zeros((8, 2), np.float32)
+  codebook[:7, 0] = np.arange(7)
+  codebook[7] = (1000.0, 1000.0)
+  vq = make_vq(reset_window=window, reset_threshold=2, reset_rule=rule,
+               decay=0.99)
+  return vq, codebook
+
+
+def batch_near_codes(rng, codes, n=70):
+  """n vectors close to codes (each code gets n / len(codes))."""
+  z = np.zeros((n, 2), np.float32)
+  z[:, 0] = np.repeat(codes, n // len(codes))
+  z += rng.normal(scale=0.01, size=z.shape)
+  return jnp.asarray(z, jnp.float32)
+
+
+def test_unused_code_is_reset_exactly_when_the_window_fills():
+  window = 4
+  vq, codebook = reset_setup(window)
+  variables = init_vars(vq, jnp.zeros((4, 2)), codebook)
+  rng = np.random.default_rng(5)
+  for step in range(1, window + 1):
+    z = batch_near_codes(rng, np.arange(7))
+    _, aux, variables = train_call(vq, variables, z, step)
+    emb = np.asarray(variables["codebook"]["embedding"])
+    if step < window:
+      assert int(aux["num_reset"]) == 0
+      np.testing.assert_allclose(emb[7], (1000.0, 1000.0), rtol=1e-3)
+    else:
+      assert int(aux["num_reset"]) == 1
+      # 'sample' rule: the new code is one of this batch's encoder outputs.
+      assert np.abs(np.asarray(z) - emb[7]).max(-1).min() < 1e-6
+  assert int(variables["codebook"]["num_resets"]) == 1
+
+
+def test_code_used_threshold_times_in_window_is_not_reset():
+  window = 4
+  vq, codebook = reset_setup(window)
+  codebook[6] = (500.0, 0.0)  # code 6 used only by the vectors we place there
+  variables = init_vars(vq, jnp.zeros((4, 2)), codebook)
+  rng = np.random.default_rng(6)
+  history = []
+  for step in range(1, window + 3):
+    z = np.asarray(batch_near_codes(rng, np.arange(6), 60)).copy()
+    if step <= 2:            # code 6 used once in each of the first 2 batches
+      z[0] = (500.0, 0.0)
+    _, aux, variables = train_call(vq, variables, jnp.asarray(z), step)
+    history.append(np.asarray(variables["codebook"]["embedding"])[6].copy())
+  # Steps 1..window: code 6 has 2 >= threshold uses in the window: never reset.
+  for step in range(window):
+    np.testing.assert_allclose(history[step], (500.0, 0.0), atol=1e-2)
+  # Step window+2: its two uses left the window (steps 3..6): now it is reset.
+  assert np.abs(history[window + 1] - np.array([500.0, 0.0])).max() > 100
+
+
+@pytest.mark.parametrize("rule", ["average", "sample"])
+def test_reset_code_statistics_match_and_ema_does_not_pull_it_back(rule):
+  window = 3
+  vq, codebook = reset_setup(window, rule)
+  variables = init_vars(vq, jnp.zeros((4, 2)), codebook)
+  rng = np.random.default_rng(7)
+  for step in range(1, window + 1):
+    z = batch_near_codes(rng, np.arange(7))
+    _, aux, variables = train_call(vq, variables, z, step)
+  assert int(aux["num_reset"]) == 1
+  cb = {k: np.asarray(v) for k, v in variables["codebook"].items()}
+  new = cb["embedding"][7]
+  assert np.abs(new).max() < 10          # moved into the data
+  if rule == "average":                   # a mean of batch outputs, inside their hull
+    assert 0 - 0.1 <= new[0] <= 6 + 0.1
+  np.testing.assert_allclose(cb["embed_sum"][7] / cb["cluster_size"][7], new, rtol=1e-5)
+  assert (cb["usage"][:, 7] == 0).all()
+  # Another step where nothing is assigned to code 7: it stays where it was put
+  # (a stale embed_sum would drag it back towards (1000, 1000)).
+  z = jnp.asarray(np.tile([[100.0, -100.0]], (70, 1)), jnp.float32)  # all go elsewhere
+  codebook_before = cb["embedding"].copy()
+  _, aux, variables = train_call(vq, variables, z, 99)
+  idx = np.asarray(aux["indices"])
+  assert not (idx == 7).any()
+  after = np.asarray(variables["codebook"]["embedding"])[7]
+  np.testing.assert_allclose(after, codebook_before[7], atol=1e-3)
+  assert int(aux["num_reset"]) == 0       # not reset again at once
+
+
+# -- jit / eval -----------------------------------------------------------------------
+
+
+def test_jit_traces_once_over_12_steps_and_eval_is_frozen():
+  vq = make_vq(num_codes=16, code_dim=2, codebook_init="data", reset_window=3)
+  traces = []
+
+  @jax.jit
+  def step(variables, z, key):
+    traces.append(1)
+    (_, aux), new = vq.apply(variables, z, train=True, mutable=["codebook"],
+                             rngs={"codebook": key})
+    return new, aux["num_reset"]
+
+  rng = np.random.default_rng(8)
+  variables = init_vars(vq, jnp.zeros((64, 2)))
+  resets = 0
+  for i in range(12):
+    z = jnp.asarray(rng.normal(size=(64, 2)) * (1 + (i < 1) * 0), jnp.float32)
+    variables, n = step(variables, z, jax.random.key(i))
+    resets += int(n)
+  assert len(traces) == 1
+  assert bool(variables["codebook"]["initialized"])
+
+  before = jax.tree.map(np.asarray, variables)
+  (_, _), after = vq.apply(variables, jnp.asarray(rng.normal(size=(64, 2)), jnp.float32),
+                           train=False, mutable=["codebook"])
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_bad_hyperparameters_fail_clearly():
+  with pytest.raises(ValueError, match="reset_rule"):
+    make_vq(reset_rule="mean").init({"params": jax.random.key(0)}, jnp.zeros((2, 2)), train=False)
+  with pytest.raises(ValueError, match="code_dim"):
+    make_vq().init({"params": jax.random.key(0)}, jnp.zeros((2, 3)), train=False)

@@ -1,0 +1,94 @@
+"""Single-level and two-level (VQ-VAE-2 style) VQ-VAEs of the paper.
+
+Both models take images [B, H, W, 3] (H, W divisible by 4, resp. 8) and return
+`(x_hat, aux)`: x_hat [B, H, W, 3] and aux = {'commitment': scalar, 'levels':
+{level_name: quantizer aux}}, level names `codes` (single) or `top`/`bottom`.
+The quantizers are built by the `quantizer` factory (e.g. a
+`functools.partial(VectorQuantizerEMA, num_codes=..., code_dim=...)`), which
+keeps the models independent of the quantizer family.
+
+Following the paper (Eq. 1), a 1x1 convolution projects the encoder output
+(C channels) to the code dimension D, and the decoder reads the D-dimensional
+codes; this reproduces the paper's parameter counts (Table 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vqjax.models.blocks import Decoder, Encoder, up_conv
+
+Dtype = Any
+
+
+class SingleLevelVQVAE(nn.Module):
+  """x -> Encoder (stride 4, C) -> 1x1 conv (D) -> VQ -> Decoder -> x_hat.
+
+  At 256x256 input the latent map is 64x64xC (the paper: C_s = 160).
+  """
+
+  channels: int
+  code_dim: int
+  quantizer: Callable[..., nn.Module]
+  res_channels: int | None = None  # default C / 2
+  num_res_blocks: int = 2
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool):
+    res = self.res_channels or self.channels // 2
+    h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
+                name="encoder")(x)
+    z_e = nn.Conv(self.code_dim, (1, 1), dtype=self.dtype, name="pre_quant")(h)
+    z_q, q_aux = self.quantizer(name="quantizer")(z_e, train=train)
+    x_hat = Decoder(self.channels, res, x.shape[-1], self.num_res_blocks, 4,
+                    self.dtype, name="decoder")(z_q.astype(self.dtype))
+    return x_hat.astype(jnp.float32), dict(commitment=q_aux["commitment"],
+                                           levels=dict(codes=q_aux))
+
+
+class HierarchicalVQVAE(nn.Module):
+  """Two-level VQ-VAE: bottom latents at H/4, top latents at H/8, C_h channels.
+
+  conditioned=False (the paper): both levels are quantized independently,
+    z_b = conv1x1(enc_b).
+  conditioned=True (VQ-VAE-2): the bottom quantizer sees the decoded top,
+    z_b = conv1x1(concat(enc_b, dec_t(q_t))).
+  The decoder reads concat(convT4x4/2(q_t), q_b) (2D channels).
+  """
+
+  channels: int
+  code_dim: int
+  quantizer: Callable[..., nn.Module]
+  conditioned: bool = False
+  res_channels: int | None = None
+  num_res_blocks: int = 2
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool):
+    c, d, dt = self.channels, self.code_dim, self.dtype
+    res = self.res_channels or c // 2
+    enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
+    enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
+
+    z_t = nn.Conv(d, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
+    q_t, aux_t = self.quantizer(name="quantizer_top")(z_t, train=train)
+    q_t = q_t.astype(dt)
+
+    if self.conditioned:
+      dec_t = Decoder(c, res, c, self.num_res_blocks, 2, dt, name="decoder_top")(q_t)
+      enc_b = jnp.concatenate([enc_b, dec_t], axis=-1)
+    z_b = nn.Conv(d, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
+    q_b, aux_b = self.quantizer(name="quantizer_bottom")(z_b, train=train)
+
+    up_t = up_conv(d, dt, name="upsample_top")(q_t)
+    x_hat = Decoder(c, res, x.shape[-1], self.num_res_blocks, 4, dt,
+                    name="decoder")(jnp.concatenate([up_t, q_b.astype(dt)], -1))
+    return x_hat.astype(jnp.float32), dict(
+        commitment=aux_t["commitment"] + aux_b["commitment"],
+        levels=dict(top=aux_t, bottom=aux_b))

@@ -1,0 +1,309 @@
+"""EMA vector quantizer whose codebook lives in the `codebook` collection.
+
+The codebook is not an optimizer parameter: it is moved by exponential moving
+averages of assignment counts and sums (VQ-VAE, van den Oord et al. 2017,
+appendix; Razavi et al. 2019), initialised from encoder outputs on the first
+training call, and dead codes are reset from recent encoder outputs once they
+were assigned fewer than `reset_threshold` times over the last `reset_window`
+batches (Reyhanian & Wiskott, Sec. 3.3 / 4.1).
+
+Everything happens inside one traced function: the first-call data init and the
+reset are `lax.cond`s on traced flags, never Python branches, so a jitted train
+step traces once. All sums run over the whole (global) batch: under `jax.jit`
+with a batch sharded over devices, XLA turns them into all-reduces, so eight
+devices produce the codebook of one device with the same global batch.
+
+Variables of the `codebook` collection (K codes of dimension D, window W):
+  embedding     [K, D] float32  the codes used for the look-up
+  cluster_size  [K]    float32  EMA of assignment counts
+  embed_sum     [K, D] float32  EMA of the sums of assigned encoder outputs
+  initialized   []     bool     False until the data init ran
+  usage         [W, K] int32    ring buffer of per-batch assignment counts
+  usage_pos     []     int32    next slot of the ring buffer
+  code_age      [K]    int32    batches since the code was (re)initialised, capped at W
+  num_resets    []     int32    codes reset so far (total)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+COLLECTION = "codebook"
+INIT_CHOICES = ("data", "uniform")
+RESET_RULES = ("average", "sample")
+
+
+# ---------------------------------------------------------------------------
+# Pure functions (shapes: N flattened vectors of dimension D, K codes).
+# ---------------------------------------------------------------------------
+
+
+def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
+  """|z|^2 - 2 z.E^T + |E|^2 in float32. z: [N, D], codebook: [K, D] -> [N, K]."""
+  z = z.astype(jnp.float32)
+  codebook = codebook.astype(jnp.float32)
+  return (jnp.sum(z**2, axis=1, keepdims=True)
+          - 2.0 * jnp.dot(z, codebook.T, precision=jax.lax.Precision.HIGHEST)
+          + jnp.sum(codebook**2, axis=1)[None, :])
+
+
+def nearest_code(z: jax.Array, codebook: jax.Array,
+                 chunk_size: int | None = None) -> jax.Array:
+  """Index of the nearest code for each row of z, ties to the lowest index.
+
+  Args:
+    z: [N, D] vectors.
+    codebook: [K, D] codes.
+    chunk_size: if set and smaller than K, the distances are computed over
+      blocks of `chunk_size` codes with a running min/argmin, so memory is
+      O(N * chunk_size) instead of O(N * K). K must divide by it.
+
+  Returns:
+    [N] int32 indices.
+  """
+  num_codes = codebook.shape[0]
+  if chunk_size is None or chunk_size >= num_codes:
+    return jnp.argmin(squared_distances(z, codebook), axis=1).astype(jnp.int32)
+  if num_codes % chunk_size:
+    raise ValueError(
+        f"search_chunk_size={chunk_size} must divide num_codes={num_codes}; "
+        "pick a divisor of num_codes (e.g. a power of two) or 0 to disable.")
+  blocks = codebook.reshape(num_codes // chunk_size, chunk_size, -1)
+
+  def scan_block(carry, block_and_offset):
+    best_dist, best_idx = carry
+    block, offset = block_and_offset
+    dist = squared_distances(z, block)
+    idx = jnp.argmin(dist, axis=1)
+    dist = jnp.take_along_axis(dist, idx[:, None], axis=1)[:, 0]
+    better = dist < best_dist  # strict: earlier blocks win ties
+    return (jnp.where(better, dist, best_dist),
+            jnp.where(better, idx.astype(jnp.int32) + offset, best_idx)), None
+
+  n = z.shape[0]
+  init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
+  offsets = jnp.arange(0, num_codes, chunk_size, dtype=jnp.int32)
+  (_, best_idx), _ = jax.lax.scan(scan_block, init, (blocks, offsets))
+  return best_idx
+
+
+def code_counts(indices: jax.Array, num_codes: int) -> jax.Array:
+  """Assignments per code, [K] float32, from indices [N] (no [N, K] one-hot)."""
+  return jax.ops.segment_sum(jnp.ones(indices.shape, jnp.float32), indices,
+                             num_segments=num_codes)
+
+
+def code_sums(z: jax.Array, indices: jax.Array, num_codes: int) -> jax.Array:
+  """Sum of the rows of z [N, D] assigned to each code, [K, D] float32."""
+  return jax.ops.segment_sum(z.astype(jnp.float32), indices,
+                             num_segments=num_codes)
+
+
+def perplexity_of_counts(counts: jax.Array) -> jax.Array:
+  """exp(entropy) of the distribution counts / sum(counts); counts [K]."""
+  probs = counts / jnp.sum(counts)
+  return jnp.exp(-jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0)))
+
+
+def ema_update(cluster_size, embed_sum, counts, sums, *, decay: float,
+               eps: float):
+  """One EMA step with Laplace smoothing (Sonnet's VectorQuantizerEMA).
+
+  Returns (cluster_size [K], embed_sum [K, D], embedding [K, D]) where
+  embedding = embed_sum / ((cluster_size + eps) / (n + K eps) * n), n = sum of
+  cluster_size.
+  """
+  cluster_size = decay * cluster_size + (1.0 - decay) * counts
+  embed_sum = decay * embed_sum + (1.0 - decay) * sums
+  n = jnp.sum(cluster_size)
+  num_codes = cluster_size.shape[0]
+  smoothed = (cluster_size + eps) / (n + num_codes * eps) * n
+  return cluster_size, embed_sum, embed_sum / smoothed[:, None]
+
+
+def sample_rows(key: jax.Array, z: jax.Array, num: int,
+                noise_scale: float) -> jax.Array:
+  """`num` rows of z [N, D], distinct when N >= num.
+
+  With fewer rows than `num`, rows are drawn with replacement and Gaussian noise
+  of `noise_scale` times the per-dimension std of z is added, so the returned
+  rows are still distinct.
+  """
+  n = z.shape[0]
+  perm_key, noise_key = jax.random.split(key)
+  if n >= num:
+    # Top-k of i.i.d. uniforms = a uniformly random subset, cheaper than a
+    # permutation of all N rows.
+    _, idx = jax.lax.top_k(jax.random.uniform(perm_key, (n,)), num)
+    return z[idx]
+  idx = jax.random.randint(perm_key, (num,), 0, n)
+  scale = noise_scale * jnp.std(z, axis=0, keepdims=True)
+  return z[idx] + scale * jax.random.normal(noise_key, (num, z.shape[1]))
+
+
+def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
+                           rule: str, average_size: int) -> jax.Array:
+  """One candidate vector per code, [K, D], from the encoder outputs z [N, D].
+
+  rule='average': the mean of `average_size` random encoder outputs;
+  rule='sample': one random encoder output.
+  """
+  size = average_size if rule == "average" else 1
+  idx = jax.random.randint(key, (num_codes, size), 0, z.shape[0])
+  return jnp.mean(z[idx], axis=1)
+
+
+# ---------------------------------------------------------------------------
+# The module.
+# ---------------------------------------------------------------------------
+
+
+class VectorQuantizerEMA(nn.Module):
+  """Nearest-code quantizer with an EMA codebook in the `codebook` collection.
+
+  Call with `z_e` [..., D] (any leading shape). With `train=True` and the
+  `codebook` collection mutable, the codebook is initialised (first call),
+  EMA-updated and dead codes are reset; this needs the `codebook` PRNG stream
+  (`rngs={'codebook': key}`), replicated across devices. With `train=False`
+  nothing is mutated.
+
+  Returns (z_q, aux): z_q [..., D] with the straight-through gradient
+  (forward: the codes; backward: identity to z_e), aux a dict with
+  `indices` [...] int32, `commitment` (beta * mean |z_e - sg(z_q)|^2),
+  `perplexity` of this batch, `codes_used` in the window and `num_reset`
+  codes reset in this call.
+  """
+
+  num_codes: int
+  code_dim: int
+  beta: float = 0.25
+  decay: float = 0.99
+  eps: float = 1e-5
+  codebook_init: str = "data"
+  init_noise: float = 0.01
+  reset_threshold: float = 2.0
+  reset_window: int = 10
+  reset_rule: str = "average"
+  reset_average_size: int = 4
+  search_chunk_size: int = 0
+
+  def _codebook_variables(self):
+    if self.codebook_init not in INIT_CHOICES:
+      raise ValueError(f"codebook_init={self.codebook_init!r}; choose one of {INIT_CHOICES}.")
+    if self.reset_rule not in RESET_RULES:
+      raise ValueError(
+          f"reset_rule={self.reset_rule!r}; choose one of {RESET_RULES}.")
+    if self.reset_window < 1:
+      raise ValueError(f"reset_window={self.reset_window} must be >= 1 batch.")
+    k, d, w = self.num_codes, self.code_dim, self.reset_window
+
+    def uniform_codes():
+      key = self.make_rng("params")
+      return jax.random.uniform(key, (k, d), jnp.float32, -1.0 / k, 1.0 / k)
+
+    var = lambda name, fn: self.variable(COLLECTION, name, fn)
+    embedding = var("embedding", uniform_codes)
+    return dict(
+        embedding=embedding,
+        cluster_size=var("cluster_size", lambda: jnp.ones((k,), jnp.float32)),
+        embed_sum=var("embed_sum", lambda: jnp.asarray(embedding.value)),
+        initialized=var("initialized",
+                        lambda: jnp.asarray(self.codebook_init == "uniform")),
+        usage=var("usage", lambda: jnp.zeros((w, k), jnp.int32)),
+        usage_pos=var("usage_pos", lambda: jnp.zeros((), jnp.int32)),
+        code_age=var("code_age", lambda: jnp.zeros((k,), jnp.int32)),
+        num_resets=var("num_resets", lambda: jnp.zeros((), jnp.int32)),
+    )
+
+  @nn.compact
+  def __call__(self, z_e: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, Any]]:
+    if z_e.shape[-1] != self.code_dim:
+      raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
+                       f"expected code_dim={self.code_dim}.")
+    v = self._codebook_variables()
+    lead_shape = z_e.shape[:-1]
+    z = z_e.reshape(-1, self.code_dim).astype(jnp.float32)
+    update = train and not self.is_initializing()
+
+    if update:
+      init_key, reset_key = jax.random.split(self.make_rng(COLLECTION))
+      self._data_init(v, jax.lax.stop_gradient(z), init_key)
+
+    codebook = v["embedding"].value
+    indices = nearest_code(jax.lax.stop_gradient(z), codebook,
+                           self.search_chunk_size or None)
+    z_q = codebook[indices]
+
+    counts = code_counts(indices, self.num_codes)
+    num_reset = jnp.zeros((), jnp.int32)
+    if update:
+      num_reset = self._ema_and_reset(v, jax.lax.stop_gradient(z), indices,
+                                      counts, reset_key)
+
+    commitment = self.beta * jnp.mean((z - jax.lax.stop_gradient(z_q))**2)
+    z_q_st = z + jax.lax.stop_gradient(z_q - z)
+    codes_used = jnp.sum(jnp.sum(v["usage"].value, axis=0) > 0)
+    aux = dict(
+        indices=indices.reshape(lead_shape),
+        commitment=commitment,
+        perplexity=perplexity_of_counts(counts),
+        codes_used=codes_used,
+        num_reset=num_reset,
+    )
+    return z_q_st.reshape(z_e.shape).astype(z_e.dtype), aux
+
+  # -- state updates (all traced; no Python branching on values) -------------
+
+  def _data_init(self, v, z, key):
+    """On the first call: codes <- K random encoder outputs of this batch."""
+
+    def init_from_batch(_):
+      codes = sample_rows(key, z, self.num_codes, self.init_noise)
+      # One pseudo-assignment per code, so embed_sum / cluster_size == codes
+      # and the first EMA step starts from the codes, not from a stale mean.
+      return codes, jnp.ones((self.num_codes,), jnp.float32), codes
+
+    def keep(_):
+      return v["embedding"].value, v["cluster_size"].value, v["embed_sum"].value
+
+    emb, cs, es = jax.lax.cond(v["initialized"].value, keep, init_from_batch, None)
+    v["embedding"].value, v["cluster_size"].value, v["embed_sum"].value = emb, cs, es
+    v["initialized"].value = jnp.ones((), bool)
+
+  def _ema_and_reset(self, v, z, indices, counts, key) -> jax.Array:
+    """EMA update, then the windowed dead-code reset. Returns codes reset."""
+    sums = code_sums(z, indices, self.num_codes)
+    cs, es, emb = ema_update(v["cluster_size"].value, v["embed_sum"].value,
+                             counts, sums, decay=self.decay, eps=self.eps)
+
+    window = self.reset_window
+    pos = v["usage_pos"].value
+    usage = v["usage"].value.at[pos].set(counts.astype(jnp.int32))
+    age = jnp.minimum(v["code_age"].value + 1, window)
+    # A code is judged only after a full window since its last (re)init.
+    dead = (age >= window) & (jnp.sum(usage, axis=0) < self.reset_threshold)
+
+    def reset(operands):
+      emb, cs, es, usage, age = operands
+      new = replacement_candidates(key, z, self.num_codes, self.reset_rule,
+                                   self.reset_average_size)
+      # The reset code restarts with one pseudo-assignment at its new vector
+      # (embed_sum / cluster_size == new), a cleared window and age 0.
+      return (jnp.where(dead[:, None], new, emb),
+              jnp.where(dead, 1.0, cs),
+              jnp.where(dead[:, None], new, es),
+              jnp.where(dead[None, :], 0, usage),
+              jnp.where(dead, 0, age))
+
+    emb, cs, es, usage, age = jax.lax.cond(
+        jnp.any(dead), reset, lambda ops: ops, (emb, cs, es, usage, age))
+    num_reset = jnp.sum(dead).astype(jnp.int32)
+    v["embedding"].value, v["cluster_size"].value, v["embed_sum"].value = emb, cs, es
+    v["usage"].value, v["code_age"].value = usage, age
+    v["usage_pos"].value = (pos + 1) % window
+    v["num_resets"].value = v["num_resets"].value + num_reset
+    return num_reset
