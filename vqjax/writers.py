@@ -301,7 +301,7 @@ class ProgressReporter:
   def _report(self, step: int, t: float):
     steps_per_sec = (step - self._last_step) / max(t - self._last_time, 1e-9)
     if self._num_train_steps:
-      eta = (self._num_train_steps) / steps_per_sec
+      eta = (self._num_train_steps - step) / steps_per_sec
       logging.info("step %d/%d (%.1f%%), %.3g steps/s, ETA %s", step,
                    self._num_train_steps, 100.0 * step / self._num_train_steps,
                    steps_per_sec, format_duration(eta))

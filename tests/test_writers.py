@@ -1,0 +1,213 @@
+"""Tests for vqjax.writers: event files read back record by record."""
+
+import glob
+import logging as py_logging
+import os
+import struct
+
+from absl import logging
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
+
+from vqjax import writers
+
+
+def read_events(logdir):
+  """Parses every event file in logdir (TFRecord framing, CRCs checked)."""
+  paths = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+  assert paths, f"no event file in {logdir}: {os.listdir(logdir)}"
+  events = []
+  for path in paths:
+    with open(path, "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):
+      header = data[pos:pos + 8]
+      (length,) = struct.unpack("<Q", header)
+      (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+      assert header_crc == masked_crc32c(header)
+      record = data[pos + 12:pos + 12 + length]
+      (record_crc,) = struct.unpack(
+          "<I", data[pos + 12 + length:pos + 16 + length])
+      assert record_crc == masked_crc32c(record)
+      events.append(event_pb2.Event.FromString(record))
+      pos += 16 + length
+  return events
+
+
+def scalars_by_tag(events):
+  out = {}
+  for event in events:
+    for value in event.summary.value:
+      if value.HasField("simple_value"):
+        out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return out
+
+
+class RecordingWriter(writers.MetricWriter):
+  """In-memory MetricWriter: keeps (step, scalars) of every write_scalars."""
+
+  def __init__(self):
+    self.scalars = []
+
+  def write_scalars(self, step, scalars):
+    self.scalars.append((step, dict(scalars)))
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+@pytest.fixture
+def absl_info(caplog):
+  old = logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)
+  caplog.set_level(py_logging.INFO)
+  yield caplog
+  logging.set_verbosity(old)
+
+
+def test_clu_interface_imports_without_tensorflow():
+  from clu.metric_writers import interface  # pylint: disable=g-import-not-at-top
+  assert issubclass(writers.TensorboardXWriter, interface.MetricWriter)
+  assert issubclass(writers.ConsoleWriter, interface.MetricWriter)
+  # Every abstract method is implemented.
+  assert not writers.TensorboardXWriter.__abstractmethods__
+
+
+def test_scalars_round_trip(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  writer = writers.TensorboardXWriter(tmp_path)
+  writer.write_scalars(1, {"loss": 0.5, "psnr": np.float32(21.25)})
+  writer.write_scalars(7, {"loss": jnp.array(0.25)})
+  writer.close()
+  events = read_events(tmp_path)
+  assert events[0].file_version == "brain.Event:2"
+  assert scalars_by_tag(events) == {"loss": [(1, 0.5), (7, 0.25)],
+                                    "psnr": [(1, 21.25)]}
+
+
+def test_images_texts_histograms_hparams(tmp_path):
+  writer = writers.TensorboardXWriter(tmp_path)
+  images = np.zeros((2, 4, 6, 3), np.float32)
+  images[1] = 2.0  # clipped to 1 -> 255, not wrapped around
+  writer.write_images(3, {"recon": images})
+  writer.write_texts(3, {"config": "lr=1e-3"})
+  values = np.arange(100, dtype=np.float32)
+  writer.write_histograms(3, {"codes": values}, num_buckets={"codes": 10})
+  writer.write_hparams({"model": {"num_codes": 512}, "name": "vq", "lr": 1e-3})
+  writer.close()
+  events = read_events(tmp_path)
+  values_by_tag = {v.tag: (e.step, v) for e in events for v in e.summary.value}
+
+  step, image = values_by_tag["recon"]
+  assert step == 3
+  assert (image.image.height, image.image.width) == (4, 12)  # 2 tiles in a row
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  pixels = np.asarray(Image.open(io.BytesIO(image.image.encoded_image_string)))
+  assert np.all(pixels[:, :6, :3] == 0) and np.all(pixels[:, 6:, :3] == 255)
+
+  step, text = values_by_tag["config/text_summary"]
+  assert step == 3 and text.tensor.string_val == [b"lr=1e-3"]
+
+  step, histo = values_by_tag["codes"]
+  assert step == 3
+  assert histo.histo.num == 100 and histo.histo.sum == pytest.approx(4950.0)
+  assert histo.histo.min == 0.0 and histo.histo.max == 99.0
+
+  from tensorboardX.proto import plugin_hparams_pb2  # pylint: disable=g-import-not-at-top
+  start = values_by_tag["_hparams_/session_start_info"][1]
+  data = plugin_hparams_pb2.HParamsPluginData.FromString(
+      start.metadata.plugin_data.content)
+  hparams = data.session_start_info.hparams
+  assert hparams["model.num_codes"].number_value == 512
+  assert hparams["name"].string_value == "vq"
+  assert hparams["lr"].number_value == pytest.approx(1e-3)
+
+
+def test_create_writer_console_and_files(tmp_path, absl_info):
+  writer = writers.create_writer(tmp_path / "run", just_logging=False)
+  writer.write_scalars(5, {"loss": np.float32(0.123456789), "psnr": 28.0})
+  writer.close()
+  assert "[5] loss=0.123457, psnr=28" in absl_info.text
+  assert scalars_by_tag(read_events(tmp_path / "run"))["psnr"] == [(5, 28.0)]
+
+
+def test_create_writer_just_logging_writes_no_files(tmp_path, absl_info):
+  writer = writers.create_writer(tmp_path / "run", just_logging=True)
+  writer.write_scalars(2, {"loss": 1.5})
+  writer.close()
+  assert "[2] loss=1.5" in absl_info.text
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_format_duration():
+  assert writers.format_duration(0) == "0:00:00"
+  assert writers.format_duration(3725.4) == "1:02:05"
+  assert writers.format_duration(27 * 3600 + 189) == "27:03:09"
+  assert writers.format_duration(float("inf")) == "?"
+
+
+def test_progress_reporter_eta_and_steps_per_sec(absl_info):
+  recorder = RecordingWriter()
+  report = writers.ProgressReporter(100, recorder, every_steps=10,
+                                    every_secs=None, clock=lambda: 0.0)
+  reported = [report(step, t=0.5 * step) for step in range(0, 21)]
+  # First call starts the clock; then steps 10 and 20 report.
+  assert [s for s, r in zip(range(21), reported) if r] == [10, 20]
+  assert [s for s, _ in recorder.scalars] == [10, 20]
+  # 10 steps in 5 s -> 2 steps/s; (100 - 20) / 2 = 40 s left.
+  assert recorder.scalars[-1][1]["steps_per_sec"] == pytest.approx(2.0)
+  assert "step 20/100 (20.0%), 2 steps/s, ETA 0:00:40" in absl_info.text
+
+
+def test_progress_reporter_by_time_and_final_step(absl_info):
+  recorder = RecordingWriter()
+  report = writers.ProgressReporter(10, recorder, every_secs=60.0,
+                                    clock=lambda: 0.0)
+  assert not report(1, t=0.0)
+  assert not report(2, t=30.0)
+  assert report(3, t=61.0)  # 2 steps in 61 s
+  assert not report(4, t=62.0)
+  assert report(10, t=70.0)  # the last step always reports: 7 steps in 9 s
+  assert [s for s, _ in recorder.scalars] == [3, 10]
+  assert recorder.scalars[0][1]["steps_per_sec"] == pytest.approx(2 / 61)
+  assert recorder.scalars[1][1]["steps_per_sec"] == pytest.approx(7 / 9)
+  assert "ETA 0:00:00" in absl_info.text
+
+
+def test_progress_reporter_writes_event_file(tmp_path):
+  writer = writers.TensorboardXWriter(tmp_path)
+  report = writers.ProgressReporter(50, writer, every_steps=5, every_secs=None)
+  for step in range(1, 11):
+    report(step)
+  writer.close()
+  scalars = scalars_by_tag(read_events(tmp_path))
+  assert [s for s, _ in scalars["steps_per_sec"]] == [5, 10]
+  assert all(v > 0 for _, v in scalars["steps_per_sec"])
