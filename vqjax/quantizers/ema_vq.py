@@ -210,7 +210,7 @@ class VectorQuantizerEMA(nn.Module):
     return dict(
         embedding=embedding,
         cluster_size=var("cluster_size", lambda: jnp.ones((k,), jnp.float32)),
-        embed_sum=var("embed_sum", lambda: jnp.asarray(embedding.value)),
+        embed_sum=var("embed_sum", lambda: jnp.array(embedding.value, copy=True)),
         initialized=var("initialized",
                         lambda: jnp.asarray(self.codebook_init == "uniform")),
         usage=var("usage", lambda: jnp.zeros((w, k), jnp.int32)),

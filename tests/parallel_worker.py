@@ -1,0 +1,82 @@
+"""Trains a tiny hierarchical model on fixed synthetic batches; saves the result.
+
+Run as a script by tests/test_parallel.py, in a fresh process so that
+XLA_FLAGS (simulated devices) and jax.distributed can be set up:
+
+  python tests/parallel_worker.py OUT.npz NUM_DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]
+
+NUM_DEVICES: how many of the (global) devices the mesh uses.
+"""
+
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import tiny_config  # noqa: E402
+
+from vqjax import parallel, train  # noqa: E402
+from vqjax.models import create_model  # noqa: E402
+
+NUM_STEPS = 15
+GLOBAL_BATCH = 16
+IMAGE_SIZE = 16
+
+
+def synthetic_batches(num_steps: int) -> np.ndarray:
+  """[steps, B, S, S, 3] smooth random images in [-1, 1] (same in every process)."""
+  rng = np.random.default_rng(0)
+  yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / IMAGE_SIZE
+  coef = rng.uniform(-1, 1, size=(num_steps, GLOBAL_BATCH, 1, 1, 3, 3))
+  img = coef[..., 0] * xx[..., None] + coef[..., 1] * yy[..., None] + coef[..., 2] * 0.5
+  img += 0.05 * rng.normal(size=img.shape)
+  return np.clip(img, -1, 1).astype(np.float32)
+
+
+def run(num_devices: int) -> dict:
+  config = tiny_config("hierarchical", image_size=IMAGE_SIZE, batch_size=GLOBAL_BATCH)
+  config.model.reset_window = 3       # resets happen within 15 steps
+  model, tx = create_model(config.model), train.create_optimizer(config)
+  mesh = parallel.create_mesh(jax.devices()[:num_devices])
+  parallel.check_batch_size(GLOBAL_BATCH, mesh)
+  state = parallel.replicate(train.create_train_state(model, tx, IMAGE_SIZE, 0), mesh)
+  step_fn = train.jit_train_step(model, tx, mesh)
+  per_process = GLOBAL_BATCH // jax.process_count()
+  rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  resets = []
+  batches = synthetic_batches(NUM_STEPS)
+  for images in batches:
+    batch = parallel.global_batch({"image": images[rows]}, mesh)
+    state, metrics = step_fn(state, batch)
+    resets.append([float(metrics["top/codes_reset"]), float(metrics["bottom/codes_reset"])])
+  eval_fn = train.jit_eval_step(model, config.model.num_codes, mesh)
+  batch = parallel.global_batch(
+      {"image": batches[-1][rows], "mask": np.ones(per_process, bool)}, mesh)
+  out = eval_fn(state.params, state.codebook, batch)
+  gather = lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True))
+  result = {f"params/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
+            jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
+  result.update({f"codebook/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
+                 jax.tree_util.tree_leaves_with_path(jax.device_get(state.codebook))})
+  for level, idx in out["indices"].items():
+    result[f"indices/{level}"] = gather(idx)
+  result["resets"] = np.asarray(resets)
+  return result
+
+
+def main(argv):
+  out_path, num_devices = argv[1], int(argv[2])
+  if len(argv) > 3:
+    coordinator, num_processes, process_id = argv[3], int(argv[4]), int(argv[5])
+    jax.distributed.initialize(coordinator_address=coordinator,
+                               num_processes=num_processes, process_id=process_id)
+  import jax.experimental.multihost_utils  # noqa: F401
+  result = run(num_devices if num_devices > 0 else jax.device_count())
+  if jax.process_index() == 0:
+    np.savez(out_path, **result)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,148 @@
+"""Training loop, checkpoints, resume and evaluation end to end (tiny models)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax import checkpointing, evaluate, input_pipeline, parallel, train
+from vqjax.models import create_model
+
+from conftest import tiny_config, write_image_folder
+
+METRICS_SCHEMA = {"checkpoint_step": int, "num_images": int, "dataset": str,
+                  "split": str}
+
+
+def test_loss_falls_over_30_steps_on_tiny_data():
+  config = tiny_config("hierarchical")
+  model, tx = create_model(config.model), train.create_optimizer(config)
+  mesh = parallel.create_mesh()
+  state = parallel.replicate(train.create_train_state(model, tx, 32, 0), mesh)
+  step = train.jit_train_step(model, tx, mesh)
+  batch = next(iter(input_pipeline.create_train_loader(config.data, seed=0)))
+  batch = parallel.global_batch(batch, mesh)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
+  config = tiny_config("single")
+  model, tx = create_model(config.model), train.create_optimizer(config)
+  mesh = parallel.create_mesh()
+  state = parallel.replicate(train.create_train_state(model, tx, 32, 0), mesh)
+  step = train.jit_train_step(model, tx, mesh)
+  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  for _ in range(3):
+    state, _ = step(state, parallel.global_batch(next(it), mesh))
+  manager = checkpointing.create_manager(str(tmp_path), config)
+  checkpointing.save(manager, 3, state, it)
+  manager.wait_until_finished()
+  expected_next = next(it)["image"]
+
+  fresh_it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  template = train.create_train_state(model, tx, 32, 123)
+  restored, fresh_it = checkpointing.restore_latest(
+      checkpointing.create_manager(str(tmp_path), config), template, fresh_it,
+      sharding=parallel.replicated(mesh))
+  leaves_a, tree_a = jax.tree.flatten(jax.device_get(state))
+  leaves_b, tree_b = jax.tree.flatten(jax.device_get(restored))
+  assert tree_a == tree_b
+  for a, b in zip(leaves_a, leaves_b):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(next(fresh_it)["image"], expected_next)
+
+
+def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
+  config = tiny_config("single")
+  config.train.num_steps = 6
+  train.train_and_evaluate(config, str(tmp_path / "straight"))
+  config.train.num_steps = 3           # "killed" after step 3 ...
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  config.train.num_steps = 6           # ... and started again with the same command
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+
+  model, tx = create_model(config.model), train.create_optimizer(config)
+  abstract = jax.eval_shape(lambda: train.create_train_state(model, tx, 32, 0))
+  states = []
+  for name in ("straight", "resumed"):
+    manager = checkpointing.create_manager(str(tmp_path / name), config, read_only=True)
+    states.append(checkpointing.restore_state(manager, abstract)[0])
+  assert int(states[0].step) == int(states[1].step) == 6
+  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["single", "hierarchical"])
+def test_eval_on_a_folder_writes_metrics_json(tmp_path, kind):
+  write_image_folder(tmp_path / "train", 12)
+  write_image_folder(tmp_path / "val", 5, seed=1)
+  config = tiny_config(kind)
+  config.data.name = "folder"
+  config.data.train_dir = str(tmp_path / "train")
+  config.data.val_dir = str(tmp_path / "val")
+  config.data.batch_size = 4
+  config.eval.batch_size = 4
+  config.train.num_steps = 4
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  os.remove(os.path.join(workdir, "eval", "metrics.json"))
+
+  result = evaluate.evaluate_checkpoint(config, workdir)
+  with open(os.path.join(workdir, "eval", "metrics.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk == json.loads(json.dumps(result))
+  for key, typ in METRICS_SCHEMA.items():
+    assert isinstance(on_disk[key], typ), key
+  assert on_disk["checkpoint_step"] == 4 and on_disk["num_images"] == 5
+  for key in ("psnr", "mse"):
+    assert set(on_disk[key]) == {"mean", "std"}
+    assert all(isinstance(v, float) for v in on_disk[key].values())
+  want_levels = {"codes"} if kind == "single" else {"top", "bottom"}
+  assert set(on_disk["levels"]) == want_levels
+  for level in on_disk["levels"].values():
+    assert set(level) >= {"num_codes", "perplexity", "normalized_perplexity",
+                          "unused_codes", "gini"}
+    assert level["num_codes"] == config.model.num_codes
+    assert 1.0 <= level["perplexity"] <= level["num_codes"]
+  # PSNR mean agrees with the per-image MSEs it came from (10 log10(1/mse)).
+  assert on_disk["psnr"]["mean"] >= 10 * np.log10(1 / on_disk["mse"]["mean"]) - 1e-6
+  for name in ("reconstructions.png", "lorenz.png"):
+    assert os.path.getsize(os.path.join(workdir, "eval", name)) > 1000
+
+
+def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path, monkeypatch):
+  config = tiny_config("single")
+  config.train.checkpoint_every = 1
+  real_loader = input_pipeline.create_train_loader
+
+  def poisoned_loader(*args, **kwargs):
+    for i, batch in enumerate(real_loader(*args, **kwargs)):
+      if i >= 3:
+        batch = {"image": np.full_like(batch["image"], np.nan)}
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "create_train_loader", poisoned_loader)
+  monkeypatch.setattr(checkpointing, "save",
+                      lambda manager, step, state, it, force=False:
+                      manager.save(step, args=checkpointing.ocp.args.Composite(
+                          state=checkpointing.ocp.args.StandardSave(state)), force=force))
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 3"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error():
+  class ThreeDeviceMesh:  # the check only reads the device count
+    devices = np.zeros(3)
+
+  with pytest.raises(ValueError, match="must be divisible by the number of devices"):
+    parallel.check_batch_size(10, ThreeDeviceMesh())
+  parallel.check_batch_size(12, ThreeDeviceMesh())

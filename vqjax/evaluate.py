@@ -1,0 +1,126 @@
+"""Evaluation of a checkpoint (or of an in-memory state) over the validation split.
+
+Reports per-image PSNR (pixels on [0, 1], reconstructions clipped) and MSE (on
+[0, 1]) as mean and std, and per quantizer level the dataset-wide code
+histogram, perplexity = exp(entropy), normalized perplexity = perplexity / K,
+unused codes, Gini coefficient and Lorenz curve. Writes
+`workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from vqjax import checkpointing, input_pipeline, metrics, parallel, train, writers
+from vqjax.models import create_model, level_names
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+  """A batch-sharded global array -> the whole array on every host."""
+  return multihost_utils.process_allgather(x, tiled=True)
+
+
+def dataset_name(data_config: ml_collections.ConfigDict) -> str:
+  if data_config.name == "tfds":
+    return f"tfds:{data_config.tfds_name}"
+  if data_config.name == "folder":
+    return f"folder:{data_config.val_dir or data_config.train_dir}"
+  return data_config.name
+
+
+def run_eval(config, model, params, codebook, mesh):
+  """One pass over the validation split. Returns (per-image psnr, mse, level counts, grid)."""
+  num_codes = config.model.num_codes
+  step_fn = train.jit_eval_step(model, num_codes, mesh)
+  psnr, mse, first = [], [], None
+  counts = {name: np.zeros(num_codes, np.int64) for name in level_names(config.model)}
+  batches = input_pipeline.create_eval_batches(
+      config.data, batch_size=config.eval.batch_size,
+      shard_index=jax.process_index(), shard_count=jax.process_count())
+  for local in batches:
+    batch = parallel.global_batch(local, mesh)
+    out = step_fn(params, codebook, batch)
+    mask, out_psnr, out_mse = (np.asarray(_gather(a)) for a in
+                               (batch["mask"], out["psnr"], out["mse"]))
+    psnr.append(out_psnr[mask])
+    mse.append(out_mse[mask])
+    for name, c in jax.device_get(out["counts"]).items():  # replicated sums
+      counts[name] += np.rint(c).astype(np.int64)
+    if first is None:
+      n = min(config.eval.num_grid_images, int(mask.sum()))
+      first = (np.asarray(_gather(batch["image"]))[:n],
+               np.asarray(_gather(out["x_hat"]))[:n])
+  if not psnr:
+    raise ValueError("the validation split is empty: check config.data.")
+  return np.concatenate(psnr), np.concatenate(mse), counts, first
+
+
+def summarize(config, step: int, psnr, mse, counts) -> dict:
+  """The metrics.json dictionary."""
+  return {
+      "checkpoint_step": int(step),
+      "num_images": int(psnr.size),
+      "dataset": dataset_name(config.data),
+      "split": "validation" if config.data.name != "tfds" else config.data.val_split,
+      "image_size": int(config.data.image_size),
+      "pixel_range": "[0, 1] (reconstructions clipped)",
+      "psnr": {"mean": float(psnr.mean()), "std": float(psnr.std())},
+      "mse": {"mean": float(mse.mean()), "std": float(mse.std())},
+      "levels": {name: metrics.code_usage_summary(c) for name, c in counts.items()},
+  }
+
+
+def evaluate_state(config, model, state, step: int, workdir: str, mesh, *,
+                   writer=None, write_files: bool = True) -> dict:
+  """Evaluates params + frozen codebooks of `state`; optionally writes the files."""
+  psnr, mse, counts, grid = run_eval(config, model, state.params, state.codebook, mesh)
+  result = summarize(config, step, psnr, mse, counts)
+  line = ", ".join(
+      [f"psnr={result['psnr']['mean']:.2f}±{result['psnr']['std']:.2f} dB",
+       f"mse={result['mse']['mean']:.5f}"]
+      + [f"{n}: perplexity={v['perplexity']:.1f} "
+         f"({100 * v['normalized_perplexity']:.1f}% of K), unused={v['unused_codes']}"
+         for n, v in result["levels"].items()])
+  logging.info("eval @ step %d on %d images: %s", step, result["num_images"], line)
+  if writer is not None:
+    scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"]}
+    for name, v in result["levels"].items():
+      for key in ("perplexity", "normalized_perplexity", "unused_codes", "gini"):
+        scalars[f"eval/{name}/{key}"] = v[key]
+    writer.write_scalars(step, scalars)
+  if write_files and jax.process_index() == 0:
+    out_dir = os.path.join(workdir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    metrics.save_reconstruction_grid(*grid, os.path.join(out_dir, "reconstructions.png"),
+                                     max_images=config.eval.num_grid_images)
+    metrics.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
+    np.savez(os.path.join(out_dir, "code_histograms.npz"), **counts)
+    logging.info("wrote %s/{metrics.json,reconstructions.png,lorenz.png}", out_dir)
+  return result
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Restores the latest (or config.eval.checkpoint_step) checkpoint and evaluates it."""
+  mesh = parallel.create_mesh()
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  model = create_model(config.model)
+  tx = train.create_optimizer(config)
+  abstract = jax.eval_shape(lambda: train.create_train_state(
+      model, tx, config.data.image_size, config.seed))
+  abstract = checkpointing.abstract_like(abstract, parallel.replicated(mesh))
+  manager = checkpointing.create_manager(workdir, config, read_only=True)
+  state, step = checkpointing.restore_state(manager, abstract,
+                                            config.eval.checkpoint_step)
+  writer = writers.create_writer(workdir, just_logging=jax.process_index() != 0)
+  result = evaluate_state(config, model, state, step, workdir, mesh, writer=writer)
+  writer.flush()
+  return result

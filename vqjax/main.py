@@ -1,0 +1,66 @@
+"""Command-line entry point.
+
+  python -m vqjax.main --config=configs/default.py --workdir=runs/default
+  python -m vqjax.main --config=configs/default.py --workdir=runs/default --mode=eval
+  python -m vqjax.main --config=configs/paper_single.py --workdir=runs/x \\
+      --config.model.code_dim=16 --config.model.num_codes=4096
+
+`train` resumes from the latest checkpoint in --workdir and evaluates at the
+end; `eval` evaluates the latest (or --config.eval.checkpoint_step) checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging as logging_std
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vqjax import config_lib, evaluate, parallel, train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval outputs.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (+ final eval) or eval only.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "Multi-host: host:port of process 0 (else from the cluster env).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops orbax's per-save INFO chatter (warnings and errors still show)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                        _PROCESS_ID.value)
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  config_lib.validate(config)
+  workdir = os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  logging.info("JAX %s on %d %s device(s), %d process(es); workdir %s",
+               jax.__version__, jax.device_count(), jax.default_backend(),
+               jax.process_count(), workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  if _MODE.value == "train":
+    train.train_and_evaluate(config, workdir)
+  else:
+    evaluate.evaluate_checkpoint(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,92 @@
+"""Device mesh, shardings and multi-host start-up.
+
+One mesh axis, `data`: the batch is sharded on its leading axis, everything
+else (params, optimizer state, codebooks, PRNG key) is replicated. Reductions
+over the batch inside a jitted step are then reductions over the *global* batch
+(XLA inserts the all-reduces), which is what keeps codebook statistics, data
+init and dead-code replacement identical to a single-device run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+
+def _cluster_says_multiprocess() -> bool:
+  """True when a launcher (SLURM, Open MPI, or JAX's own variables) started several tasks."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  return any(int(os.environ.get(k, "1") or 1) > 1
+             for k in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+
+
+def maybe_initialize_distributed(coordinator_address: str = "",
+                                 num_processes: int = 0,
+                                 process_id: int = -1) -> None:
+  """Calls `jax.distributed.initialize()` when the run is multi-process.
+
+  Explicit arguments (from flags) win; otherwise JAX's own cluster detection
+  (SLURM, Open MPI, JAX_COORDINATOR_ADDRESS, ...) is used when the environment
+  says there are several tasks. A single process does nothing.
+  """
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes,
+                               process_id=process_id)
+  elif _cluster_says_multiprocess():
+    jax.distributed.initialize()
+  else:
+    return
+  logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def create_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over all (global) devices with axis `data`."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices.reshape(-1), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over `data`."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "data.batch_size") -> None:
+  """Clear error (before any compilation) when the batch does not split evenly."""
+  n = mesh.devices.size
+  if global_batch_size % n:
+    raise ValueError(
+        f"config.{what}={global_batch_size} must be divisible by the number of "
+        f"devices ({n}); use a multiple of {n}, e.g. "
+        f"{max(n, global_batch_size // n * n)}.")
+  if global_batch_size % jax.process_count():
+    raise ValueError(
+        f"config.{what}={global_batch_size} must be divisible by the number of "
+        f"processes ({jax.process_count()}).")
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Host-local numpy batch (this process's rows) -> globally sharded arrays."""
+  sharding = data_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      local_batch)
+
+
+def replicate(tree, mesh: Mesh):
+  """Place a host pytree on every device of the mesh."""
+  return jax.device_put(tree, replicated(mesh))
