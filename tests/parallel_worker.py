@@ -13,6 +13,7 @@ import sys
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
@@ -55,7 +56,7 @@ def run(num_devices: int) -> dict:
   batch = parallel.global_batch(
       {"image": batches[-1][rows], "mask": np.ones(per_process, bool)}, mesh)
   out = eval_fn(state.params, state.codebook, batch)
-  gather = lambda x: np.asarray(jax.experimental.multihost_utils.process_allgather(x, tiled=True))
+  gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
   result = {f"params/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
             jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
   result.update({f"codebook/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
@@ -72,7 +73,6 @@ def main(argv):
     coordinator, num_processes, process_id = argv[3], int(argv[4]), int(argv[5])
     jax.distributed.initialize(coordinator_address=coordinator,
                                num_processes=num_processes, process_id=process_id)
-  import jax.experimental.multihost_utils  # noqa: F401
   result = run(num_devices if num_devices > 0 else jax.device_count())
   if jax.process_index() == 0:
     np.savez(out_path, **result)

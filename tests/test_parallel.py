@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "parallel_worker.py")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_worker(out, num_devices, host_devices, extra=(), env_extra=None, wait=True):
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
   env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
   env.update(env_extra or {})
   cmd = [sys.executable, WORKER, str(out), str(num_devices), *map(str, extra)]
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

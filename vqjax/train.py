@@ -117,7 +117,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   step_metrics = dict(
       loss=mse + aux["commitment"], mse=mse, commitment=aux["commitment"],
       psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
-      grad_norm=optax.global_norm(grads), **level_metrics(aux["levels"]))
+      grad_norm=optax.tree.norm(grads), **level_metrics(aux["levels"]))
   return new_state, step_metrics
 
 
