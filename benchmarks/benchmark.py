@@ -62,28 +62,31 @@ NOT_INSTALLED = "not installed"
 class Case:
   name: str
   description: str
-  model: Callable[[], Any]   # -> vqjax config.model (ConfigDict)
+  recipe: tuple  # (config_lib function name, args): builds vqjax's config.model
   image_size: int
   batch: int
 
 
-def _cases() -> dict[str, list[Case]]:
-  from vqjax import config_lib  # pylint: disable=import-outside-toplevel
-  single, hier = config_lib.single_model, config_lib.hierarchical_model
-  return {
-      "a": [Case("a", "single D=8 K=8192", lambda: single(4096, 8, 64), 64, 32)],
-      "b": [Case("b", "hier D=8 Kh=4096", lambda: hier(4096, 8), 64, 32)],
-      "c": [Case("c-single", "single D=64 K=1024", lambda: single(512, 64, 64), 64, 32),
-            Case("c-hier", "hier D=64 Kh=512", lambda: hier(512, 64), 64, 32)],
-      "d": [Case("d", "single D=8 K=8192 256px", lambda: single(4096, 8, 256), 256, 4)],
-  }
+CASES = {
+    "a": [Case("a", "single D=8 K=8192", ("single_model", (4096, 8, 64)), 64, 32)],
+    "b": [Case("b", "hier D=8 Kh=4096", ("hierarchical_model", (4096, 8)), 64, 32)],
+    "c": [Case("c-single", "single D=64 K=1024", ("single_model", (512, 64, 64)), 64, 32),
+          Case("c-hier", "hier D=64 Kh=512", ("hierarchical_model", (512, 64)), 64, 32)],
+    "d": [Case("d", "single D=8 K=8192 256px", ("single_model", (4096, 8, 256)), 256, 4)],
+}
+# K_s = 2 * 32768 * 8 / 8 = 65536 (Eq. 5), D = 8, C_s = 160.
+MEMORY_RECIPE = ("single_model", (32768, 8, 64))
 
 
-def _memory_model(chunk: int):
+def build_model_config(recipe, overrides: dict | None = None):
+  """vqjax's config.model from a config_lib recipe (built in the process that uses it,
+  so a child always gets every field its own vqjax expects)."""
   from vqjax import config_lib  # pylint: disable=import-outside-toplevel
-  m = config_lib.single_model(32768, 8, 64)  # K_s = 2 * 32768 * 8 / 8 = 65536
-  m.search_chunk_size = chunk
-  return m
+  fn_name, fn_args = recipe
+  model = getattr(config_lib, fn_name)(*fn_args)
+  for key, value in (overrides or {}).items():
+    setattr(model, key, value)
+  return model
 
 
 # -- measurements (child processes) --------------------------------------------------
@@ -118,7 +121,6 @@ def child_vqjax(spec: dict) -> dict:
   import functools  # pylint: disable=import-outside-toplevel
 
   import jax
-  import ml_collections
   import numpy as np
 
   from vqjax import config_lib, parallel, train
@@ -129,7 +131,7 @@ def child_vqjax(spec: dict) -> dict:
   out = dict(rss_after_import_mib=_max_rss_mib(), devices=str(jax.devices()))
   warmup, steps, batch, size = spec["warmup"], spec["steps"], spec["batch"], spec["image_size"]
   config = config_lib.base_config()
-  config.model = ml_collections.ConfigDict(spec["model"])
+  config.model = build_model_config(spec["recipe"], spec.get("overrides"))
   config.data.image_size, config.data.batch_size = size, batch
   config.train.steps_per_epoch = 1000  # no data source needed for the schedule
   config_lib.validate(config)
@@ -278,11 +280,12 @@ def run_child(spec: dict, timeout: float) -> dict:
   return dict(error=f"rc={proc.returncode}: " + (tail[-1] if tail else "no output"))
 
 
-def _spec(impl: str, label: str, model, image_size: int, batch: int, args,
-          steps: int | None = None, **extra) -> dict:
-  return dict(impl=impl, label=label, model=model.to_dict(), image_size=image_size,
-              batch=batch, warmup=args.warmup, steps=steps or args.steps,
-              threads=args.torch_threads, **extra)
+def _spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
+          steps: int | None = None, overrides: dict | None = None, **extra) -> dict:
+  return dict(impl=impl, label=label, recipe=recipe, overrides=overrides or {},
+              model=build_model_config(recipe, overrides).to_dict(),
+              image_size=image_size, batch=batch, warmup=args.warmup,
+              steps=steps or args.steps, threads=args.torch_threads, **extra)
 
 
 def _version(pkg: str) -> str:
@@ -418,14 +421,21 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
   if mem is not None:
     lines += ["", "### Codebook search memory: K=65536, D=8, single-level, 64x64, batch 32 "
               "(vqjax train)", "",
-              "| search_chunk_size | peak RSS MiB | train img/s | first step s |",
-              "| ---: | ---: | ---: | ---: |"]
-    for chunk, res in mem.items():
-      lines.append(f"| {chunk} | {_fmt(_get(res, 'peak_rss_mib'), 0)} | "
+              "| search_chunk_size | search_rows_per_block | peak RSS MiB | train img/s | "
+              "first step s |",
+              "| ---: | ---: | ---: | ---: | ---: |"]
+    for entry in mem.values():
+      o, res = entry["overrides"], entry["result"]
+      rows_shown = o.get("search_rows_per_block", "default")
+      lines.append(f"| {o['search_chunk_size']} | {rows_shown} | "
+                   f"{_fmt(_get(res, 'peak_rss_mib'), 0)} | "
                    f"{_fmt(_get(res, 'train', 'img_per_s'))} | "
                    f"{_fmt(_get(res, 'train', 'first_step_s'), 2)} |")
     lines.append("")
-    lines.append("0 = dense distances ([8192, 65536] float32 = 2 GiB per matrix); "
+    lines.append("search_chunk_size 0 = all K codes at once; search_rows_per_block 0 = all "
+                 "N = 8192 rows at once, so (0, 0) materialises the dense [8192, 65536] "
+                 "float32 distances (2 GiB per matrix); 'default' = vqjax's default "
+                 "(-1: 128 rows per block on CPU). "
                  f"{meta['memory_steps']} timed steps after {meta['warmup']} warm-up.")
 
   bf = extras.get("bf16")
@@ -437,6 +447,14 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       a, b = _get(f32, "train", "img_per_s"), _get(b16, "train", "img_per_s")
       lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {_ratio(b, a)} | "
                    f"{_fmt(_get(f32, 'peak_rss_mib'), 0)} / {_fmt(_get(b16, 'peak_rss_mib'), 0)} |")
+  failures = [(r["name"], impl, r[impl]["error"]) for r in rows for impl in ("vqjax", "ref")
+              if r[impl] is not None and "error" in r[impl]]
+  failures += [(f"memory {k}", "vqjax", e["result"]["error"])
+               for k, e in (mem or {}).items() if "error" in e["result"]]
+  failures += [(f"{k}-bf16", "vqjax", v[1]["error"]) for k, v in (bf or {}).items()
+               if "error" in v[1]]
+  if failures:
+    lines += ["", "Failed runs:", ""] + [f"- {n} ({impl}): `{err}`" for n, impl, err in failures]
   lines += ["", END, ""]
   return "\n".join(lines)
 
@@ -454,7 +472,8 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--configs", default="a,b,c,d", help="comma-separated of a,b,c,d")
+  parser.add_argument("--configs", default="a,b,c,d",
+                      help="comma-separated of a,b,c,d (or 'none': extras only)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 7 for reports)")
   parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 2 for reports)")
   parser.add_argument("--extras", default="quantizer,memory,bf16",
@@ -477,8 +496,8 @@ def main(argv=None) -> int:
   sys.path.insert(0, str(REPO))
   start = time.perf_counter()
   load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-  cases = _cases()
-  names = [c.strip() for c in args.configs.split(",") if c.strip()]
+  cases = CASES
+  names = [c.strip() for c in args.configs.split(",") if c.strip() and c.strip() != "none"]
   unknown = [n for n in names if n not in cases]
   if unknown:
     parser.error(f"unknown configs {unknown}; choose from {sorted(cases)}")
@@ -496,13 +515,13 @@ def main(argv=None) -> int:
   torch_interop = None
   for name in names:
     for case in cases[name]:
-      model = case.model()
+      model = build_model_config(case.recipe)
       want_q = "quantizer" in extras_wanted and case.name == "a"
-      vq = run_child(_spec("vqjax", case.name, model, case.image_size, case.batch, args,
+      vq = run_child(_spec("vqjax", case.name, case.recipe, case.image_size, case.batch, args,
                            eval=True, quantizer_share=want_q), args.timeout)
       ref = None
       if use_ref:
-        ref = run_child(_spec("torch", case.name, model, case.image_size, case.batch, args,
+        ref = run_child(_spec("torch", case.name, case.recipe, case.image_size, case.batch, args,
                               eval=True), args.timeout)
         torch_interop = ref.get("interop_threads", torch_interop)
       rows.append(dict(name=case.name, description=case.description,
@@ -516,10 +535,16 @@ def main(argv=None) -> int:
 
   if "memory" in extras_wanted:
     extras["memory"] = {}
-    for chunk in (4096, 0):
-      res = run_child(_spec("vqjax", f"memory-K65536-chunk{chunk}", _memory_model(chunk), 64,
-                            32, args, steps=args.memory_steps), args.timeout)
-      extras["memory"][chunk] = res
+    has_rows = "search_rows_per_block" in build_model_config(MEMORY_RECIPE)
+    variants = ([dict(search_chunk_size=4096), dict(search_chunk_size=0)] if not has_rows else
+                [dict(search_chunk_size=4096), dict(search_chunk_size=0),
+                 dict(search_chunk_size=4096, search_rows_per_block=0),
+                 dict(search_chunk_size=0, search_rows_per_block=0)])
+    for overrides in variants:
+      label = ",".join(f"{k}={v}" for k, v in overrides.items())
+      res = run_child(_spec("vqjax", f"memory-K65536[{label}]", MEMORY_RECIPE, 64, 32, args,
+                            steps=args.memory_steps, overrides=overrides), args.timeout)
+      extras["memory"][label] = dict(overrides=overrides, result=res)
     raw["memory"] = extras["memory"]
 
   if "bf16" in extras_wanted:
@@ -528,10 +553,8 @@ def main(argv=None) -> int:
       if row["name"] not in ("a", "b"):
         continue
       case = next(c for c in cases[row["name"]] if c.name == row["name"])
-      model = case.model()
-      model.dtype = "bfloat16"
-      res = run_child(_spec("vqjax", f"{case.name}-bf16", model, case.image_size, case.batch,
-                            args), args.timeout)
+      res = run_child(_spec("vqjax", f"{case.name}-bf16", case.recipe, case.image_size,
+                            case.batch, args, overrides=dict(dtype="bfloat16")), args.timeout)
       extras["bf16"][case.name] = (row["vqjax"], res)
     raw["bf16"] = {k: v[1] for k, v in extras["bf16"].items()}
 

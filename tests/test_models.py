@@ -104,3 +104,43 @@ def test_models_train_call_updates_codebooks_and_is_finite():
     assert np.isfinite(np.asarray(x_hat)).all()
     for cb in jax.tree.leaves(new["codebook"], is_leaf=lambda t: "initialized" in t):
       assert bool(cb["initialized"])
+
+
+def np_conv4x4_stride2(x, kernel, bias):
+  """PyTorch Conv2d(k=4, s=2, p=1) by its definition (loops over taps), NHWC."""
+  b, h, w, _ = x.shape
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = np.zeros((b, h // 2, w // 2, kernel.shape[-1]))
+  for ky in range(4):
+    for kx in range(4):
+      patch = xp[:, ky:ky + h:2, kx:kx + w:2, :]
+      out += patch @ kernel[ky, kx]
+  return out + bias
+
+
+def np_conv_transpose4x4_stride2(x, kernel, bias):
+  """PyTorch ConvTranspose2d(k=4, s=2, p=1) by its definition (scatter), NHWC."""
+  b, h, w, _ = x.shape
+  full = np.zeros((b, 2 * h + 2, 2 * w + 2, kernel.shape[-1]))  # offset by padding 1
+  for ky in range(4):
+    for kx in range(4):
+      full[:, ky:ky + 2 * h:2, kx:kx + 2 * w:2, :] += x @ kernel[ky, kx]
+  return full[:, 1:2 * h + 1, 1:2 * w + 1, :] + bias
+
+
+@pytest.mark.parametrize("module, reference, out_hw", [
+    ("down", np_conv4x4_stride2, 0.5), ("up", np_conv_transpose4x4_stride2, 2)])
+def test_strided_convs_match_pytorch_definitions(module, reference, out_hw):
+  from vqjax.models.blocks import DownConv, UpConv
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 6, 8, 3)).astype(np.float32)
+  layer = (DownConv if module == "down" else UpConv)(5)
+  shapes = jax.tree.map(jnp.shape, layer.init(jax.random.key(0), x)["params"])
+  assert shapes == {"kernel": (4, 4, 3, 5), "bias": (5,)}  # nn.ConvTranspose's layout
+  kernel = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)
+  bias = rng.normal(size=(5,)).astype(np.float32)
+  variables = {"params": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}}
+  got = np.asarray(layer.apply(variables, x))
+  want = reference(x.astype(np.float64), kernel.astype(np.float64), bias)
+  assert got.shape == (2, int(6 * out_hw), int(8 * out_hw), 5)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

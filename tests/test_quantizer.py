@@ -48,8 +48,8 @@ def train_call(vq, variables, z, seed=0):
 # -- assignment -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk", [0, 4, 16])
-def test_assignment_matches_numpy_brute_force_with_ties(chunk):
+@pytest.mark.parametrize("chunk, rows", [(0, 0), (4, 0), (16, 0), (0, 64), (8, 7)])
+def test_assignment_matches_numpy_brute_force_with_ties(chunk, rows):
   rng = np.random.default_rng(0)
   # Small integers: every distance is exact in float32, so ties are real ties.
   codebook = rng.integers(-3, 4, size=(32, 4)).astype(np.float32)
@@ -59,7 +59,7 @@ def test_assignment_matches_numpy_brute_force_with_ties(chunk):
   z = rng.integers(-3, 4, size=(500, 4)).astype(np.float32)
   z[:50] = codebook[3]               # sits exactly on the tied codes
   z[50:60] = codebook[25]
-  got = ema_vq.nearest_code(jnp.asarray(z), jnp.asarray(codebook), chunk or None)
+  got = ema_vq.nearest_code(jnp.asarray(z), jnp.asarray(codebook), chunk or None, rows)
   want = np_assign(z, codebook)
   np.testing.assert_array_equal(np.asarray(got), want)
   assert np.all(np.asarray(got)[:50] == 3)
@@ -71,8 +71,9 @@ def test_chunked_search_equals_dense_on_random_floats():
   z = jax.random.normal(key1, (1000, 8))
   codebook = jax.random.normal(key2, (1024, 8))
   dense = ema_vq.nearest_code(z, codebook)
-  chunked = ema_vq.nearest_code(z, codebook, 128)
-  np.testing.assert_array_equal(np.asarray(dense), np.asarray(chunked))
+  for chunk, rows in [(128, 0), (128, 100), (None, 250), (1024, 1000)]:
+    blocked = ema_vq.nearest_code(z, codebook, chunk, rows)
+    np.testing.assert_array_equal(np.asarray(dense), np.asarray(blocked))
   np.testing.assert_array_equal(np.asarray(dense),
                                 np_assign(np.asarray(z), np.asarray(codebook)))
 

@@ -13,21 +13,92 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
 
-def down_conv(features: int, dtype: Dtype, name: str | None = None) -> nn.Conv:
+class DownConv(nn.Module):
+  """PyTorch's Conv2d(k=4, s=2, p=1): [B, H, W, C] -> [B, H/2, W/2, features] (H, W even).
+
+  Computed as space-to-depth (2x2 blocks -> 4C channels) followed by a 2x2
+  stride-1 convolution: the same parameters (kernel [4, 4, C, features], bias)
+  and result as the strided convolution, but a gradient without dilated
+  convolutions, which XLA:CPU computes very slowly.
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    if h % 2 or w % 2:
+      raise ValueError(f"DownConv needs even height and width, got {h}x{w}.")
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (4, 4, c, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    # kernel[2t + p] acts on block t, phase p: regroup to [2, 2, (2, 2, C), F].
+    k = kernel.reshape(2, 2, 2, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
+    k = k.reshape(2, 2, 4 * c, self.features).astype(self.dtype)
+    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    hb, wb = (h + 2) // 2, (w + 2) // 2
+    blocks = padded.reshape(b, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    blocks = blocks.reshape(b, hb, wb, 4 * c)
+    y = jax.lax.conv_general_dilated(
+        blocks, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias.astype(self.dtype)
+
+
+def down_conv(features: int, dtype: Dtype, name: str | None = None) -> DownConv:
   """4x4 stride-2 convolution: [B, H, W, C] -> [B, H/2, W/2, features]."""
-  return nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                 dtype=dtype, name=name)
+  return DownConv(features, dtype, name=name)
 
 
-def up_conv(features: int, dtype: Dtype, name: str | None = None) -> nn.ConvTranspose:
+# Kernel taps of a 4x4 / stride-2 / padding-1 transposed convolution that reach
+# output phase 0 (even rows) and phase 1 (odd rows), for the input offsets
+# (-1, 0) and (0, +1) respectively (PyTorch ConvTranspose2d semantics).
+_PHASE_TAPS = ((3, 1), (2, 0))
+
+
+class UpConv(nn.Module):
+  """PyTorch's ConvTranspose2d(k=4, s=2, p=1): [B, H, W, C] -> [B, 2H, 2W, features].
+
+  Computed as four 2x2 convolutions, one per output phase (sub-pixel form),
+  interleaved into the 2x output. Same parameters (kernel [4, 4, C, features],
+  bias) and the same result as the transposed convolution, without its
+  dilated-input formulation, which XLA:CPU differentiates very slowly.
+  kernel[ky, kx, c, f] is PyTorch's weight[c, f, ky, kx].
+  """
+
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    x = x.astype(self.dtype)
+    kernel = kernel.astype(self.dtype)
+    b, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = []
+    for a, taps_y in enumerate(_PHASE_TAPS):
+      cols = []
+      for c, taps_x in enumerate(_PHASE_TAPS):
+        k = kernel[np.array(taps_y)][:, np.array(taps_x)]           # [2, 2, C, F]
+        y = jax.lax.conv_general_dilated(
+            padded, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        cols.append(y[:, a:a + h, c:c + w])                          # [B, H, W, F]
+      rows.append(jnp.stack(cols, axis=3))                           # [B, H, W, 2, F]
+    out = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, self.features)
+    return out + bias.astype(self.dtype)
+
+
+def up_conv(features: int, dtype: Dtype, name: str | None = None) -> UpConv:
   """4x4 stride-2 transposed convolution: [B, H, W, C] -> [B, 2H, 2W, features]."""
-  # PyTorch padding p=1 with k=4 is lax padding k-1-p=2 on the dilated input.
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2),
-                          padding=((2, 2), (2, 2)), dtype=dtype, name=name)
+  return UpConv(features, dtype, name=name)
 
 
 class ResBlock(nn.Module):

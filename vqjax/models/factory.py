@@ -28,7 +28,8 @@ def create_quantizer(model_config: ml_collections.ConfigDict):
       eps=m.eps, codebook_init=m.codebook_init, init_noise=m.init_noise,
       reset_threshold=m.reset_threshold, reset_window=m.reset_window,
       reset_rule=m.reset_rule, reset_average_size=m.reset_average_size,
-      search_chunk_size=m.search_chunk_size)
+      search_chunk_size=m.search_chunk_size,
+      search_rows_per_block=m.search_rows_per_block)
 
 
 def create_model(model_config: ml_collections.ConfigDict):

@@ -51,23 +51,25 @@ def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
           + jnp.sum(codebook**2, axis=1)[None, :])
 
 
-def nearest_code(z: jax.Array, codebook: jax.Array,
-                 chunk_size: int | None = None) -> jax.Array:
-  """Index of the nearest code for each row of z, ties to the lowest index.
+def _nearest_in_block(z: jax.Array, codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(min squared distance [n], index of the first minimum [n]) of z [n, D] over codes [c, D].
 
-  Args:
-    z: [N, D] vectors.
-    codebook: [K, D] codes.
-    chunk_size: if set and smaller than K, the distances are computed over
-      blocks of `chunk_size` codes with a running min/argmin, so memory is
-      O(N * chunk_size) instead of O(N * K). K must divide by it.
-
-  Returns:
-    [N] int32 indices.
+  min + first-equal-index instead of argmin: two vectorised reductions, several
+  times faster than XLA:CPU's variadic argmin reduction, same result.
   """
+  dist = squared_distances(z, codes)
+  best = jnp.min(dist, axis=1)
+  num = codes.shape[0]
+  idx = jnp.min(jnp.where(dist == best[:, None], jnp.arange(num, dtype=jnp.int32), num), axis=1)
+  return best, jnp.minimum(idx, num - 1)  # NaN rows: clamp into range
+
+
+def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
+                              chunk_size: int | None) -> jax.Array:
+  """Nearest code of z [n, D]; codes scanned in blocks with a running min/argmin."""
   num_codes = codebook.shape[0]
   if chunk_size is None or chunk_size >= num_codes:
-    return jnp.argmin(squared_distances(z, codebook), axis=1).astype(jnp.int32)
+    return _nearest_in_block(z, codebook)[1]
   if num_codes % chunk_size:
     raise ValueError(
         f"search_chunk_size={chunk_size} must divide num_codes={num_codes}; "
@@ -77,18 +79,53 @@ def nearest_code(z: jax.Array, codebook: jax.Array,
   def scan_block(carry, block_and_offset):
     best_dist, best_idx = carry
     block, offset = block_and_offset
-    dist = squared_distances(z, block)
-    idx = jnp.argmin(dist, axis=1)
-    dist = jnp.take_along_axis(dist, idx[:, None], axis=1)[:, 0]
+    dist, idx = _nearest_in_block(z, block)
     better = dist < best_dist  # strict: earlier blocks win ties
     return (jnp.where(better, dist, best_dist),
-            jnp.where(better, idx.astype(jnp.int32) + offset, best_idx)), None
+            jnp.where(better, idx + offset, best_idx)), None
 
   n = z.shape[0]
   init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
   offsets = jnp.arange(0, num_codes, chunk_size, dtype=jnp.int32)
   (_, best_idx), _ = jax.lax.scan(scan_block, init, (blocks, offsets))
   return best_idx
+
+
+def default_rows_per_block() -> int:
+  """Rows of z per distance block: small blocks stay in cache on CPU; accelerators
+  prefer one large matrix product."""
+  return 128 if jax.default_backend() == "cpu" else 0
+
+
+def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = None,
+                 rows_per_block: int | None = None) -> jax.Array:
+  """Index of the nearest code for each row of z, ties to the lowest index.
+
+  Args:
+    z: [N, D] vectors (may be sharded over N).
+    codebook: [K, D] codes.
+    chunk_size: if set and smaller than K, the distances are computed over
+      blocks of `chunk_size` codes with a running min/argmin, so memory is
+      O(rows * chunk_size) instead of O(rows * K). K must divide by it.
+    rows_per_block: process z in `N / rows_per_block` sequential steps of
+      `rows_per_block` rows (0 or None: all rows at once). The rows of a step
+      are strided over N, so a batch sharded over N stays sharded.
+
+  Returns:
+    [N] int32 indices.
+  """
+  n = z.shape[0]
+  if not rows_per_block or rows_per_block >= n:
+    return _nearest_over_code_blocks(z, codebook, chunk_size)
+  steps = -(-n // rows_per_block)
+  while n % steps:  # the smallest number of steps that divides N
+    steps += 1
+  # Row r * steps + s is handled in step s: each step sees rows from every
+  # shard of a batch-sharded z.
+  z_steps = jnp.moveaxis(z.reshape(n // steps, steps, -1), 1, 0)
+  idx = jax.lax.map(lambda zz: _nearest_over_code_blocks(zz, codebook, chunk_size),
+                    z_steps)
+  return jnp.moveaxis(idx, 0, 1).reshape(n)
 
 
 def code_counts(indices: jax.Array, num_codes: int) -> jax.Array:
@@ -190,6 +227,7 @@ class VectorQuantizerEMA(nn.Module):
   reset_rule: str = "average"
   reset_average_size: int = 4
   search_chunk_size: int = 0
+  search_rows_per_block: int = -1  # -1: auto (128 on CPU, all rows on accelerators)
 
   def _codebook_variables(self):
     if self.codebook_init not in INIT_CHOICES:
@@ -234,8 +272,10 @@ class VectorQuantizerEMA(nn.Module):
       self._data_init(v, jax.lax.stop_gradient(z), init_key)
 
     codebook = v["embedding"].value
+    rows = (default_rows_per_block() if self.search_rows_per_block < 0
+            else self.search_rows_per_block)
     indices = nearest_code(jax.lax.stop_gradient(z), codebook,
-                           self.search_chunk_size or None)
+                           self.search_chunk_size or None, rows)
     z_q = codebook[indices]
 
     counts = code_counts(indices, self.num_codes)
