@@ -268,6 +268,7 @@ def run_child(spec: dict, timeout: float) -> dict:
     if line.startswith(RESULT_PREFIX):
       result = json.loads(line[len(RESULT_PREFIX):])
       result["wall_s"] = wall
+      result["load_1min_after"] = os.getloadavg()[0]
       tr = result["train"]
       ev = result.get("eval")
       print(f"[benchmark] {label}: train {tr['img_per_s']:.1f} img/s"
@@ -455,6 +456,17 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
                if "error" in v[1]]
   if failures:
     lines += ["", "Failed runs:", ""] + [f"- {n} ({impl}): `{err}`" for n, impl, err in failures]
+  # A run uses all cores; a 1-minute load clearly above that means something else ran.
+  busy = [(r["name"], impl, r[impl]["load_1min_after"]) for r in rows for impl in ("vqjax", "ref")
+          if r[impl] is not None and r[impl].get("load_1min_after", 0) > meta["cores"] + 1]
+  busy += [(f"memory {k}", "vqjax", e["result"]["load_1min_after"])
+           for k, e in (mem or {}).items() if e["result"].get("load_1min_after", 0) > meta["cores"] + 1]
+  busy += [(f"{k}-bf16", "vqjax", v[1]["load_1min_after"]) for k, v in (bf or {}).items()
+           if v[1].get("load_1min_after", 0) > meta["cores"] + 1]
+  if busy:
+    lines += ["", f"Possibly disturbed by other processes (1-minute load average above "
+              f"{meta['cores'] + 1} right after the run):", ""]
+    lines += [f"- {n} ({impl}): {load:.2f}" for n, impl, load in busy]
   lines += ["", END, ""]
   return "\n".join(lines)
 

@@ -15,6 +15,10 @@ def get_config():
   config = config_lib.base_config()
   config.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8,
                                          image_size=config.data.image_size)
+  # On these few photos, replacing a dead code by one random encoder output
+  # beat the paper's average (of 4) after 300 steps: 26.8 vs 26.0 dB validation
+  # PSNR (README, "Default run"). The paper runs keep 'average'.
+  config.model.reset_rule = "sample"
   config.train.num_steps = 300
   config.train.log_every = 25
   config.train.checkpoint_every = 100

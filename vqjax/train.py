@@ -66,14 +66,18 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
 
 def create_train_state(model, tx, image_size: int, seed: int) -> TrainState:
-  """Fresh state; the codebooks are initialised from data on the first step."""
-  init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  variables = model.init({"params": init_key}, x, train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    codebook=variables[COLLECTION], opt_state=tx.init(params),
-                    rng=train_key)
+  """Fresh state (built under jit); the codebooks are initialised from data on the first step."""
+
+  def init() -> TrainState:
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    variables = model.init({"params": init_key}, x, train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      codebook=variables[COLLECTION], opt_state=tx.init(params),
+                      rng=train_key)
+
+  return jax.jit(init)()
 
 
 def count_params(params) -> int:
@@ -192,6 +196,11 @@ def _check_finite(summary: dict[str, float], step: int, manager) -> None:
         "input data for NaNs/constant images, or try config.model.dtype='float32'.")
 
 
+def _save_unless_saved(manager, step: int, state: TrainState, train_iter) -> None:
+  if step and manager.latest_step() != step:
+    checkpointing.save(manager, step, state, train_iter, force=True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
@@ -253,16 +262,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         evaluate.evaluate_state(config, model, state, step, workdir, mesh,
                                 writer=writer, write_files=False)
       if step % config.train.checkpoint_every == 0 or is_last:
+        # Never save a diverged state (the loss is NaN from the step it diverged).
+        _check_finite({"loss": float(step_metrics["loss"])}, step, manager)
         checkpointing.save(manager, step, state, train_iter)
   except KeyboardInterrupt:
     logging.warning("Interrupted at step %d: saving a checkpoint.", step)
-    checkpointing.save(manager, step, state, train_iter, force=True)
-    manager.wait_until_finished()
+    _save_unless_saved(manager, step, state, train_iter)
     raise
   finally:
     stop.restore()
+    manager.wait_until_finished()  # never leave a half-written save behind
   if stop.requested:
-    checkpointing.save(manager, step, state, train_iter, force=True)
+    _save_unless_saved(manager, step, state, train_iter)
     manager.wait_until_finished()
     logging.info("Stopped at step %d on request; resume with the same command.", step)
     return {}
