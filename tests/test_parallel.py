@@ -67,3 +67,25 @@ def test_two_processes_match_one_process(tmp_path):
   for proc in procs:
     check(proc)
   assert_same_training(tmp_path / "single.npz", tmp_path / "multi.npz")
+
+
+def test_cpu_devices_divide_both_batch_sizes(monkeypatch):
+  from conftest import tiny_config
+  from vqjax import parallel
+
+  config = tiny_config("single", batch_size=12)
+  config.eval.batch_size = 8            # gcd 4
+  for env_flags, requested, want in [("", 6, "=4"), ("", 3, "=2"), ("--foo", 1, None),
+                                     ("--xla_force_host_platform_device_count=3", 6, "=3")]:
+    monkeypatch.setenv("XLA_FLAGS", env_flags)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    parallel.configure_cpu_devices(config, requested)
+    got = os.environ["XLA_FLAGS"]
+    if want is None:
+      assert got == env_flags
+    else:
+      assert got.endswith(f"xla_force_host_platform_device_count{want}"), got
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv("SLURM_NTASKS", "4")   # multi-process: leave it to the launcher
+  parallel.configure_cpu_devices(config, 6)
+  assert os.environ["XLA_FLAGS"] == ""

@@ -28,6 +28,11 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-host: host:port of process 0 (else from the cluster env).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0,
+    "On CPU only: split the host into this many XLA devices (0: one per core, "
+    "the largest count that divides the batch sizes). XLA:CPU runs one device's "
+    "step mostly on one core; one device per core uses them all (data parallel).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,12 +47,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = _CONFIG.value
+  config_lib.validate(config)
+  if not _COORDINATOR.value:
+    parallel.configure_cpu_devices(config, _CPU_DEVICES.value)
   parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  config_lib.validate(config)
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   logging.info("JAX %s on %d %s device(s), %d process(es); workdir %s",

@@ -9,6 +9,7 @@ init and dead-code replacement identical to a single-device run.
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -20,7 +21,7 @@ DATA_AXIS = "data"
 
 
 
-def _cluster_says_multiprocess() -> bool:
+def cluster_says_multiprocess() -> bool:
   """True when a launcher (SLURM, Open MPI, or JAX's own variables) started several tasks."""
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return True
@@ -41,13 +42,34 @@ def maybe_initialize_distributed(coordinator_address: str = "",
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes,
                                process_id=process_id)
-  elif _cluster_says_multiprocess():
+  elif cluster_says_multiprocess():
     jax.distributed.initialize()
   else:
     return
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def configure_cpu_devices(config, requested: int = 0) -> None:
+  """On CPU, one XLA device per core (XLA:CPU runs a device's step mostly on one core).
+
+  Sets XLA_FLAGS before JAX starts its backends: `requested` devices, or (0)
+  the largest count <= the usable cores that divides both batch sizes. Leaves
+  an explicit --xla_force_host_platform_device_count alone and does nothing
+  for multi-process runs or when JAX is told to use another platform. On a GPU
+  machine the extra CPU devices exist but are not used.
+  """
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  if ("xla_force_host_platform_device_count" in xla_flags
+      or os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu")
+      or cluster_says_multiprocess()):
+    return
+  cores = requested or len(os.sched_getaffinity(0))
+  batches = math.gcd(config.data.batch_size, config.eval.batch_size)
+  count = max(n for n in range(1, cores + 1) if batches % n == 0)
+  if count > 1:
+    os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={count}".strip()
 
 
 def create_mesh(devices=None) -> Mesh:

@@ -102,7 +102,8 @@ def format_report(rows: list[dict]) -> str:
 
 def main(argv):
   del argv
-  from vqjax import train  # heavy imports only when running
+  from vqjax import parallel, train  # heavy imports only when running
+  parallel.configure_cpu_devices(_CONFIG.value)
   members = load_sweep(_SWEEP.value, _CONFIG.value)
   if _LIST.value:
     for i, m in enumerate(members):
