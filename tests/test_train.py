@@ -147,3 +147,52 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   with pytest.raises(ValueError, match="must be divisible by the number of devices"):
     parallel.check_batch_size(10, ThreeDeviceMesh())
   parallel.check_batch_size(12, ThreeDeviceMesh())
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+  import signal
+  import subprocess
+  import sys
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config_file = tmp_path / "tiny.py"
+  config_file.write_text(
+      "import sys\nsys.path.insert(0, %r)\nfrom conftest import tiny_config\n"
+      "def get_config():\n  c = tiny_config('single')\n  c.train.num_steps = 100000\n"
+      "  c.train.checkpoint_every = 100000\n  return c\n" % os.path.join(repo, "tests"))
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "vqjax.main", f"--config={config_file}", f"--workdir={workdir}"]
+  env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  seen = []
+  for line in proc.stdout:           # wait until it has trained and logged a few steps
+    seen.append(line)
+    if " loss=" in line:
+      break
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  out = "".join(seen) + out
+  assert proc.returncode == 0, out[-3000:]
+  assert "saving a checkpoint and stopping" in out
+  steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert len(steps) == 1 and steps[0] > 0, steps
+  # The same command with a finite step count resumes from there.
+  out = subprocess.run(cmd + [f"--config.train.num_steps={steps[0] + 2}"], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"Resumed from checkpoint at step {steps[0]}" in out.stderr
+  with open(workdir / "eval" / "metrics.json") as f:
+    assert json.load(f)["checkpoint_step"] == steps[0] + 2
+
+
+def test_bad_config_values_fail_with_the_field_name():
+  from vqjax import config_lib
+  for field, value, message in [("model.kind", "flat", "model.kind"),
+                                ("data.image_size", 60, "multiple of 8"),
+                                ("model.reset_rule", "mean", "reset_rule"),
+                                ("model.search_chunk_size", 3, "search_chunk_size")]:
+    config = tiny_config("single")
+    section, key = field.split(".")
+    config[section][key] = value
+    with pytest.raises(ValueError, match=message):
+      config_lib.validate(config)
