@@ -267,7 +267,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpointing.save(manager, step, state, train_iter)
   except KeyboardInterrupt:
     logging.warning("Interrupted at step %d: saving a checkpoint.", step)
-    _save_unless_saved(manager, step, state, train_iter)
+    try:
+      _save_unless_saved(manager, step, state, train_iter)
+    except Exception as e:  # e.g. interrupted inside a step: its state was donated
+      logging.warning("Could not save step %d (%s); the last checkpoint is step %s.",
+                      step, e, manager.latest_step())
     raise
   finally:
     stop.restore()
