@@ -128,13 +128,18 @@ def child_vqjax(spec: dict) -> dict:
   from vqjax.models.factory import create_quantizer
   from vqjax.quantizers.ema_vq import COLLECTION
 
-  out = dict(rss_after_import_mib=_max_rss_mib(), devices=str(jax.devices()))
   warmup, steps, batch, size = spec["warmup"], spec["steps"], spec["batch"], spec["image_size"]
   config = config_lib.base_config()
   config.model = build_model_config(spec["recipe"], spec.get("overrides"))
   config.data.image_size, config.data.batch_size = size, batch
+  config.eval.batch_size = batch
   config.train.steps_per_epoch = 1000  # no data source needed for the schedule
   config_lib.validate(config)
+  # As `python -m vqjax.main` runs on CPU: one XLA device per core (0), or 1.
+  if spec.get("cpu_devices", 0) != 1:
+    parallel.configure_cpu_devices(config, spec.get("cpu_devices", 0))
+  out = dict(rss_after_import_mib=_max_rss_mib(), devices=str(jax.devices()),
+             num_devices=jax.device_count())
 
   mesh = parallel.create_mesh()
   model = create_model(config.model)
@@ -173,6 +178,10 @@ def child_vqjax(spec: dict) -> dict:
     latent = size // 4
     z = jax.random.normal(jax.random.PRNGKey(1), (batch, latent, latent, config.model.code_dim))
     codebook = quantizer.init({"params": jax.random.PRNGKey(2)}, z, train=False)[COLLECTION]
+
+    # Placed as in the train step: z sharded over the batch, codebook replicated.
+    z = jax.device_put(z, parallel.data_sharding(mesh))
+    codebook = parallel.replicate(codebook, mesh)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def quantizer_step(codebook, z, step):
@@ -286,7 +295,8 @@ def _spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
   return dict(impl=impl, label=label, recipe=recipe, overrides=overrides or {},
               model=build_model_config(recipe, overrides).to_dict(),
               image_size=image_size, batch=batch, warmup=args.warmup,
-              steps=steps or args.steps, threads=args.torch_threads, **extra)
+              steps=steps or args.steps, threads=args.torch_threads,
+              cpu_devices=extra.pop("cpu_devices", args.vqjax_cpu_devices), **extra)
 
 
 def _version(pkg: str) -> str:
@@ -355,7 +365,9 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       f"load average before the run {meta['load_before']}, after {meta['load_after']}  ",
       f"Date: {meta['date']} (the run took {meta['wall_min']:.1f} min)  ",
       "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
-      f"Threads: vqjax = XLA's CPU thread pool (all {meta['cores']} cores, defaults); "
+      f"Threads: vqjax = one XLA CPU device per core ({meta['vqjax_devices']} devices, "
+      "data-parallel step, as `python -m vqjax.main` runs on CPU; the `1 device` "
+      "column is a single XLA CPU device with its default thread pool); "
       + (f"PyTorch = `torch.set_num_threads({meta['torch_threads']})`"
          if meta["reference_state"] == "installed" else f"PyTorch {meta['reference_state']}")
       + (f", {meta['torch_interop']} inter-op threads" if meta.get("torch_interop") else "")
@@ -373,16 +385,18 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       "### Throughput (images/s, higher is better; ratio = vqjax / reference)",
       "",
       "| config | model | image | batch | vqjax train | ref train | ratio | "
-      "vqjax eval | ref eval | ratio |",
-      "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "vqjax train, 1 device | ratio | vqjax eval | ref eval | ratio |",
+      "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ]
   for r in rows:
+    j1 = _get(r.get("vqjax_one_device"), "train", "img_per_s")
     jt = _get(r["vqjax"], "train", "img_per_s")
     je = _get(r["vqjax"], "eval", "img_per_s")
     rt = _get(r["ref"], "train", "img_per_s", missing=ref_missing)
     re_ = _get(r["ref"], "eval", "img_per_s", missing=ref_missing)
     lines.append(f"| {r['name']} | {r['description']} | {r['image_size']} | {r['batch']} | "
-                 f"{_fmt(jt)} | {_fmt(rt)} | {_ratio(jt, rt)} | {_fmt(je)} | {_fmt(re_)} | "
+                 f"{_fmt(jt)} | {_fmt(rt)} | {_ratio(jt, rt)} | {_fmt(j1)} | {_ratio(j1, rt)} | "
+                 f"{_fmt(je)} | {_fmt(re_)} | "
                  f"{_ratio(je, re_)} |")
   lines += [
       "",
@@ -495,6 +509,8 @@ def main(argv=None) -> int:
   parser.add_argument("--reference", choices=("auto", "off"), default="auto",
                       help="'off' skips the PyTorch reference")
   parser.add_argument("--torch-threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--vqjax-cpu-devices", type=int, default=0,
+                      help="XLA CPU devices for vqjax (0: one per core, as vqjax.main runs)")
   parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"),
                       help="markdown file whose benchmark section is replaced ('' = none)")
   parser.add_argument("--json", default="", help="also write the raw results here")
@@ -531,14 +547,17 @@ def main(argv=None) -> int:
       want_q = "quantizer" in extras_wanted and case.name == "a"
       vq = run_child(_spec("vqjax", case.name, case.recipe, case.image_size, case.batch, args,
                            eval=True, quantizer_share=want_q), args.timeout)
+      one = run_child(_spec("vqjax", case.name + "-1dev", case.recipe, case.image_size,
+                            case.batch, args, cpu_devices=1), args.timeout)
       ref = None
       if use_ref:
         ref = run_child(_spec("torch", case.name, case.recipe, case.image_size, case.batch, args,
                               eval=True), args.timeout)
         torch_interop = ref.get("interop_threads", torch_interop)
       rows.append(dict(name=case.name, description=case.description,
-                       image_size=case.image_size, batch=case.batch, vqjax=vq, ref=ref))
-      raw[case.name] = dict(vqjax=vq, ref=ref, model=model.to_dict())
+                       image_size=case.image_size, batch=case.batch, vqjax=vq, ref=ref,
+                       vqjax_one_device=one))
+      raw[case.name] = dict(vqjax=vq, vqjax_one_device=one, ref=ref, model=model.to_dict())
 
   extras: dict[str, Any] = {}
   a_row = next((r for r in rows if r["name"] == "a"), None)
@@ -588,6 +607,8 @@ def main(argv=None) -> int:
                 "vector-quantize-pytorch": _version("vector-quantize-pytorch")},
       torch_threads=args.torch_threads,
       torch_interop=torch_interop, warmup=args.warmup, steps=args.steps,
+      vqjax_devices=next((r['vqjax'].get('num_devices') for r in rows
+                          if r['vqjax'] and 'num_devices' in r['vqjax']), '?'),
       memory_steps=args.memory_steps,
       reference_state=("installed" if use_ref else
                        "not run" if args.reference == "off" else NOT_INSTALLED))

@@ -22,4 +22,5 @@ def get_config():
   config.train.num_steps = 600
   config.train.log_every = 25
   config.train.checkpoint_every = 200
+  config.train.eval_every = 200           # validation PSNR in the log at 200, 400 (and 600)
   return config

@@ -225,30 +225,6 @@ def test_restore_iterator_state_continues_the_stream():
     ip.restore_iterator_state(other, state)
 
 
-def test_orbax_checkpoint_manager_roundtrip(tmp_path):
-  import jax
-  import jax.numpy as jnp
-  import orbax.checkpoint as ocp
-  it = iter(ip.create_train_loader(_cfg(), seed=3))
-  for _ in range(3):
-    next(it)
-  params = {'w': jnp.arange(4.0)}
-  mngr = ocp.CheckpointManager(tmp_path / 'ckpt')
-  mngr.save(3, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(params), data=ip.checkpoint_save_args(it)))
-  mngr.wait_until_finished()
-  want = [next(it)['image'] for _ in range(2)]
-  fresh = iter(ip.create_train_loader(_cfg(), seed=3))
-  restored = ocp.CheckpointManager(tmp_path / 'ckpt').restore(
-      3, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(jax.eval_shape(lambda: params)),
-          data=ip.checkpoint_restore_args(fresh)))
-  np.testing.assert_array_equal(restored.state['w'], params['w'])
-  assert restored.data is fresh
-  for w in want:
-    np.testing.assert_array_equal(next(fresh)['image'], w)
-
-
 def test_worker_process_gives_the_same_stream():
   from absl import flags
   flags.FLAGS.mark_as_parsed()

@@ -74,9 +74,8 @@ With orbax (grain registers its handler on import)::
       state=ocp.args.StandardRestore(abstract_state),
       data=grain.checkpoint.CheckpointRestore(it)))   # sets `it` in place
 
-(``checkpoint_save_args(it)`` / ``checkpoint_restore_args(it)`` return those
-two grain args; ``iterator_state(it)`` / ``restore_iterator_state(it, state)``
-do the same without orbax.) A state can only be restored into a loader built
+(vqjax/checkpointing.py does exactly this; ``iterator_state(it)`` /
+``restore_iterator_state(it, state)`` do the same without orbax.) A state can only be restored into a loader built
 from the same config, seed, shard and ``num_workers``: grain checks this.
 """
 
@@ -683,19 +682,9 @@ def restore_iterator_state(it: grain.DataLoaderIterator, state: bytes) -> None:
   it.set_state(state)
 
 
-def checkpoint_save_args(it: grain.DataLoaderIterator):
-  """orbax args to save `it` inside ocp.args.Composite (grain's handler)."""
-  return grain.checkpoint.CheckpointSave(it)
-
-
-def checkpoint_restore_args(it: grain.DataLoaderIterator):
-  """orbax args to restore into `it` in place inside ocp.args.Composite."""
-  return grain.checkpoint.CheckpointRestore(it)
-
-
 __all__ = [
     'BUILTIN_PHOTOS', 'IMAGE_EXTENSIONS', 'Source', 'VALID_NAMES',
-    'checkpoint_restore_args', 'checkpoint_save_args', 'create_eval_batches',
+    'create_eval_batches',
     'create_sources', 'create_train_loader', 'default_data_config',
     'iterator_state', 'num_train_examples', 'per_process_batch_size',
     'restore_iterator_state', 'to_model_range',
