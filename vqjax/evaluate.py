@@ -41,8 +41,10 @@ def run_eval(config, model, params, codebook, mesh):
   step_fn = train.jit_eval_step(model, num_codes, mesh)
   psnr, mse, first = [], [], None
   counts = {name: np.zeros(num_codes, np.int64) for name in level_names(config.model)}
-  batches = input_pipeline.create_eval_batches(  # batch_size is per process
-      config.data, batch_size=config.eval.batch_size // jax.process_count(),
+  batches = input_pipeline.create_eval_batches(
+      config.data,
+      batch_size=input_pipeline.per_process_batch_size(config.eval.batch_size,
+                                                       jax.process_count()),
       shard_index=jax.process_index(), shard_count=jax.process_count())
   for local in batches:
     batch = parallel.global_batch(local, mesh)

@@ -7,7 +7,7 @@ they match what a saved 8-bit image would show (up to quantisation).
 Two kinds of functions:
   * jnp, jit-friendly (usable inside a jitted train/eval step):
     `to_unit_range`, `per_image_mse`, `per_image_psnr`, `code_counts`,
-    `batch_perplexity`.
+    `batch_perplexity`, `perplexity_from_counts`.
   * NumPy, host side, on a code histogram `counts` [K] (number of assignments
     per code, e.g. accumulated over an eval set): `perplexity`,
     `normalized_perplexity`, `unused_codes`, `lorenz_curve`, `gini`,
@@ -97,7 +97,12 @@ def batch_perplexity(indices: jax.Array, num_codes: int) -> jax.Array:
   In [1, min(N, K)]: 1 if all N vectors use the same code, K for uniform use.
   `num_codes` must be static under jit.
   """
-  counts = code_counts(indices, num_codes).astype(jnp.float32)
+  return perplexity_from_counts(code_counts(indices, num_codes))
+
+
+def perplexity_from_counts(counts: jax.Array) -> jax.Array:
+  """exp(entropy) (natural log) of the histogram counts [K] -> [] float32 (jnp)."""
+  counts = counts.astype(jnp.float32)
   probs = counts / jnp.maximum(jnp.sum(counts), 1.0)
   return jnp.exp(jnp.sum(entr(probs)))
 

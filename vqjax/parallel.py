@@ -20,7 +20,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-
 def cluster_says_multiprocess() -> bool:
   """True when a launcher (SLURM, Open MPI, or JAX's own variables) started several tasks."""
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqjax import metrics
+
 COLLECTION = "codebook"
 INIT_CHOICES = ("data", "uniform")
 RESET_RULES = ("average", "sample")
@@ -128,22 +130,10 @@ def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = Non
   return jnp.moveaxis(idx, 0, 1).reshape(n)
 
 
-def code_counts(indices: jax.Array, num_codes: int) -> jax.Array:
-  """Assignments per code, [K] float32, from indices [N] (no [N, K] one-hot)."""
-  return jax.ops.segment_sum(jnp.ones(indices.shape, jnp.float32), indices,
-                             num_segments=num_codes)
-
-
 def code_sums(z: jax.Array, indices: jax.Array, num_codes: int) -> jax.Array:
   """Sum of the rows of z [N, D] assigned to each code, [K, D] float32."""
   return jax.ops.segment_sum(z.astype(jnp.float32), indices,
                              num_segments=num_codes)
-
-
-def perplexity_of_counts(counts: jax.Array) -> jax.Array:
-  """exp(entropy) of the distribution counts / sum(counts); counts [K]."""
-  probs = counts / jnp.sum(counts)
-  return jnp.exp(-jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0)))
 
 
 def ema_update(cluster_size, embed_sum, counts, sums, *, decay: float,
@@ -278,7 +268,7 @@ class VectorQuantizerEMA(nn.Module):
                            self.search_chunk_size or None, rows)
     z_q = codebook[indices]
 
-    counts = code_counts(indices, self.num_codes)
+    counts = metrics.code_counts(indices, self.num_codes)  # [K] int32
     num_reset = jnp.zeros((), jnp.int32)
     if update:
       num_reset = self._ema_and_reset(v, jax.lax.stop_gradient(z), indices,
@@ -290,7 +280,7 @@ class VectorQuantizerEMA(nn.Module):
     aux = dict(
         indices=indices.reshape(lead_shape),
         commitment=commitment,
-        perplexity=perplexity_of_counts(counts),
+        perplexity=metrics.perplexity_from_counts(counts),
         codes_used=codes_used,
         num_reset=num_reset,
     )
@@ -318,11 +308,12 @@ class VectorQuantizerEMA(nn.Module):
     """EMA update, then the windowed dead-code reset. Returns codes reset."""
     sums = code_sums(z, indices, self.num_codes)
     cs, es, emb = ema_update(v["cluster_size"].value, v["embed_sum"].value,
-                             counts, sums, decay=self.decay, eps=self.eps)
+                             counts.astype(jnp.float32), sums,
+                             decay=self.decay, eps=self.eps)
 
     window = self.reset_window
     pos = v["usage_pos"].value
-    usage = v["usage"].value.at[pos].set(counts.astype(jnp.int32))
+    usage = v["usage"].value.at[pos].set(counts)
     age = jnp.minimum(v["code_age"].value + 1, window)
     # A code is judged only after a full window since its last (re)init.
     dead = (age >= window) & (jnp.sum(usage, axis=0) < self.reset_threshold)
