@@ -485,11 +485,12 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
   return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+  """Replaces the text between `begin` and `end` in `path` (appends it if absent)."""
   text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-  if BEGIN in text and END in text:
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1].lstrip("\n")
+  if begin in text and end in text:
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1].lstrip("\n")
     text = head + section + tail
   else:
     text = text.rstrip("\n") + "\n\n" + section

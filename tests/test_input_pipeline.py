@@ -174,6 +174,39 @@ def test_random_crop_flip_is_a_window_of_the_input():
   assert 60 < flips < 140
 
 
+@pytest.mark.parametrize('wh, resize, size, fitted_wh', [
+    ((500, 375), 256, 256, (341, 256)),   # ImageNet-like landscape, paper setting
+    ((375, 500), 256, 224, (256, 341)),   # portrait, crop smaller than the resize
+    ((120, 90), 0, 128, (171, 128)),      # too small: upscaled to the crop size
+])
+def test_fitted_crop_equals_full_resize_then_crop(wh, resize, size, fitted_wh):
+  # Reference: PIL resizes the whole photo to the hand-computed fitted size,
+  # then the crop is cut at the offsets the same seeded draws give.
+  photo = Image.fromarray(_photo('astronaut')).resize(wh, Image.Resampling.BICUBIC)
+  image = np.asarray(photo)
+  full = np.asarray(photo.resize(fitted_wh, Image.Resampling.BICUBIC)).astype(int)
+  for seed in range(6):
+    got = ip.random_fitted_crop_flip(image, size, resize, np.random.default_rng(seed))
+    draws = np.random.default_rng(seed)
+    top = int(draws.integers(0, fitted_wh[1] - size + 1))
+    left = int(draws.integers(0, fitted_wh[0] - size + 1))
+    want = full[top:top + size, left:left + size]
+    if draws.integers(0, 2):
+      want = want[:, ::-1]
+    assert got.shape == (size, size, 3) and got.dtype == np.uint8
+    diff = np.abs(got.astype(int) - want)
+    # Same resampling up to rounding; a crop one pixel off differs by ~9 levels.
+    assert diff.mean() < 0.5 and diff.max() <= 8, (seed, diff.mean(), diff.max())
+
+
+def test_fitted_crop_without_resize_is_an_exact_window():
+  image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+  for seed in range(10):
+    got = ip.random_fitted_crop_flip(image, 32, 0, np.random.default_rng(seed))
+    want = ip.random_crop_flip(image, 32, np.random.default_rng(seed))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_builtin_eval_is_the_numpy_grid_of_chelsea_and_coffee():
   want = []
   for n in ('chelsea', 'coffee'):

@@ -78,6 +78,20 @@ def test_chunked_search_equals_dense_on_random_floats():
                                 np_assign(np.asarray(z), np.asarray(codebook)))
 
 
+def test_default_row_blocks_bound_the_distance_block_on_accelerators():
+  # CPU: cache-sized blocks regardless of K.
+  assert ema_vq.default_rows_per_block(8192, backend="cpu", num_devices=1) == 128
+  # GPU, paper single-level: K = 8192 -> 2**27 / 8192 = 16384 rows per device
+  # (512 MiB of float32), so the 524,288 rows of a per-GPU batch of 128 at
+  # 256x256 take 32 blocks instead of one 16 GiB matrix.
+  assert ema_vq.default_rows_per_block(8192, backend="gpu", num_devices=1) == 16384
+  assert ema_vq.default_rows_per_block(8192, backend="gpu", num_devices=4) == 4 * 16384
+  # Code blocks of 4096 (search_chunk_size): twice the rows.
+  assert ema_vq.default_rows_per_block(4096, backend="tpu", num_devices=1) == 32768
+  # A block never has fewer than one row per device.
+  assert ema_vq.default_rows_per_block(2**28, backend="gpu", num_devices=2) == 2
+
+
 def test_chunk_size_must_divide_num_codes():
   with pytest.raises(ValueError, match="must divide num_codes"):
     ema_vq.nearest_code(jnp.zeros((4, 2)), jnp.zeros((10, 2)), 3)

@@ -28,7 +28,7 @@ def quantizer_defaults() -> dict:
       reset_rule="average",     # 'average' of reset_average_size outputs | 'sample'
       reset_average_size=4,
       search_chunk_size=0,      # >0: code search over blocks of this many codes
-      search_rows_per_block=-1, # rows per distance block; -1 auto, 0 all at once
+      search_rows_per_block=-1, # rows per distance block; -1 auto (128 on CPU, 512 MiB blocks on accelerators), 0 all at once
   )
 
 

@@ -93,10 +93,26 @@ def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
   return best_idx
 
 
-def default_rows_per_block() -> int:
-  """Rows of z per distance block: small blocks stay in cache on CPU; accelerators
-  prefer one large matrix product."""
-  return 128 if jax.default_backend() == "cpu" else 0
+# Distances one device holds at a time on an accelerator: 2**27 float32 = 512 MiB.
+# The paper's per-GPU batch (128 at 256x256: 524,288 rows) against K = 8192 codes
+# would otherwise materialise a 16 GiB [N, K] matrix.
+ACCELERATOR_BLOCK_ELEMENTS = 2**27
+
+
+def default_rows_per_block(codes_per_block: int, backend: str | None = None,
+                           num_devices: int | None = None) -> int:
+  """Rows of z per distance block for `nearest_code` (0: all rows at once).
+
+  CPU: 128 rows, so a block stays in cache. Accelerators: one large matrix
+  product per block, as many rows as keep each device's [rows, codes_per_block]
+  float32 block within ACCELERATOR_BLOCK_ELEMENTS; z is sharded over all
+  `num_devices` devices (the data mesh), so the global row count scales with it.
+  """
+  backend = backend or jax.default_backend()
+  if backend == "cpu":
+    return 128
+  num_devices = num_devices or jax.device_count()
+  return max(1, ACCELERATOR_BLOCK_ELEMENTS // codes_per_block) * num_devices
 
 
 def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = None,
@@ -217,7 +233,7 @@ class VectorQuantizerEMA(nn.Module):
   reset_rule: str = "average"
   reset_average_size: int = 4
   search_chunk_size: int = 0
-  search_rows_per_block: int = -1  # -1: auto (128 on CPU, all rows on accelerators)
+  search_rows_per_block: int = -1  # -1: auto, see default_rows_per_block
 
   def _codebook_variables(self):
     if self.codebook_init not in INIT_CHOICES:
@@ -262,7 +278,8 @@ class VectorQuantizerEMA(nn.Module):
       self._data_init(v, jax.lax.stop_gradient(z), init_key)
 
     codebook = v["embedding"].value
-    rows = (default_rows_per_block() if self.search_rows_per_block < 0
+    codes_per_block = min(self.num_codes, self.search_chunk_size or self.num_codes)
+    rows = (default_rows_per_block(codes_per_block) if self.search_rows_per_block < 0
             else self.search_rows_per_block)
     indices = nearest_code(jax.lax.stop_gradient(z), codebook,
                            self.search_chunk_size or None, rows)
