@@ -97,7 +97,7 @@ def _compile(config, search_rows_per_block: int):
   state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
       state)
-  images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32,
+  images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,  # as the loaders give
                                 sharding=parallel.data_sharding(mesh))
   t0 = time.perf_counter()
   compiled = train.jit_train_step(model, tx, mesh).lower(state, {"image": images}).compile()
@@ -174,7 +174,7 @@ def child_model(spec: dict) -> dict:
     tx = train.create_optimizer(config)
     size, batch = config.data.image_size, config.data.batch_size
     state = parallel.replicate(train.create_train_state(model, tx, size, seed=0), mesh)
-    images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
     train_batch = parallel.global_batch({"image": images}, mesh)
     step_fn = train.jit_train_step(model, tx, mesh)
     holder = dict(state=state)
@@ -238,8 +238,8 @@ def _measure_folder(root: Path, args) -> dict:
   out = dict(decode_img_s=_rate(len(paths), lambda: [input_pipeline.load_image_file(p)
                                                      for p in paths]),
              transform_img_s=_rate(len(paths), lambda: [
-                 input_pipeline.to_model_range(input_pipeline.random_fitted_crop_flip(
-                     input_pipeline.load_image_file(p), 256, 256, rng)) for p in paths]),
+                 input_pipeline.random_fitted_crop_flip(
+                     input_pipeline.load_image_file(p), 256, 256, rng) for p in paths]),
              loader={})
   for workers in args.workers:
     config = input_pipeline.default_data_config()
@@ -363,7 +363,7 @@ def input_report(res: dict) -> list[str]:
   lines = [
       f"{res['jpegs']} generated JPEGs per set (quality 90, cut from the built-in photos), "
       f"vqjax's folder training loader (grain, resize_size 256, random 256x256 crop and flip, "
-      f"float32 batches of {res['batch']}, {res['batches']} batches timed after warm-up), "
+      f"uint8 batches of {res['batch']}, {res['batches']} batches timed after warm-up), "
       f"{res['cores']} cores:", "",
       "| JPEGs | mean KiB | decode, 1 process | decode + crop/resize/flip, 1 process | "
       + " | ".join(f"loader, {w} workers" for w in workers) + " |",

@@ -128,7 +128,7 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path, monkeypat
   def poisoned_loader(*args, **kwargs):
     for i, batch in enumerate(real_loader(*args, **kwargs)):
       if i >= 3:
-        batch = {"image": np.full_like(batch["image"], np.nan)}
+        batch = {"image": np.full(batch["image"].shape, np.nan, np.float32)}
       yield batch
 
   monkeypatch.setattr(input_pipeline, "create_train_loader", poisoned_loader)

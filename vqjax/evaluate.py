@@ -57,7 +57,7 @@ def run_eval(config, model, params, codebook, mesh):
       counts[name] += np.rint(c).astype(np.int64)
     if first is None:
       n = min(config.eval.num_grid_images, int(mask.sum()))
-      first = (np.asarray(_gather(batch["image"]))[:n],
+      first = (input_pipeline.to_model_range(np.asarray(_gather(batch["image"]))[:n]),
                np.asarray(_gather(out["x_hat"]))[:n])
   if not psnr:
     raise ValueError("the validation split is empty: check config.data.")

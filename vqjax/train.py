@@ -100,10 +100,10 @@ def level_metrics(levels: dict) -> dict[str, jax.Array]:
 def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
   """One step: loss = MSE(x, x_hat) + commitment; Adam on params; EMA on codebooks.
 
-  batch['image']: [B, H, W, 3] in [-1, 1] (sharded over `data`). MSE is the mean
-  over pixels and channels of the [-1, 1] images; `psnr` is on [0, 1].
+  batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
+  MSE is the mean over pixels and channels of the [-1, 1] images; `psnr` is on [0, 1].
   """
-  x = batch["image"]
+  x = input_pipeline.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
@@ -130,8 +130,9 @@ def eval_step(params, codebook, batch: dict, *, model, num_codes: int) -> dict:
 
   Returns per-image `psnr` and `mse` [B], per-level code `counts` [K] over the
   images with mask True, the reconstructions `x_hat` and per-level `indices`.
+  batch['image'] as in `train_step`.
   """
-  x = batch["image"]
+  x = input_pipeline.to_model_range(batch["image"])
   x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
   mask = batch["mask"]
   counts = {}
