@@ -48,8 +48,9 @@ def train_call(vq, variables, z, seed=0):
 # -- assignment -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("use_argmin", [False, True])  # CPU's and accelerators' reduction
 @pytest.mark.parametrize("chunk, rows", [(0, 0), (4, 0), (16, 0), (0, 64), (8, 7)])
-def test_assignment_matches_numpy_brute_force_with_ties(chunk, rows):
+def test_assignment_matches_numpy_brute_force_with_ties(chunk, rows, use_argmin):
   rng = np.random.default_rng(0)
   # Small integers: every distance is exact in float32, so ties are real ties.
   codebook = rng.integers(-3, 4, size=(32, 4)).astype(np.float32)
@@ -59,7 +60,8 @@ def test_assignment_matches_numpy_brute_force_with_ties(chunk, rows):
   z = rng.integers(-3, 4, size=(500, 4)).astype(np.float32)
   z[:50] = codebook[3]               # sits exactly on the tied codes
   z[50:60] = codebook[25]
-  got = ema_vq.nearest_code(jnp.asarray(z), jnp.asarray(codebook), chunk or None, rows)
+  got = ema_vq.nearest_code(jnp.asarray(z), jnp.asarray(codebook), chunk or None, rows,
+                            use_argmin=use_argmin)
   want = np_assign(z, codebook)
   np.testing.assert_array_equal(np.asarray(got), want)
   assert np.all(np.asarray(got)[:50] == 3)

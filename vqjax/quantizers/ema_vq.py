@@ -53,13 +53,19 @@ def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
           + jnp.sum(codebook**2, axis=1)[None, :])
 
 
-def _nearest_in_block(z: jax.Array, codes: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _nearest_in_block(z: jax.Array, codes: jax.Array,
+                      use_argmin: bool) -> tuple[jax.Array, jax.Array]:
   """(min squared distance [n], index of the first minimum [n]) of z [n, D] over codes [c, D].
 
-  min + first-equal-index instead of argmin: two vectorised reductions, several
-  times faster than XLA:CPU's variadic argmin reduction, same result.
+  use_argmin: one variadic (value, index) reduction, a single pass over the
+  [n, c] distances (accelerators). Otherwise min + first-equal-index: two
+  vectorised reductions, several times faster than XLA:CPU's variadic argmin,
+  but two passes. Same result either way.
   """
   dist = squared_distances(z, codes)
+  if use_argmin:
+    idx = jnp.argmin(dist, axis=1).astype(jnp.int32)
+    return jnp.take_along_axis(dist, idx[:, None], axis=1)[:, 0], idx
   best = jnp.min(dist, axis=1)
   num = codes.shape[0]
   idx = jnp.min(jnp.where(dist == best[:, None], jnp.arange(num, dtype=jnp.int32), num), axis=1)
@@ -67,11 +73,11 @@ def _nearest_in_block(z: jax.Array, codes: jax.Array) -> tuple[jax.Array, jax.Ar
 
 
 def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
-                              chunk_size: int | None) -> jax.Array:
+                              chunk_size: int | None, use_argmin: bool) -> jax.Array:
   """Nearest code of z [n, D]; codes scanned in blocks with a running min/argmin."""
   num_codes = codebook.shape[0]
   if chunk_size is None or chunk_size >= num_codes:
-    return _nearest_in_block(z, codebook)[1]
+    return _nearest_in_block(z, codebook, use_argmin)[1]
   if num_codes % chunk_size:
     raise ValueError(
         f"search_chunk_size={chunk_size} must divide num_codes={num_codes}; "
@@ -81,7 +87,7 @@ def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
   def scan_block(carry, block_and_offset):
     best_dist, best_idx = carry
     block, offset = block_and_offset
-    dist, idx = _nearest_in_block(z, block)
+    dist, idx = _nearest_in_block(z, block, use_argmin)
     better = dist < best_dist  # strict: earlier blocks win ties
     return (jnp.where(better, dist, best_dist),
             jnp.where(better, idx + offset, best_idx)), None
@@ -116,7 +122,8 @@ def default_rows_per_block(codes_per_block: int, backend: str | None = None,
 
 
 def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = None,
-                 rows_per_block: int | None = None) -> jax.Array:
+                 rows_per_block: int | None = None,
+                 use_argmin: bool | None = None) -> jax.Array:
   """Index of the nearest code for each row of z, ties to the lowest index.
 
   Args:
@@ -128,21 +135,26 @@ def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = Non
     rows_per_block: process z in `N / rows_per_block` sequential steps of
       `rows_per_block` rows (0 or None: all rows at once). The rows of a step
       are strided over N, so a batch sharded over N stays sharded.
+    use_argmin: reduce each distance block with argmin (one pass) instead of
+      min + first index (two passes); None: argmin except on CPU, where
+      XLA's variadic reduction is slow.
 
   Returns:
     [N] int32 indices.
   """
+  if use_argmin is None:
+    use_argmin = jax.default_backend() != "cpu"
   n = z.shape[0]
   if not rows_per_block or rows_per_block >= n:
-    return _nearest_over_code_blocks(z, codebook, chunk_size)
+    return _nearest_over_code_blocks(z, codebook, chunk_size, use_argmin)
   steps = -(-n // rows_per_block)
   while n % steps:  # the smallest number of steps that divides N
     steps += 1
   # Row r * steps + s is handled in step s: each step sees rows from every
   # shard of a batch-sharded z.
   z_steps = jnp.moveaxis(z.reshape(n // steps, steps, -1), 1, 0)
-  idx = jax.lax.map(lambda zz: _nearest_over_code_blocks(zz, codebook, chunk_size),
-                    z_steps)
+  idx = jax.lax.map(
+      lambda zz: _nearest_over_code_blocks(zz, codebook, chunk_size, use_argmin), z_steps)
   return jnp.moveaxis(idx, 0, 1).reshape(n)
 
 
