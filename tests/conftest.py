@@ -46,3 +46,30 @@ def write_image_folder(root, num_images: int, size: int = 40, seed: int = 0):
     img += 0.1 * rng.normal(size=(1, 1, 3))
     Image.fromarray(np.uint8(np.clip(img, 0, 1) * 255)).save(sub / f"img_{i}.png")
   return root
+
+
+def write_tiny_tfds(data_dir, train_imgs, val_imgs, name: str = "vqjax_tiny_images") -> str:
+  """Prepares an array_record tfds dataset `name` of the given uint8 images in
+  data_dir (splits 'train' and 'validation'); returns the name."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  class VqjaxTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self,
+          features=tfds.features.FeaturesDict(
+              {"image": tfds.features.Image(shape=(None, None, 3))}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(train_imgs),
+              "validation": self._generate_examples(val_imgs)}
+
+    def _generate_examples(self, images):
+      for k, x in enumerate(images):
+        yield k, {"image": Image.fromarray(x)}  # PIL: encoding without TF
+
+  assert VqjaxTinyImages.name == name
+  VqjaxTinyImages(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return name

@@ -10,6 +10,8 @@ from PIL import Image
 
 from vqjax import input_pipeline as ip
 
+from conftest import write_tiny_tfds
+
 S = 32  # small crops keep the file fast
 TRAIN_PHOTOS = ('astronaut', 'rocket', 'hubble_deep_field',
                 'immunohistochemistry', 'retina', 'stereo_motorcycle')
@@ -487,31 +489,9 @@ def test_tfds_not_prepared_fails_fast_with_instructions(tmp_path):
 
 
 def test_tfds_prepared_array_record_dataset(tmp_path):
-  import tensorflow_datasets as tfds
-
   train_imgs = [np.full((40 + k, 36, 3), 20 * k, np.uint8) for k in range(5)]
   val_imgs = [np.full((36, 50, 3), 100 + 20 * k, np.uint8) for k in range(3)]
-
-  class VqjaxTinyImages(tfds.core.GeneratorBasedBuilder,
-                        skip_registration=True):
-    VERSION = tfds.core.Version('1.0.0')
-
-    def _info(self):
-      return tfds.core.DatasetInfo(
-          builder=self,
-          features=tfds.features.FeaturesDict(
-              {'image': tfds.features.Image(shape=(None, None, 3))}))
-
-    def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples(train_imgs),
-              'validation': self._generate_examples(val_imgs)}
-
-    def _generate_examples(self, images):
-      for k, x in enumerate(images):
-        yield k, {'image': Image.fromarray(x)}  # PIL: encoding without TF
-
-  VqjaxTinyImages(data_dir=str(tmp_path),
-                  file_format='array_record').download_and_prepare()
+  write_tiny_tfds(tmp_path, train_imgs, val_imgs)
   cfg = _cfg(name='tfds', tfds_name='vqjax_tiny_images',
              tfds_data_dir=str(tmp_path), batch_size=5)
   train, val = ip.create_sources(cfg)

@@ -10,6 +10,8 @@ from PIL import Image
 
 from vqjax import input_pipeline, prepare
 
+from conftest import write_tiny_tfds
+
 
 def _photo(w, h, seed=0):
   """A smooth colour image (bicubic-friendly), uint8 HxWx3."""
@@ -107,3 +109,27 @@ def test_command_line_writes_both_splits_with_worker_processes(tmp_path):
   cfg.name, cfg.train_dir, cfg.val_dir = "folder", str(out / "train"), str(out / "val")
   cfg.image_size, cfg.resize_size = 64, 256
   assert len(input_pipeline.create_sources(cfg)[1]) == len(val)
+
+
+def test_tfds_records_are_written_by_index(tmp_path):
+  train_imgs = [_photo(300 + 10 * k, 280, seed=k) for k in range(3)]
+  val_imgs = [_photo(200, 150, seed=9)]
+  name = write_tiny_tfds(tmp_path / "tfds", train_imgs, val_imgs)
+  data = dict(name="tfds", tfds_name=name, tfds_data_dir=str(tmp_path / "tfds"))
+  out = tmp_path / "out"
+  prepare.prepare_split(data, "train", str(out / "train"), image_format="png", workers=1)
+  prepare.prepare_split(data, "val", str(out / "val"), image_format="png", workers=1)
+  # Record i of the source -> 0000/0000000i.png; tfds may store the examples in
+  # any order, so each output is matched to its image by its (distinct) width.
+  widths = {round((300 + 10 * k) * 256 / 280): k for k in range(3)}  # 274, 283, 293
+  seen = set()
+  for i in range(3):
+    got = Image.open(out / "train" / "0000" / f"{i:08d}.png")
+    assert got.size[1] == 256 and got.size[0] in widths
+    k = widths[got.size[0]]
+    want = Image.fromarray(train_imgs[k]).resize(got.size, Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    seen.add(k)
+  assert seen == {0, 1, 2}
+  small = np.asarray(Image.open(out / "val" / "0000" / "00000000.png"))
+  np.testing.assert_array_equal(small, val_imgs[0])  # 150 < 256: unchanged
