@@ -94,6 +94,53 @@ def test_output_and_latent_shapes(name, image_size):
     assert want.get("codes", want.get("bottom")) == (64, 64)
 
 
+def test_factorized_codes_add_the_released_projections():
+  # Released code: 1x1 conv C -> C, linear C -> D, lookup, linear D -> C, and the
+  # decoder (and the top upsampling) read C instead of D channels. The parameter
+  # difference to the paper's Eq. 1 model, by hand:
+  d = 8
+  conv1x1 = lambda cin, cout: cin * cout + cout
+  dense = conv1x1
+  conv3x3 = lambda cin, cout: 9 * cin * cout + cout
+  convt4x4 = lambda cin, cout: 16 * cin * cout + cout
+  c = 160  # single: pre_quant, projections, decoder input
+  want_single = (conv1x1(c, c) + dense(c, d) + dense(d, c) + conv3x3(c, c)
+                 - conv1x1(c, d) - conv3x3(d, c))
+  c = 128  # hierarchical: per level pre_quant + projections, upsampling, decoder input
+  want_hier = (2 * (conv1x1(c, c) + dense(c, d) + dense(d, c) - conv1x1(c, d))
+               + convt4x4(c, c) - convt4x4(d, d) + conv3x3(2 * c, c) - conv3x3(2 * d, c))
+  for cfg, want in ((config_lib.single_model(4096, d, 64), want_single),
+                    (config_lib.hierarchical_model(4096, d), want_hier)):
+    plain = num_params(abstract_variables(create_model(cfg), 64))
+    cfg.factorized_codes = True
+    fact = abstract_variables(create_model(cfg), 64)
+    assert num_params(fact) - plain == want, cfg.kind
+    for name in ("quantizer",) if cfg.kind == "single" else ("quantizer_top",
+                                                              "quantizer_bottom"):
+      assert fact["params"][f"{name}_project_in"]["kernel"].shape == (cfg.channels, d)
+      assert fact["params"][f"{name}_project_out"]["kernel"].shape == (d, cfg.channels)
+      assert fact["codebook"][name]["embedding"].shape == (cfg.num_codes, d)
+
+
+def test_factorized_codes_train_and_project_in_gets_gradients():
+  cfg = config_lib.single_model(64, 8, 32)
+  cfg.factorized_codes = True
+  model = create_model(cfg)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  variables = model.init({"params": jax.random.key(0)}, x, train=False)
+
+  def loss(params):
+    (x_hat, aux), _ = model.apply({"params": params, "codebook": variables["codebook"]}, x,
+                                  train=True, mutable=["codebook"],
+                                  rngs={"codebook": jax.random.key(2)})
+    return jnp.mean((x - x_hat) ** 2) + aux["commitment"]
+
+  grads = jax.grad(loss)(variables["params"])
+  for name in ("quantizer_project_in", "quantizer_project_out", "pre_quant"):
+    g = np.asarray(grads[name]["kernel"])
+    assert np.isfinite(g).all() and np.abs(g).max() > 0, name
+
+
 def test_models_train_call_updates_codebooks_and_is_finite():
   for name, cfg in model_configs(num_codes_h=64, code_dim=8, image_size=32).items():
     model = create_model(cfg)

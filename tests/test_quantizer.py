@@ -291,6 +291,45 @@ def test_reset_code_statistics_match_and_ema_does_not_pull_it_back(rule):
   assert int(aux["num_reset"]) == 0       # not reset again at once
 
 
+def test_released_ema_criterion_resets_every_step_below_the_threshold():
+  # The authors' released rule: after each step's EMA update, a code whose EMA
+  # cluster size is below the threshold (2) is replaced by a batch vector and
+  # restarts with cluster size 2. No window: it can happen at any step.
+  _, codebook = reset_setup(window=10)
+  vq = make_vq(reset_window=10, reset_threshold=2, reset_rule="sample",
+               reset_criterion="ema", decay=0.99)
+  variables = init_vars(vq, jnp.zeros((4, 2)), codebook)
+  cs0 = np.array([50, 50, 50, 50, 50, 50, 2.03, 2.01], np.float32)
+  variables["codebook"].update(cluster_size=jnp.asarray(cs0),
+                               embed_sum=jnp.asarray(codebook * cs0[:, None]))
+  rng = np.random.default_rng(8)
+  z = batch_near_codes(rng, np.arange(6), 60)          # codes 6 and 7 get nothing
+  _, aux, variables = train_call(vq, variables, z, 1)
+  cb = {k: np.asarray(v) for k, v in variables["codebook"].items()}
+  # NumPy: 0.99 * 2.03 = 2.0097 >= 2 stays; 0.99 * 2.01 = 1.9899 < 2 is reset.
+  assert int(aux["num_reset"]) == 1
+  np.testing.assert_allclose(cb["cluster_size"][6], 0.99 * 2.03, rtol=1e-6)
+  np.testing.assert_allclose(cb["embedding"][6], (6.0, 0.0), atol=1e-3)
+  assert np.abs(np.asarray(z) - cb["embedding"][7]).max(-1).min() < 1e-6
+  assert cb["cluster_size"][7] == 2.0
+  np.testing.assert_allclose(cb["embed_sum"][7], 2.0 * cb["embedding"][7], rtol=1e-6)
+  # Next step: code 6 decays to 0.99 * 2.0097 = 1.9896 < 2 and is reset too.
+  _, aux, variables = train_call(vq, variables, batch_near_codes(rng, np.arange(6), 60), 2)
+  emb6 = np.asarray(variables["codebook"]["embedding"])[6]
+  assert int(aux["num_reset"]) >= 1
+  assert emb6[0] < 5.5 and abs(emb6[1]) < 0.1           # moved into the data (codes 0..5)
+  with pytest.raises(ValueError, match="reset_criterion"):
+    make_vq(reset_criterion="bogus").init({"params": jax.random.key(0)}, z, train=False)
+
+
+def test_sample_rule_gives_every_code_a_different_batch_vector():
+  z = jnp.asarray(np.random.default_rng(0).normal(size=(32, 3)), jnp.float32)
+  new = np.asarray(ema_vq.replacement_candidates(jax.random.key(1), z, 16, "sample", 4, 0.01))
+  rows = [int(np.argmin(np.abs(np.asarray(z) - v).max(-1))) for v in new]
+  np.testing.assert_allclose(new, np.asarray(z)[rows], atol=0)  # exact batch rows
+  assert len(set(rows)) == 16                                   # all different
+
+
 # -- jit / eval -----------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ def quantizer_defaults() -> dict:
       reset_window=10,          # window length in batches
       reset_rule="average",     # 'average' of reset_average_size outputs | 'sample'
       reset_average_size=4,
+      reset_criterion="window", # 'window' (paper) | 'ema': EMA cluster size < threshold, every step (released code)
       search_chunk_size=0,      # >0: code search over blocks of this many codes
       search_rows_per_block=-1, # rows per distance block; -1 auto (128 on CPU, 512 MiB blocks on accelerators), 0 all at once
   )
@@ -38,6 +39,7 @@ def hierarchical_model(num_codes: int, code_dim: int,
   return ml_collections.ConfigDict(dict(
       kind="hierarchical", conditioned=conditioned,
       channels=PAPER_HIER_CHANNELS, res_channels=0, num_res_blocks=2,
+      factorized_codes=False,  # True: the released code's C -> D -> C projections
       num_codes=num_codes, code_dim=code_dim, dtype="float32",
       **quantizer_defaults()))
 
@@ -121,6 +123,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(m.reset_window >= 1, f"model.reset_window={m.reset_window} must be >= 1 batch.")
   need(m.reset_rule in ("average", "sample"),
        f"model.reset_rule={m.reset_rule!r}; use 'average' or 'sample'.")
+  need(m.reset_criterion in ("window", "ema"),
+       f"model.reset_criterion={m.reset_criterion!r}; use 'window' (the paper's "
+       "windowed count) or 'ema' (the released code's EMA cluster size).")
   need(m.codebook_init in ("data", "uniform"),
        f"model.codebook_init={m.codebook_init!r}; use 'data' or 'uniform'.")
   need(m.dtype in ("float32", "bfloat16"),

@@ -28,6 +28,7 @@ def create_quantizer(model_config: ml_collections.ConfigDict):
       eps=m.eps, codebook_init=m.codebook_init, init_noise=m.init_noise,
       reset_threshold=m.reset_threshold, reset_window=m.reset_window,
       reset_rule=m.reset_rule, reset_average_size=m.reset_average_size,
+      reset_criterion=m.reset_criterion,
       search_chunk_size=m.search_chunk_size,
       search_rows_per_block=m.search_rows_per_block)
 
@@ -42,7 +43,9 @@ def create_model(model_config: ml_collections.ConfigDict):
   common = dict(channels=m.channels, code_dim=m.code_dim,
                 quantizer=create_quantizer(m),
                 res_channels=m.res_channels or None,
-                num_res_blocks=m.num_res_blocks, dtype=DTYPES[m.dtype])
+                num_res_blocks=m.num_res_blocks,
+                factorized_codes=bool(m.get("factorized_codes", False)),
+                dtype=DTYPES[m.dtype])
   if m.kind == "single":
     return SingleLevelVQVAE(**common)
   return HierarchicalVQVAE(conditioned=m.conditioned, **common)

@@ -10,6 +10,11 @@ keeps the models independent of the quantizer family.
 Following the paper (Eq. 1), a 1x1 convolution projects the encoder output
 (C channels) to the code dimension D, and the decoder reads the D-dimensional
 codes; this reproduces the paper's parameter counts (Table 1).
+
+factorized_codes=True is the authors' released code instead: the 1x1
+convolution keeps C channels, a linear layer projects them to D for the code
+lookup and another projects the codes back to C (vector-quantize-pytorch's
+`codebook_dim`), so the decoder always reads C channels.
 """
 
 from __future__ import annotations
@@ -25,6 +30,26 @@ from vqjax.models.blocks import Decoder, Encoder, up_conv
 Dtype = Any
 
 
+def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: bool,
+             dtype: Dtype, train: bool):
+  """Quantizes z [..., width]; returns (codes [..., width], quantizer aux).
+
+  Call from a model's compact __call__: the modules made here belong to it, so
+  the quantizer's codebook collection path is the model's `name`.
+
+  factorized=False: width == code_dim and the quantizer `name` acts directly.
+  True: Dense(code_dim) `name + '_project_in'`, the quantizer, Dense(width)
+  `name + '_project_out'`.
+  """
+  width = z.shape[-1]
+  if factorized:
+    z = nn.Dense(code_dim, dtype=dtype, name=f"{name}_project_in")(z)
+  codes, aux = quantizer(name=name)(z, train=train)
+  if factorized:
+    codes = nn.Dense(width, dtype=dtype, name=f"{name}_project_out")(codes.astype(dtype))
+  return codes, aux
+
+
 class SingleLevelVQVAE(nn.Module):
   """x -> Encoder (stride 4, C) -> 1x1 conv (D) -> VQ -> Decoder -> x_hat.
 
@@ -36,15 +61,19 @@ class SingleLevelVQVAE(nn.Module):
   quantizer: Callable[..., nn.Module]
   res_channels: int | None = None  # default C / 2
   num_res_blocks: int = 2
+  factorized_codes: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool):
     res = self.res_channels or self.channels // 2
+    width = self.channels if self.factorized_codes else self.code_dim
     h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
                 name="encoder")(x)
-    z_e = nn.Conv(self.code_dim, (1, 1), dtype=self.dtype, name="pre_quant")(h)
-    z_q, q_aux = self.quantizer(name="quantizer")(z_e, train=train)
+    z_e = nn.Conv(width, (1, 1), dtype=self.dtype, name="pre_quant")(h)
+    z_q, q_aux = quantize(z_e, quantizer=self.quantizer, name="quantizer",
+                          code_dim=self.code_dim, factorized=self.factorized_codes,
+                          dtype=self.dtype, train=train)
     x_hat = Decoder(self.channels, res, x.shape[-1], self.num_res_blocks, 4,
                     self.dtype, name="decoder")(z_q.astype(self.dtype))
     return x_hat.astype(jnp.float32), dict(commitment=q_aux["commitment"],
@@ -58,7 +87,8 @@ class HierarchicalVQVAE(nn.Module):
     z_b = conv1x1(enc_b).
   conditioned=True (VQ-VAE-2): the bottom quantizer sees the decoded top,
     z_b = conv1x1(concat(enc_b, dec_t(q_t))).
-  The decoder reads concat(convT4x4/2(q_t), q_b) (2D channels).
+  The decoder reads concat(convT4x4/2(q_t), q_b) (2D channels; 2C with
+  factorized_codes).
   """
 
   channels: int
@@ -67,26 +97,32 @@ class HierarchicalVQVAE(nn.Module):
   conditioned: bool = False
   res_channels: int | None = None
   num_res_blocks: int = 2
+  factorized_codes: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool):
-    c, d, dt = self.channels, self.code_dim, self.dtype
+    c, dt = self.channels, self.dtype
+    width = c if self.factorized_codes else self.code_dim
     res = self.res_channels or c // 2
+    level = lambda z, name: quantize(z, quantizer=self.quantizer, name=name,
+                                     code_dim=self.code_dim,
+                                     factorized=self.factorized_codes, dtype=dt,
+                                     train=train)
     enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
     enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
 
-    z_t = nn.Conv(d, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
-    q_t, aux_t = self.quantizer(name="quantizer_top")(z_t, train=train)
+    z_t = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
+    q_t, aux_t = level(z_t, "quantizer_top")
     q_t = q_t.astype(dt)
 
     if self.conditioned:
       dec_t = Decoder(c, res, c, self.num_res_blocks, 2, dt, name="decoder_top")(q_t)
       enc_b = jnp.concatenate([enc_b, dec_t], axis=-1)
-    z_b = nn.Conv(d, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
-    q_b, aux_b = self.quantizer(name="quantizer_bottom")(z_b, train=train)
+    z_b = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
+    q_b, aux_b = level(z_b, "quantizer_bottom")
 
-    up_t = up_conv(d, dt, name="upsample_top")(q_t)
+    up_t = up_conv(width, dt, name="upsample_top")(q_t)
     x_hat = Decoder(c, res, x.shape[-1], self.num_res_blocks, 4, dt,
                     name="decoder")(jnp.concatenate([up_t, q_b.astype(dt)], -1))
     return x_hat.astype(jnp.float32), dict(

@@ -37,6 +37,7 @@ from vqjax import metrics
 COLLECTION = "codebook"
 INIT_CHOICES = ("data", "uniform")
 RESET_RULES = ("average", "sample")
+RESET_CRITERIA = ("window", "ema")
 
 
 # ---------------------------------------------------------------------------
@@ -201,14 +202,17 @@ def sample_rows(key: jax.Array, z: jax.Array, num: int,
 
 
 def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
-                           rule: str, average_size: int) -> jax.Array:
+                           rule: str, average_size: int,
+                           noise_scale: float) -> jax.Array:
   """One candidate vector per code, [K, D], from the encoder outputs z [N, D].
 
   rule='average': the mean of `average_size` random encoder outputs;
-  rule='sample': one random encoder output.
+  rule='sample': one encoder output, a different one for every code
+  (`sample_rows`: distinct rows, or noisy draws when N < K).
   """
-  size = average_size if rule == "average" else 1
-  idx = jax.random.randint(key, (num_codes, size), 0, z.shape[0])
+  if rule == "sample":
+    return sample_rows(key, z, num_codes, noise_scale)
+  idx = jax.random.randint(key, (num_codes, average_size), 0, z.shape[0])
   return jnp.mean(z[idx], axis=1)
 
 
@@ -244,12 +248,16 @@ class VectorQuantizerEMA(nn.Module):
   reset_window: int = 10
   reset_rule: str = "average"
   reset_average_size: int = 4
+  reset_criterion: str = "window"
   search_chunk_size: int = 0
   search_rows_per_block: int = -1  # -1: auto, see default_rows_per_block
 
   def _codebook_variables(self):
     if self.codebook_init not in INIT_CHOICES:
       raise ValueError(f"codebook_init={self.codebook_init!r}; choose one of {INIT_CHOICES}.")
+    if self.reset_criterion not in RESET_CRITERIA:
+      raise ValueError(f"reset_criterion={self.reset_criterion!r}; choose one of "
+                       f"{RESET_CRITERIA}.")
     if self.reset_rule not in RESET_RULES:
       raise ValueError(
           f"reset_rule={self.reset_rule!r}; choose one of {RESET_RULES}.")
@@ -334,7 +342,16 @@ class VectorQuantizerEMA(nn.Module):
     v["initialized"].value = jnp.ones((), bool)
 
   def _ema_and_reset(self, v, z, indices, counts, key) -> jax.Array:
-    """EMA update, then the windowed dead-code reset. Returns codes reset."""
+    """EMA update, then the dead-code reset. Returns codes reset.
+
+    reset_criterion='window' (the paper): a code is dead when it was assigned
+    fewer than reset_threshold times in the last reset_window batches, judged
+    once a full window has passed since its last (re)init; it restarts with one
+    pseudo-assignment. 'ema' (the authors' released code, vector-quantize-
+    pytorch's threshold_ema_dead_code): dead when its EMA cluster size is below
+    reset_threshold after this step's update, every step; it restarts with
+    cluster size reset_threshold.
+    """
     sums = code_sums(z, indices, self.num_codes)
     cs, es, emb = ema_update(v["cluster_size"].value, v["embed_sum"].value,
                              counts.astype(jnp.float32), sums,
@@ -344,18 +361,23 @@ class VectorQuantizerEMA(nn.Module):
     pos = v["usage_pos"].value
     usage = v["usage"].value.at[pos].set(counts)
     age = jnp.minimum(v["code_age"].value + 1, window)
-    # A code is judged only after a full window since its last (re)init.
-    dead = (age >= window) & (jnp.sum(usage, axis=0) < self.reset_threshold)
+    if self.reset_criterion == "window":
+      # A code is judged only after a full window since its last (re)init.
+      dead = (age >= window) & (jnp.sum(usage, axis=0) < self.reset_threshold)
+      restart_size = 1.0
+    else:
+      dead = cs < self.reset_threshold
+      restart_size = self.reset_threshold
 
     def reset(operands):
       emb, cs, es, usage, age = operands
       new = replacement_candidates(key, z, self.num_codes, self.reset_rule,
-                                   self.reset_average_size)
-      # The reset code restarts with one pseudo-assignment at its new vector
-      # (embed_sum / cluster_size == new), a cleared window and age 0.
+                                   self.reset_average_size, self.init_noise)
+      # The reset code restarts at its new vector (embed_sum / cluster_size ==
+      # new) with `restart_size` pseudo-assignments, a cleared window and age 0.
       return (jnp.where(dead[:, None], new, emb),
-              jnp.where(dead, 1.0, cs),
-              jnp.where(dead[:, None], new, es),
+              jnp.where(dead, restart_size, cs),
+              jnp.where(dead[:, None], restart_size * new, es),
               jnp.where(dead[None, :], 0, usage),
               jnp.where(dead, 0, age))
 
