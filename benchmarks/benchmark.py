@@ -259,35 +259,43 @@ def reference_available() -> bool:
              for m in ("torch", "vector_quantize_pytorch"))
 
 
-def run_child(spec: dict, timeout: float) -> dict:
-  cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+def spawn_child(script: Path, spec: dict, timeout: float, result_prefix: str,
+                label: str) -> dict:
+  """Runs `script --child SPEC_JSON` (repo on PYTHONPATH) and returns the JSON after
+  `result_prefix` in its stdout, with `wall_s`; or {'error': ...} (tail printed)."""
+  cmd = [sys.executable, str(script), "--child", json.dumps(spec)]
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
       [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-  label = f"{spec['impl']}:{spec['label']}"
-  print(f"[benchmark] {label} ...", flush=True)
+  print(f"[{script.stem}] {label} ...", flush=True)
   t0 = time.perf_counter()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=str(REPO), check=False)
   except subprocess.TimeoutExpired:
     return dict(error=f"timed out after {timeout:.0f} s")
-  wall = time.perf_counter() - t0
   for line in reversed(proc.stdout.splitlines()):
-    if line.startswith(RESULT_PREFIX):
-      result = json.loads(line[len(RESULT_PREFIX):])
-      result["wall_s"] = wall
-      result["load_1min_after"] = os.getloadavg()[0]
-      tr = result["train"]
-      ev = result.get("eval")
-      print(f"[benchmark] {label}: train {tr['img_per_s']:.1f} img/s"
-            + (f", eval {ev['img_per_s']:.1f} img/s" if ev else "")
-            + f", peak RSS {result['peak_rss_mib']:.0f} MiB, {wall:.0f} s", flush=True)
+    if line.startswith(result_prefix):
+      result = json.loads(line[len(result_prefix):])
+      result["wall_s"] = time.perf_counter() - t0
       return result
   tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-  print(f"[benchmark] {label} FAILED (rc={proc.returncode}):\n  " + "\n  ".join(tail),
+  print(f"[{script.stem}] {label} FAILED (rc={proc.returncode}):\n  " + "\n  ".join(tail),
         flush=True)
   return dict(error=f"rc={proc.returncode}: " + (tail[-1] if tail else "no output"))
+
+
+def run_child(spec: dict, timeout: float) -> dict:
+  label = f"{spec['impl']}:{spec['label']}"
+  result = spawn_child(Path(__file__).resolve(), spec, timeout, RESULT_PREFIX, label)
+  if "error" not in result:
+    result["load_1min_after"] = os.getloadavg()[0]
+    tr = result["train"]
+    ev = result.get("eval")
+    print(f"[benchmark] {label}: train {tr['img_per_s']:.1f} img/s"
+          + (f", eval {ev['img_per_s']:.1f} img/s" if ev else "")
+          + f", peak RSS {result['peak_rss_mib']:.0f} MiB, {result['wall_s']:.0f} s", flush=True)
+  return result
 
 
 def _spec(impl: str, label: str, recipe, image_size: int, batch: int, args,

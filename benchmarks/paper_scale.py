@@ -42,8 +42,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -279,32 +277,15 @@ def measure_input(args) -> dict:
 
 
 def run_child(spec: dict, timeout: float) -> dict:
-  cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
   label = f"{spec['model']}/{spec['dtype']}"
-  print(f"[paper_scale] {label} ...", flush=True)
-  t0 = time.perf_counter()
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=str(REPO), check=False)
-  except subprocess.TimeoutExpired:
-    return dict(error=f"timed out after {timeout:.0f} s")
-  for line in reversed(proc.stdout.splitlines()):
-    if line.startswith(RESULT_PREFIX):
-      result = json.loads(line[len(RESULT_PREFIX):])
-      result["wall_s"] = time.perf_counter() - t0
-      tr = result.get("train")
-      print(f"[paper_scale] {label}: "
-            f"{result['cost_dense']['flops'] / result['batch_per_device'] / 1e9:.1f}"
-            " GFLOP/img" + (f", {tr['img_per_s']:.1f} img/s" if tr else "")
-            + f", {result['wall_s']:.0f} s", flush=True)
-      return result
-  tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-  print(f"[paper_scale] {label} FAILED (rc={proc.returncode}):\n  " + "\n  ".join(tail),
-        flush=True)
-  return dict(error=f"rc={proc.returncode}: " + (tail[-1] if tail else "no output"))
+  result = common.spawn_child(Path(__file__).resolve(), spec, timeout, RESULT_PREFIX, label)
+  if "error" not in result:
+    tr = result.get("train")
+    print(f"[paper_scale] {label}: "
+          f"{result['cost_dense']['flops'] / result['batch_per_device'] / 1e9:.1f}"
+          " GFLOP/img" + (f", {tr['img_per_s']:.1f} img/s" if tr else "")
+          + f", {result['wall_s']:.0f} s", flush=True)
+  return result
 
 
 def _f(x, digits=1) -> str:
