@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from vqjax import sweep
+from vqjax import config_lib, sweep
 
 from conftest import tiny_config
 
@@ -24,6 +26,64 @@ def test_table1_sweep_matches_the_paper_rows():
                           tiny_config("hierarchical"))
   for s, h in zip(members, hier):  # Eq. 5: K_s D_s = 2 K_h D_h
     assert s["model.num_codes"] * s["model.code_dim"] == 2 * h["model.num_codes"] * h["model.code_dim"]
+
+
+@pytest.mark.parametrize("base_kind", ["hierarchical", "single"])
+def test_figure1_sweep_has_both_architectures_at_each_stage(base_kind):
+  base = tiny_config(base_kind)
+  members = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure1.py"), base)
+  configs = {m["name"]: sweep.apply_overrides(base, m) for m in members}
+  assert sorted(configs) == sorted(f"{a}_{s}" for a in ("hier", "single")
+                                   for s in ("none", "init", "reset", "lowdim"))
+  # (codebook_init, reset_threshold, D) per stage, as the paper adds them.
+  stages = {"none": ("uniform", 0.0, 64), "init": ("data", 0.0, 64),
+            "reset": ("data", 2.0, 64), "lowdim": ("data", 2.0, 16)}
+  for stage, (init, threshold, d) in stages.items():
+    hier, single = configs[f"hier_{stage}"], configs[f"single_{stage}"]
+    for c in (hier, single):
+      config_lib.validate(c)
+      assert (c.model.codebook_init, c.model.reset_threshold, c.model.code_dim) == (
+          init, threshold, d)
+    assert (hier.model.kind, hier.model.channels) == ("hierarchical", 128)
+    assert (single.model.kind, single.model.channels) == ("single", 160)  # Eq. 4
+    # Eq. 5 with the hand-picked budget K_h D_h = 65,536 per level.
+    assert hier.model.num_codes * d == 65_536
+    assert single.model.num_codes * d == 2 * 65_536
+
+
+def test_figure2_sweep_is_the_single_level_grid():
+  members = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
+                             tiny_config("single"))
+  grid = {(m["model.num_codes"], m["model.code_dim"]) for m in members}
+  assert grid == {(k, d) for k in (1024, 2048, 4096, 8192) for d in (8, 16, 32, 64, 128)}
+  assert len(members) == 20
+  with pytest.raises(ValueError, match="single-level"):
+    sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
+                     tiny_config("hierarchical"))
+
+
+def test_report_figures_plot_each_members_results(tmp_path):
+  members = [{"name": f"D{d}_K{k}", "model.code_dim": d, "model.num_codes": k}
+             for d in (8, 16) for k in (4, 8)] + [{"name": "missing", "model.code_dim": 8}]
+  psnr = {(8, 4): 20.0, (8, 8): 22.0, (16, 4): 19.0, (16, 8): 21.5}
+  for (d, k), p in psnr.items():
+    out = tmp_path / f"D{d}_K{k}" / "eval"
+    os.makedirs(out)
+    m = {"checkpoint_step": 5, "psnr": {"mean": p, "std": 1.0},
+         "mse": {"mean": 10 ** (-p / 10), "std": 1e-4},
+         "levels": {"codes": {"normalized_perplexity": k / 10}}}
+    (out / "metrics.json").write_text(json.dumps(m))
+    np.savez(out / "code_histograms.npz", codes=np.arange(k))
+  rows = sweep.report(str(tmp_path), members)
+  plotted = sweep.report_figures(str(tmp_path), members, rows)
+  # Figure 2: one line per D, points (K, PSNR) sorted by K; the unevaluated
+  # member is left out.
+  assert plotted["psnr_vs_codes"] == {8: [(4, 20.0), (8, 22.0)], 16: [(4, 19.0), (8, 21.5)]}
+  assert plotted["lorenz"] == sorted(f"D{d}_K{k}" for d, k in psnr)
+  assert plotted["mse_perplexity"]["D16_K8"] == (10 ** -2.15, 0.8)
+  for name in ("report_lorenz.png", "report_mse_perplexity.png", "report_psnr_vs_codes.png"):
+    with Image.open(tmp_path / name) as image:
+      assert image.format == "PNG" and image.size[0] >= 400
 
 
 def test_overrides_apply_to_a_copy_and_unknown_keys_fail():
@@ -66,3 +126,12 @@ def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
   assert os.listdir(tmp_path / "runs") == ["k8"]
   with open(tmp_path / "runs" / "k8" / "eval" / "metrics.json") as f:
     assert json.load(f)["levels"]["codes"]["num_codes"] == 8
+  out = subprocess.run(
+      [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
+       f"--workdir={tmp_path / 'runs'}", "--report"],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = (tmp_path / "runs" / "report.md").read_text()
+  assert "| k16 | - | not evaluated |" in report and "| k8 | 2 |" in report
+  assert (tmp_path / "runs" / "report_lorenz.png").exists()
+  assert (tmp_path / "runs" / "report_mse_perplexity.png").exists()

@@ -7,7 +7,7 @@ and optionally "name". Run one member (e.g. a SLURM array task) or all:
   python -m vqjax.sweep --config=configs/paper_single.py \\
       --sweep=configs/sweeps/table1.py --workdir=runs/table1 --index=3
   python -m vqjax.sweep ... --list            # names and overrides only
-  python -m vqjax.sweep ... --report          # gather metrics.json into a table
+  python -m vqjax.sweep ... --report          # gather metrics.json into a table + figures
 
 Member i trains in `workdir/<name>` (resuming if interrupted) exactly as
 `python -m vqjax.main` would with the same overrides on the command line.
@@ -15,15 +15,17 @@ Member i trains in `workdir/<name>` (resuming if interrupted) exactly as
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
 
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib
+from vqjax import config_lib, metrics
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=False)
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file with get_sweep().")
@@ -100,6 +102,77 @@ def format_report(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _figure(width: float, height: float, ncols: int = 1):
+  """A matplotlib Figure on the Agg canvas (no pyplot state, no display) and its axes."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
+  """Writes the paper's figures for the evaluated members into workdir; returns what
+  was plotted.
+
+  report_lorenz.png (Figure 1, middle): every member's Lorenz curve per level,
+    from its eval/code_histograms.npz.
+  report_mse_perplexity.png (Figure 1, top and bottom): MSE (mean, std as error
+    bar) and normalized perplexity (mean over levels) per member.
+  report_psnr_vs_codes.png (Figure 2), when members set both model.num_codes and
+    model.code_dim: mean PSNR over num_codes (log2 axis), one line per code_dim.
+  """
+  done = [(m, r) for m, r in zip(members, rows) if "psnr" in r]
+  plotted: dict = {}
+  if not done:
+    return plotted
+  histograms = {}
+  for m, r in done:
+    path = os.path.join(workdir, member_name(m), "eval", "code_histograms.npz")
+    if os.path.exists(path):
+      with np.load(path) as npz:
+        for level in npz.files:
+          label = r["name"] if len(npz.files) == 1 else f"{r['name']}/{level}"
+          histograms[label] = npz[level]
+  if histograms:
+    metrics.save_lorenz_plot(histograms, os.path.join(workdir, "report_lorenz.png"))
+    plotted["lorenz"] = sorted(histograms)
+
+  names = [r["name"] for _, r in done]
+  mse = [r["mse"]["mean"] for _, r in done]
+  usage = [float(np.mean(list(r["levels"].values()))) for _, r in done]
+  fig, (ax_mse, ax_ppl) = _figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
+  ax_mse.bar(names, mse, yerr=[r["mse"]["std"] for _, r in done], capsize=3)
+  ax_mse.set_ylabel("MSE (mean over images)")
+  ax_ppl.bar(names, usage)
+  ax_ppl.set_ylabel("normalized perplexity")
+  for ax in (ax_mse, ax_ppl):
+    ax.tick_params(axis="x", labelrotation=60, labelsize="small")
+    ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "report_mse_perplexity.png"), format="png")
+  plotted["mse_perplexity"] = dict(zip(names, zip(mse, usage)))
+
+  lines = collections.defaultdict(list)
+  for m, r in done:
+    if "model.num_codes" in m and "model.code_dim" in m:
+      lines[m["model.code_dim"]].append((m["model.num_codes"], r["psnr"]["mean"]))
+  if sum(len(v) for v in lines.values()) >= 2:
+    fig, (ax,) = _figure(6, 4.5)
+    for d in sorted(lines):
+      ks, psnr = zip(*sorted(lines[d]))
+      ax.plot(ks, psnr, marker="o", label=f"D = {d}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("codebook size K (model.num_codes)")
+    ax.set_ylabel("PSNR (dB, mean over images)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "report_psnr_vs_codes.png"), format="png")
+    plotted["psnr_vs_codes"] = {d: sorted(v) for d, v in lines.items()}
+  return plotted
+
+
 def main(argv):
   del argv
   from vqjax import parallel, train  # heavy imports only when running
@@ -110,10 +183,14 @@ def main(argv):
       print(i, member_name(m), m)
     return
   if _REPORT.value:
-    text = format_report(report(_WORKDIR.value, members))
+    rows = report(_WORKDIR.value, members)
+    text = format_report(rows)
     print(text)
     with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
       f.write(text + "\n")
+    plotted = report_figures(_WORKDIR.value, members, rows)
+    logging.info("wrote %s/report.md and the figures %s", _WORKDIR.value,
+                 ", ".join(f"report_{k}.png" for k in plotted) or "(none: nothing evaluated)")
     return
   index = _INDEX.value
   if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):

@@ -1,0 +1,40 @@
+"""The paper's Figure 1: the codebook-collapse interventions, one at a time, for
+the hierarchical model and its capacity-matched single-level model.
+
+Stages (cumulative): `none` (uniform codebook init, no dead-code reset, D = 64),
+`init` (codes initialised from encoder outputs), `reset` (+ the windowed
+dead-code reset, threshold 2, window 10), `lowdim` (+ D = 16 at the same
+discrete budget, Eq. 5: K D = 65,536 per hierarchical level). Every stage runs
+for both architectures, whichever paper config is the base (its data and
+training settings are kept; the model fields are set per member).
+
+  python -m vqjax.sweep --config=configs/paper_hierarchical.py \\
+      --sweep=configs/sweeps/figure1.py --workdir=runs/figure1 --list
+"""
+
+from vqjax import config_lib
+
+LEVEL_BUDGET = 65_536  # K_h * D_h per hierarchical level
+STAGES = (  # name, codebook_init, reset_threshold (0: never reset), D
+    ("none", "uniform", 0.0, 64),
+    ("init", "data", 0.0, 64),
+    ("reset", "data", 2.0, 64),
+    ("lowdim", "data", 2.0, 16),
+)
+
+
+def _model_overrides(base_model, model) -> dict:
+  """Dotted overrides turning base_model into model (only the fields that differ)."""
+  return {f"model.{k}": v for k, v in model.items() if base_model.get(k) != v}
+
+
+def get_sweep(config):
+  members = []
+  for arch in ("hier", "single"):
+    for stage, init, threshold, d in STAGES:
+      hier = config_lib.hierarchical_model(num_codes=LEVEL_BUDGET // d, code_dim=d)
+      model = hier if arch == "hier" else config_lib.single_model(
+          LEVEL_BUDGET // d, d, config.data.image_size)
+      model.codebook_init, model.reset_threshold = init, threshold
+      members.append(dict(name=f"{arch}_{stage}", **_model_overrides(config.model, model)))
+  return members
