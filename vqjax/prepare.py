@@ -5,8 +5,8 @@
         [--splits=train,val]
 
 At the paper's scale the input pipeline spends most of its time decoding
-full-size JPEGs and resizing them (BENCHMARKS.md, "Paper scale": 221 img/s
-per core for 500x375 JPEGs, 980 img/s for the same photos stored at 341x256).
+full-size JPEGs and resizing them (BENCHMARKS.md, "Paper scale": 221-297 img/s
+per core for 500x375 JPEGs, 980-1,351 for the same photos stored at 341x256).
 This tool pays that once: every image of the configured data source
 (`config.data`, folder or tfds) whose shorter side is larger than
 `--shorter_side` is resized to it (bicubic, the same resize the loaders do)
