@@ -8,6 +8,7 @@ XLA_FLAGS (simulated devices) and jax.distributed can be set up:
 NUM_DEVICES: how many of the (global) devices the mesh uses.
 """
 
+import json
 import os
 import sys
 
@@ -39,6 +40,9 @@ def synthetic_batches(num_steps: int) -> np.ndarray:
 def run(num_devices: int) -> dict:
   config = tiny_config("hierarchical", image_size=IMAGE_SIZE, batch_size=GLOBAL_BATCH)
   config.model.reset_window = 3       # resets happen within 15 steps
+  # Extra model fields as JSON, e.g. {"reset_criterion": "ema"} (tests/test_parallel.py).
+  for key, value in json.loads(os.environ.get("VQJAX_MODEL_OVERRIDES", "{}")).items():
+    config.model[key] = value
   model, tx = create_model(config.model), train.create_optimizer(config)
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   parallel.check_batch_size(GLOBAL_BATCH, mesh)

@@ -4,6 +4,7 @@ Each configuration runs in a fresh Python process (tests/parallel_worker.py),
 since the device count and jax.distributed are fixed at start-up.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -51,6 +52,17 @@ def test_eight_devices_match_one_device(tmp_path):
   run_worker(tmp_path / "one.npz", 1, 8)
   run_worker(tmp_path / "eight.npz", 8, 8)
   assert_same_training(tmp_path / "one.npz", tmp_path / "eight.npz")
+
+
+def test_released_options_on_eight_devices_match_one_device(tmp_path):
+  # The released code's every-step EMA dead-code rule with distinct batch
+  # samples (top-k over the sharded global batch) and factorized codes.
+  overrides = {"VQJAX_MODEL_OVERRIDES": json.dumps(
+      {"reset_criterion": "ema", "reset_rule": "sample", "factorized_codes": True})}
+  run_worker(tmp_path / "one.npz", 1, 8, env_extra=overrides)
+  run_worker(tmp_path / "eight.npz", 8, 8, env_extra=overrides)
+  assert_same_training(tmp_path / "one.npz", tmp_path / "eight.npz")
+  assert any("project_in" in name for name in np.load(tmp_path / "one.npz").files)
 
 
 def free_port() -> int:
