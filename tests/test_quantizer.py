@@ -189,6 +189,53 @@ def test_data_init_sets_codes_from_the_batch():
   assert np.abs(emb2[:, None, :] - z2[None]).max(-1).min() > 50
 
 
+def np_lloyd(z, codes, iters):
+  """NumPy Lloyd iterations; a code without points keeps its place."""
+  codes = codes.astype(np.float64).copy()
+  for _ in range(iters):
+    idx = np_assign(z, codes)
+    for k in range(len(codes)):
+      if (idx == k).any():
+        codes[k] = z[idx == k].mean(0)
+  return codes
+
+
+def test_kmeans_matches_numpy_lloyd_with_an_empty_cluster():
+  rng = np.random.default_rng(4)
+  centres = np.array([[0, 0], [5, 0], [0, 5], [5, 5]], np.float32)
+  z = (centres[rng.integers(0, 4, 300)] + rng.normal(scale=0.5, size=(300, 2))).astype(np.float32)
+  start = z[rng.choice(300, 6, replace=False)].copy()
+  start[5] = (100.0, 100.0)  # never nearest: must stay where it is
+  for iters in (1, 3, 8):
+    got = np.asarray(ema_vq.kmeans(jnp.asarray(z), jnp.asarray(start), iters))
+    np.testing.assert_allclose(got, np_lloyd(z, start, iters), atol=1e-4)
+  np.testing.assert_array_equal(got[5], (100.0, 100.0))
+
+
+def test_kmeans_init_is_lloyd_from_the_data_init():
+  rng = np.random.default_rng(5)
+  centres = np.array([[0, 0], [8, 0], [0, 8], [8, 8]], np.float32)
+  z = (centres[np.repeat(np.arange(4), 40)] + rng.normal(scale=0.7, size=(160, 2)))
+  z = jnp.asarray(z, jnp.float32)
+  # decay ~ 1: the EMA step after the init leaves the codes where the init put
+  # them (to ~1e-4), so the two runs show their inits; both draw the same rows.
+  common = dict(num_codes=8, code_dim=2, decay=1 - 1e-7)
+  data_vq = make_vq(codebook_init="data", **common)
+  kmeans_vq = make_vq(codebook_init="kmeans", kmeans_iters=5, **common)
+  _, _, data = train_call(data_vq, init_vars(data_vq, z), z)
+  _, _, km = train_call(kmeans_vq, init_vars(kmeans_vq, z), z)
+  start = np.asarray(data["codebook"]["embedding"])
+  want = np_lloyd(np.asarray(z), start, 5)
+  np.testing.assert_allclose(np.asarray(km["codebook"]["embedding"]), want, atol=1e-3)
+  assert np.abs(want - start).max() > 0.1  # Lloyd really moved the codes
+  cb = km["codebook"]
+  np.testing.assert_allclose(np.asarray(cb["embed_sum"]) / np.asarray(cb["cluster_size"])[:, None],
+                             np.asarray(cb["embedding"]), atol=1e-4)
+  with pytest.raises(ValueError, match="kmeans_iters"):
+    make_vq(codebook_init="kmeans", kmeans_iters=0).init({"params": jax.random.key(0)}, z,
+                                                        train=False)
+
+
 def test_sample_rows_distinct_or_noisy():
   rng = np.random.default_rng(4)
   z = rng.normal(size=(100, 3)).astype(np.float32)

@@ -21,7 +21,8 @@ def quantizer_defaults() -> dict:
       beta=0.25,                # commitment weight
       decay=0.99,               # EMA decay of counts and sums
       eps=1e-5,                 # Laplace smoothing of the counts
-      codebook_init="data",     # 'data' (first batch's encoder outputs) | 'uniform'
+      codebook_init="data",     # 'data' (first batch's encoder outputs) | 'kmeans' (+ Lloyd) | 'uniform'
+      kmeans_iters=10,          # Lloyd iterations of codebook_init='kmeans'
       init_noise=0.01,          # noise (x std of z) when a batch has < K vectors
       reset_threshold=2.0,      # dead if < this many assignments in the window
       reset_window=10,          # window length in batches
@@ -126,8 +127,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(m.reset_criterion in ("window", "ema"),
        f"model.reset_criterion={m.reset_criterion!r}; use 'window' (the paper's "
        "windowed count) or 'ema' (the released code's EMA cluster size).")
-  need(m.codebook_init in ("data", "uniform"),
-       f"model.codebook_init={m.codebook_init!r}; use 'data' or 'uniform'.")
+  need(m.codebook_init in ("data", "kmeans", "uniform"),
+       f"model.codebook_init={m.codebook_init!r}; use 'data', 'kmeans' or 'uniform'.")
+  need(m.codebook_init != "kmeans" or m.kmeans_iters >= 1,
+       f"model.kmeans_iters={m.kmeans_iters} must be >= 1 for codebook_init='kmeans'.")
   need(m.dtype in ("float32", "bfloat16"),
        f"model.dtype={m.dtype!r}; use 'float32' or 'bfloat16'.")
   need(not m.search_chunk_size or m.num_codes % m.search_chunk_size == 0,

@@ -25,7 +25,8 @@ def create_quantizer(model_config: ml_collections.ConfigDict):
   return functools.partial(
       VectorQuantizerEMA,
       num_codes=m.num_codes, code_dim=m.code_dim, beta=m.beta, decay=m.decay,
-      eps=m.eps, codebook_init=m.codebook_init, init_noise=m.init_noise,
+      eps=m.eps, codebook_init=m.codebook_init, kmeans_iters=m.kmeans_iters,
+      init_noise=m.init_noise,
       reset_threshold=m.reset_threshold, reset_window=m.reset_window,
       reset_rule=m.reset_rule, reset_average_size=m.reset_average_size,
       reset_criterion=m.reset_criterion,

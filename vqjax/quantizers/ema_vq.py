@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from vqjax import metrics
 
 COLLECTION = "codebook"
-INIT_CHOICES = ("data", "uniform")
+INIT_CHOICES = ("data", "kmeans", "uniform")
 RESET_RULES = ("average", "sample")
 RESET_CRITERIA = ("window", "ema")
 
@@ -201,6 +201,25 @@ def sample_rows(key: jax.Array, z: jax.Array, num: int,
   return z[idx] + scale * jax.random.normal(noise_key, (num, z.shape[1]))
 
 
+def kmeans(z: jax.Array, codes: jax.Array, num_iters: int,
+           chunk_size: int | None = None, rows_per_block: int | None = None) -> jax.Array:
+  """`num_iters` Lloyd iterations on z [N, D] from `codes` [K, D] -> [K, D].
+
+  Each iteration assigns every row to its nearest code (`nearest_code`, ties to
+  the lowest index) and moves each code to the mean of its rows; a code without
+  rows keeps its place (as vector-quantize-pytorch's k-means init).
+  """
+  num_codes = codes.shape[0]
+
+  def step(_, codes):
+    idx = nearest_code(z, codes, chunk_size, rows_per_block)
+    counts = metrics.code_counts(idx, num_codes)
+    means = code_sums(z, idx, num_codes) / jnp.maximum(counts, 1)[:, None]
+    return jnp.where(counts[:, None] > 0, means, codes)
+
+  return jax.lax.fori_loop(0, num_iters, step, codes)
+
+
 def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
                            rule: str, average_size: int,
                            noise_scale: float) -> jax.Array:
@@ -243,6 +262,7 @@ class VectorQuantizerEMA(nn.Module):
   decay: float = 0.99
   eps: float = 1e-5
   codebook_init: str = "data"
+  kmeans_iters: int = 10
   init_noise: float = 0.01
   reset_threshold: float = 2.0
   reset_window: int = 10
@@ -255,6 +275,9 @@ class VectorQuantizerEMA(nn.Module):
   def _codebook_variables(self):
     if self.codebook_init not in INIT_CHOICES:
       raise ValueError(f"codebook_init={self.codebook_init!r}; choose one of {INIT_CHOICES}.")
+    if self.codebook_init == "kmeans" and self.kmeans_iters < 1:
+      raise ValueError(f"kmeans_iters={self.kmeans_iters} must be >= 1 for "
+                       "codebook_init='kmeans'.")
     if self.reset_criterion not in RESET_CRITERIA:
       raise ValueError(f"reset_criterion={self.reset_criterion!r}; choose one of "
                        f"{RESET_CRITERIA}.")
@@ -298,11 +321,8 @@ class VectorQuantizerEMA(nn.Module):
       self._data_init(v, jax.lax.stop_gradient(z), init_key)
 
     codebook = v["embedding"].value
-    codes_per_block = min(self.num_codes, self.search_chunk_size or self.num_codes)
-    rows = (default_rows_per_block(codes_per_block) if self.search_rows_per_block < 0
-            else self.search_rows_per_block)
     indices = nearest_code(jax.lax.stop_gradient(z), codebook,
-                           self.search_chunk_size or None, rows)
+                           self.search_chunk_size or None, self._rows_per_block())
     z_q = codebook[indices]
 
     counts = metrics.code_counts(indices, self.num_codes)  # [K] int32
@@ -323,13 +343,22 @@ class VectorQuantizerEMA(nn.Module):
     )
     return z_q_st.reshape(z_e.shape).astype(z_e.dtype), aux
 
+  def _rows_per_block(self) -> int:
+    codes_per_block = min(self.num_codes, self.search_chunk_size or self.num_codes)
+    return (default_rows_per_block(codes_per_block) if self.search_rows_per_block < 0
+            else self.search_rows_per_block)
+
   # -- state updates (all traced; no Python branching on values) -------------
 
   def _data_init(self, v, z, key):
-    """On the first call: codes <- K random encoder outputs of this batch."""
+    """On the first call: codes <- K random encoder outputs of this batch
+    ('data'), refined by `kmeans_iters` Lloyd iterations on it ('kmeans')."""
 
     def init_from_batch(_):
       codes = sample_rows(key, z, self.num_codes, self.init_noise)
+      if self.codebook_init == "kmeans":
+        codes = kmeans(z, codes, self.kmeans_iters, self.search_chunk_size or None,
+                       self._rows_per_block())
       # One pseudo-assignment per code, so embed_sum / cluster_size == codes
       # and the first EMA step starts from the codes, not from a stale mean.
       return codes, jnp.ones((self.num_codes,), jnp.float32), codes
