@@ -123,7 +123,7 @@ def child_vqjax(spec: dict) -> dict:
   import jax
   import numpy as np
 
-  from vqjax import config_lib, parallel, train
+  from vqjax import capacity, config_lib, parallel, train
   from vqjax.models import create_model
   from vqjax.models.factory import create_quantizer
   from vqjax.quantizers.ema_vq import COLLECTION
@@ -175,8 +175,8 @@ def child_vqjax(spec: dict) -> dict:
     # codebook collection mutable (search, EMA, window, reset), on z_e of the
     # step's shape. The straight-through/commitment backward is elementwise.
     quantizer = create_quantizer(config.model)()
-    latent = size // 4
-    z = jax.random.normal(jax.random.PRNGKey(1), (batch, latent, latent, config.model.code_dim))
+    (h, w), = capacity.latent_shapes(config.model.kind, size).values()
+    z = jax.random.normal(jax.random.PRNGKey(1), (batch, h, w, config.model.code_dim))
     codebook = quantizer.init({"params": jax.random.PRNGKey(2)}, z, train=False)[COLLECTION]
 
     # Placed as in the train step: z sharded over the batch, codebook replicated.

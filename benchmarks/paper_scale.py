@@ -119,12 +119,11 @@ def _memory(compiled) -> dict:
 
 def _search_rows(config, num_devices: int) -> dict:
   """Rows and codes per level of the nearest-code search in one step (global)."""
-  from vqjax.models.factory import level_names  # pylint: disable=import-outside-toplevel
-  m, batch, size = config.model, config.data.batch_size, config.data.image_size
-  side = {"codes": size // 4, "bottom": size // 4, "top": size // 8}
+  from vqjax import capacity  # pylint: disable=import-outside-toplevel
+  m, batch = config.model, config.data.batch_size
   out = {}
-  for name in level_names(m):
-    rows = batch * side[name] ** 2
+  for name, (h, w) in capacity.latent_shapes(m.kind, config.data.image_size).items():
+    rows = batch * h * w
     out[name] = dict(rows=rows, codes=int(m.num_codes),
                      rows_per_device=rows // num_devices)
   return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from vqjax import capacity, input_pipeline
+from vqjax.quantizers.ema_vq import INIT_CHOICES, RESET_CRITERIA, RESET_RULES
 
 # Paper, Sec. 4: C_h = 128 at both levels; single-level C_s follows from Eq. 4.
 PAPER_HIER_CHANNELS = 128
@@ -122,13 +123,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(m.eps > 0, f"model.eps={m.eps} must be > 0.")
   need(m.beta >= 0, f"model.beta={m.beta} must be >= 0.")
   need(m.reset_window >= 1, f"model.reset_window={m.reset_window} must be >= 1 batch.")
-  need(m.reset_rule in ("average", "sample"),
-       f"model.reset_rule={m.reset_rule!r}; use 'average' or 'sample'.")
-  need(m.reset_criterion in ("window", "ema"),
-       f"model.reset_criterion={m.reset_criterion!r}; use 'window' (the paper's "
-       "windowed count) or 'ema' (the released code's EMA cluster size).")
-  need(m.codebook_init in ("data", "kmeans", "uniform"),
-       f"model.codebook_init={m.codebook_init!r}; use 'data', 'kmeans' or 'uniform'.")
+  need(m.reset_rule in RESET_RULES,
+       f"model.reset_rule={m.reset_rule!r}; use one of {RESET_RULES}.")
+  need(m.reset_criterion in RESET_CRITERIA,
+       f"model.reset_criterion={m.reset_criterion!r}; use one of {RESET_CRITERIA} "
+       "('window': the paper's windowed count, 'ema': the released code's EMA cluster size).")
+  need(m.codebook_init in INIT_CHOICES,
+       f"model.codebook_init={m.codebook_init!r}; use one of {INIT_CHOICES}.")
   need(m.codebook_init != "kmeans" or m.kmeans_iters >= 1,
        f"model.kmeans_iters={m.kmeans_iters} must be >= 1 for codebook_init='kmeans'.")
   need(m.dtype in ("float32", "bfloat16"),

@@ -188,19 +188,23 @@ def shorter_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
   return max(size, round(height * size / width)), size
 
 
-def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 HxWx3 -> uint8 H'xW'x3 with min(H', W') == size (bicubic, aspect kept)."""
-  h, w = image.shape[:2]
-  new_h, new_w = shorter_side_shape(h, w, size)
-  if (new_h, new_w) == (h, w):
+def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  """uint8 HxWx3 -> uint8 [shape[0], shape[1], 3] (bicubic); unchanged if equal."""
+  if tuple(shape) == image.shape[:2]:
     return image
   pil = Image.fromarray(np.ascontiguousarray(image))
-  return np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC))
+  return np.asarray(pil.resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
+
+
+def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 HxWx3 -> uint8 H'xW'x3 with min(H', W') == size (bicubic, aspect kept)."""
+  return _resize(image, shorter_side_shape(*image.shape[:2], size))
 
 
 def fitted_shape(height: int, width: int, image_size: int,
                  resize_size: int) -> tuple[int, int]:
-  """The (H', W') that fit_image gives an image of (height, width)."""
+  """(H', W') after the optional shorter-side resize to resize_size, with
+  min(H', W') >= image_size ensured (aspect kept)."""
   if resize_size:
     height, width = shorter_side_shape(height, width, resize_size)
   if min(height, width) < image_size:
@@ -209,12 +213,8 @@ def fitted_shape(height: int, width: int, image_size: int,
 
 
 def fit_image(image: np.ndarray, image_size: int, resize_size: int) -> np.ndarray:
-  """Optional shorter-side resize to resize_size, then ensures min(H, W) >= image_size."""
-  if resize_size:
-    image = resize_shorter_side(image, resize_size)
-  if min(image.shape[:2]) < image_size:
-    image = resize_shorter_side(image, image_size)
-  return image
+  """uint8 HxWx3 resized (bicubic, once) to fitted_shape(H, W, image_size, resize_size)."""
+  return _resize(image, fitted_shape(*image.shape[:2], image_size, resize_size))
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:

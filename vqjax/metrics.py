@@ -197,6 +197,19 @@ def _make_parent_dir(path: str | os.PathLike) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
+def new_figure(width: float, height: float, ncols: int = 1):
+  """(Figure, [axes] of 1 x ncols) on the Agg canvas, size in inches at 100 dpi.
+
+  Figure + Agg canvas directly: no pyplot global state, no display backend.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  fig = Figure(figsize=(width, height), dpi=100)
+  FigureCanvasAgg(fig)
+  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
 def save_lorenz_plot(histograms: Mapping[str, np.ndarray],
                      path: str | os.PathLike) -> None:
   """Writes a PNG with one Lorenz curve per level and the equality diagonal.
@@ -205,13 +218,7 @@ def save_lorenz_plot(histograms: Mapping[str, np.ndarray],
     histograms: level name -> [K] code histogram (K may differ per level).
     path: output .png file; parent directories are created.
   """
-  # Figure + Agg canvas directly: no pyplot global state, no display backend.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  fig = Figure(figsize=(5, 5), dpi=100)
-  FigureCanvasAgg(fig)
-  ax = fig.add_subplot(1, 1, 1)
+  fig, (ax,) = new_figure(5, 5)
   ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1,
           label="uniform usage")
   for name, counts in histograms.items():

@@ -135,16 +135,15 @@ def prepare_split(data_config, split: str, out_dir: str, *, shorter_side: int = 
   args = (out_dir, FORMATS[image_format], shorter_side, quality)
   workers = workers or len(os.sched_getaffinity(0))
   start_time = time.monotonic()
-  done = written = skipped = 0
+  written = skipped = 0
 
   def report(result):
-    nonlocal done, written, skipped
+    nonlocal written, skipped
     written, skipped = written + result[0], skipped + result[1]
-    done = written + skipped
     rate = written / max(time.monotonic() - start_time, 1e-9)
     logging.log_every_n_seconds(
         logging.INFO, "%s: %d/%d images (%d skipped as present), %.0f img/s", 30,
-        split, done, num, skipped, rate)
+        split, written + skipped, num, skipped, rate)
 
   if workers == 1:
     for r in ranges:

@@ -102,15 +102,6 @@ def format_report(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def _figure(width: float, height: float, ncols: int = 1):
-  """A matplotlib Figure on the Agg canvas (no pyplot state, no display) and its axes."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(figsize=(width, height), dpi=100)
-  FigureCanvasAgg(fig)
-  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
 def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
   """Writes the paper's figures for the evaluated members into workdir; returns what
   was plotted.
@@ -141,7 +132,7 @@ def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
   names = [r["name"] for _, r in done]
   mse = [r["mse"]["mean"] for _, r in done]
   usage = [float(np.mean(list(r["levels"].values()))) for _, r in done]
-  fig, (ax_mse, ax_ppl) = _figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
+  fig, (ax_mse, ax_ppl) = metrics.new_figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
   ax_mse.bar(names, mse, yerr=[r["mse"]["std"] for _, r in done], capsize=3)
   ax_mse.set_ylabel("MSE (mean over images)")
   ax_ppl.bar(names, usage)
@@ -158,7 +149,7 @@ def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
     if "model.num_codes" in m and "model.code_dim" in m:
       lines[m["model.code_dim"]].append((m["model.num_codes"], r["psnr"]["mean"]))
   if sum(len(v) for v in lines.values()) >= 2:
-    fig, (ax,) = _figure(6, 4.5)
+    fig, (ax,) = metrics.new_figure(6, 4.5)
     for d in sorted(lines):
       ks, psnr = zip(*sorted(lines[d]))
       ax.plot(ks, psnr, marker="o", label=f"D = {d}")

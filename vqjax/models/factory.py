@@ -45,7 +45,7 @@ def create_model(model_config: ml_collections.ConfigDict):
                 quantizer=create_quantizer(m),
                 res_channels=m.res_channels or None,
                 num_res_blocks=m.num_res_blocks,
-                factorized_codes=bool(m.get("factorized_codes", False)),
+                factorized_codes=m.factorized_codes,
                 dtype=DTYPES[m.dtype])
   if m.kind == "single":
     return SingleLevelVQVAE(**common)
