@@ -188,7 +188,7 @@ def child_vqjax(spec: dict) -> dict:
       key = jax.random.fold_in(jax.random.PRNGKey(3), step)
       (z_q, aux), updates = quantizer.apply({COLLECTION: codebook}, z, train=True,
                                             mutable=[COLLECTION], rngs={COLLECTION: key})
-      return updates[COLLECTION], z_q, aux["commitment"]
+      return updates[COLLECTION], z_q, aux["losses"]["commitment"]
 
     qholder = dict(codebook=codebook, step=0)
 

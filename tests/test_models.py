@@ -133,7 +133,7 @@ def test_factorized_codes_train_and_project_in_gets_gradients():
     (x_hat, aux), _ = model.apply({"params": params, "codebook": variables["codebook"]}, x,
                                   train=True, mutable=["codebook"],
                                   rngs={"codebook": jax.random.key(2)})
-    return jnp.mean((x - x_hat) ** 2) + aux["commitment"]
+    return jnp.mean((x - x_hat) ** 2) + sum(aux["losses"].values())
 
   grads = jax.grad(loss)(variables["params"])
   for name in ("quantizer_project_in", "quantizer_project_out", "pre_quant"):

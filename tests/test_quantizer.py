@@ -146,7 +146,7 @@ def test_straight_through_and_commitment_gradients():
     return jnp.sum(w * z_q)
 
   def commitment(z_e, cb):
-    return vq.apply(with_floats(cb), z_e, train=False)[1]["commitment"]
+    return vq.apply(with_floats(cb), z_e, train=False)[1]["losses"]["commitment"]
 
   # d/dz_e of sum(w * z_q) is w: the quantizer is the identity backwards.
   g_z, g_cb = jax.grad(decoder_term, argnums=(0, 1))(z, floats)
@@ -280,10 +280,10 @@ def test_unused_code_is_reset_exactly_when_the_window_fills():
     _, aux, variables = train_call(vq, variables, z, step)
     emb = np.asarray(variables["codebook"]["embedding"])
     if step < window:
-      assert int(aux["num_reset"]) == 0
+      assert int(aux["metrics"]["codes_reset"]) == 0
       np.testing.assert_allclose(emb[7], (1000.0, 1000.0), rtol=1e-3)
     else:
-      assert int(aux["num_reset"]) == 1
+      assert int(aux["metrics"]["codes_reset"]) == 1
       # 'sample' rule: the new code is one of this batch's encoder outputs.
       assert np.abs(np.asarray(z) - emb[7]).max(-1).min() < 1e-6
   assert int(variables["codebook"]["num_resets"]) == 1
@@ -318,7 +318,7 @@ def test_reset_code_statistics_match_and_ema_does_not_pull_it_back(rule):
   for step in range(1, window + 1):
     z = batch_near_codes(rng, np.arange(7))
     _, aux, variables = train_call(vq, variables, z, step)
-  assert int(aux["num_reset"]) == 1
+  assert int(aux["metrics"]["codes_reset"]) == 1
   cb = {k: np.asarray(v) for k, v in variables["codebook"].items()}
   new = cb["embedding"][7]
   assert np.abs(new).max() < 10          # moved into the data
@@ -335,7 +335,7 @@ def test_reset_code_statistics_match_and_ema_does_not_pull_it_back(rule):
   assert not (idx == 7).any()
   after = np.asarray(variables["codebook"]["embedding"])[7]
   np.testing.assert_allclose(after, codebook_before[7], atol=1e-3)
-  assert int(aux["num_reset"]) == 0       # not reset again at once
+  assert int(aux["metrics"]["codes_reset"]) == 0       # not reset again at once
 
 
 def test_released_ema_criterion_resets_every_step_below_the_threshold():
@@ -354,7 +354,7 @@ def test_released_ema_criterion_resets_every_step_below_the_threshold():
   _, aux, variables = train_call(vq, variables, z, 1)
   cb = {k: np.asarray(v) for k, v in variables["codebook"].items()}
   # NumPy: 0.99 * 2.03 = 2.0097 >= 2 stays; 0.99 * 2.01 = 1.9899 < 2 is reset.
-  assert int(aux["num_reset"]) == 1
+  assert int(aux["metrics"]["codes_reset"]) == 1
   np.testing.assert_allclose(cb["cluster_size"][6], 0.99 * 2.03, rtol=1e-6)
   np.testing.assert_allclose(cb["embedding"][6], (6.0, 0.0), atol=1e-3)
   assert np.abs(np.asarray(z) - cb["embedding"][7]).max(-1).min() < 1e-6
@@ -363,7 +363,7 @@ def test_released_ema_criterion_resets_every_step_below_the_threshold():
   # Next step: code 6 decays to 0.99 * 2.0097 = 1.9896 < 2 and is reset too.
   _, aux, variables = train_call(vq, variables, batch_near_codes(rng, np.arange(6), 60), 2)
   emb6 = np.asarray(variables["codebook"]["embedding"])[6]
-  assert int(aux["num_reset"]) >= 1
+  assert int(aux["metrics"]["codes_reset"]) >= 1
   assert emb6[0] < 5.5 and abs(emb6[1]) < 0.1           # moved into the data (codes 0..5)
   with pytest.raises(ValueError, match="reset_criterion"):
     make_vq(reset_criterion="bogus").init({"params": jax.random.key(0)}, z, train=False)
@@ -389,7 +389,7 @@ def test_jit_traces_once_over_12_steps_and_eval_is_frozen():
     traces.append(1)
     (_, aux), new = vq.apply(variables, z, train=True, mutable=["codebook"],
                              rngs={"codebook": key})
-    return new, aux["num_reset"]
+    return new, aux["metrics"]["codes_reset"]
 
   rng = np.random.default_rng(8)
   variables = init_vars(vq, jnp.zeros((64, 2)))

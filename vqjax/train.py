@@ -89,12 +89,8 @@ def count_params(params) -> int:
 
 def level_metrics(levels: dict) -> dict[str, jax.Array]:
   """Per-level scalar metrics of the quantizers' aux outputs."""
-  out = {}
-  for name, aux in levels.items():
-    out[f"{name}/perplexity"] = aux["perplexity"]
-    out[f"{name}/codes_used_window"] = aux["codes_used"].astype(jnp.float32)
-    out[f"{name}/codes_reset"] = aux["num_reset"].astype(jnp.float32)
-  return out
+  return {f"{name}/{key}": jnp.asarray(value, jnp.float32)
+          for name, aux in levels.items() for key, value in aux["metrics"].items()}
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
@@ -109,9 +105,9 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   def loss_fn(params):
     (x_hat, aux), updates = model.apply(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
-        mutable=[COLLECTION], rngs={COLLECTION: key})
+        mutable=[COLLECTION], rngs={COLLECTION: key}, step=state.step)
     mse = jnp.mean((x - x_hat) ** 2)
-    return mse + aux["commitment"], (x_hat, aux, updates[COLLECTION], mse)
+    return mse + sum(aux["losses"].values()), (x_hat, aux, updates[COLLECTION], mse)
 
   grads, (x_hat, aux, codebook, mse) = jax.grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -119,7 +115,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState
   new_state = state.replace(step=state.step + 1, params=params,
                             codebook=codebook, opt_state=opt_state)
   step_metrics = dict(
-      loss=mse + aux["commitment"], mse=mse, commitment=aux["commitment"],
+      loss=mse + sum(aux["losses"].values()), mse=mse, **aux["losses"],
       psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
       grad_norm=optax.tree.norm(grads), **level_metrics(aux["levels"]))
   return new_state, step_metrics

@@ -1,8 +1,10 @@
 """Single-level and two-level (VQ-VAE-2 style) VQ-VAEs of the paper.
 
 Both models take images [B, H, W, 3] (H, W divisible by 4, resp. 8) and return
-`(x_hat, aux)`: x_hat [B, H, W, 3] and aux = {'commitment': scalar, 'levels':
-{level_name: quantizer aux}}, level names `codes` (single) or `top`/`bottom`.
+`(x_hat, aux)`: x_hat [B, H, W, 3] and aux = {'losses': {'<level>/<term>':
+scalar}, 'levels': {level_name: quantizer aux}}, level names `codes` (single)
+or `top`/`bottom`. The training loss is the reconstruction term plus every
+entry of aux['losses'].
 The quantizers are built by the `quantizer` factory (e.g. a
 `functools.partial(VectorQuantizerEMA, num_codes=..., code_dim=...)`), which
 keeps the models independent of the quantizer family.
@@ -30,8 +32,16 @@ from vqjax.models.blocks import Decoder, Encoder, up_conv
 Dtype = Any
 
 
+def level_losses(levels: dict) -> dict:
+  """The model aux of per-level quantizer auxes: every level's loss terms as
+  '<level>/<term>' in aux['losses'], the auxes under aux['levels']."""
+  losses = {f"{name}/{term}": value for name, aux in levels.items()
+            for term, value in aux["losses"].items()}
+  return dict(losses=losses, levels=levels)
+
+
 def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: bool,
-             dtype: Dtype, train: bool):
+             dtype: Dtype, train: bool, step=None):
   """Quantizes z [..., width]; returns (codes [..., width], quantizer aux).
 
   Call from a model's compact __call__: the modules made here belong to it, so
@@ -44,7 +54,7 @@ def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: b
   width = z.shape[-1]
   if factorized:
     z = nn.Dense(code_dim, dtype=dtype, name=f"{name}_project_in")(z)
-  codes, aux = quantizer(name=name)(z, train=train)
+  codes, aux = quantizer(name=name)(z, train=train, step=step)
   if factorized:
     codes = nn.Dense(width, dtype=dtype, name=f"{name}_project_out")(codes.astype(dtype))
   return codes, aux
@@ -65,7 +75,7 @@ class SingleLevelVQVAE(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool):
+  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
     res = self.res_channels or self.channels // 2
     width = self.channels if self.factorized_codes else self.code_dim
     h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
@@ -73,11 +83,10 @@ class SingleLevelVQVAE(nn.Module):
     z_e = nn.Conv(width, (1, 1), dtype=self.dtype, name="pre_quant")(h)
     z_q, q_aux = quantize(z_e, quantizer=self.quantizer, name="quantizer",
                           code_dim=self.code_dim, factorized=self.factorized_codes,
-                          dtype=self.dtype, train=train)
+                          dtype=self.dtype, train=train, step=step)
     x_hat = Decoder(self.channels, res, x.shape[-1], self.num_res_blocks, 4,
                     self.dtype, name="decoder")(z_q.astype(self.dtype))
-    return x_hat.astype(jnp.float32), dict(commitment=q_aux["commitment"],
-                                           levels=dict(codes=q_aux))
+    return x_hat.astype(jnp.float32), level_losses(dict(codes=q_aux))
 
 
 class HierarchicalVQVAE(nn.Module):
@@ -101,14 +110,14 @@ class HierarchicalVQVAE(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool):
+  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
     c, dt = self.channels, self.dtype
     width = c if self.factorized_codes else self.code_dim
     res = self.res_channels or c // 2
     level = lambda z, name: quantize(z, quantizer=self.quantizer, name=name,
                                      code_dim=self.code_dim,
                                      factorized=self.factorized_codes, dtype=dt,
-                                     train=train)
+                                     train=train, step=step)
     enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
     enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
 
@@ -125,6 +134,4 @@ class HierarchicalVQVAE(nn.Module):
     up_t = up_conv(width, dt, name="upsample_top")(q_t)
     x_hat = Decoder(c, res, x.shape[-1], self.num_res_blocks, 4, dt,
                     name="decoder")(jnp.concatenate([up_t, q_b.astype(dt)], -1))
-    return x_hat.astype(jnp.float32), dict(
-        commitment=aux_t["commitment"] + aux_b["commitment"],
-        levels=dict(top=aux_t, bottom=aux_b))
+    return x_hat.astype(jnp.float32), level_losses(dict(top=aux_t, bottom=aux_b))

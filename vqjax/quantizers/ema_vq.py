@@ -249,11 +249,12 @@ class VectorQuantizerEMA(nn.Module):
   (`rngs={'codebook': key}`), replicated across devices. With `train=False`
   nothing is mutated.
 
-  Returns (z_q, aux): z_q [..., D] with the straight-through gradient
-  (forward: the codes; backward: identity to z_e), aux a dict with
-  `indices` [...] int32, `commitment` (beta * mean |z_e - sg(z_q)|^2),
-  `perplexity` of this batch, `codes_used` in the window and `num_reset`
-  codes reset in this call.
+  Returns (z_q, aux) as every vqjax quantizer does (see
+  `vqjax.quantizers`): z_q [..., D] with the straight-through gradient
+  (forward: the codes; backward: identity to z_e); aux['indices'] [...] int32;
+  aux['losses'] = {'commitment': beta * mean |z_e - sg(z_q)|^2};
+  aux['metrics'] = {'perplexity' of this batch, 'codes_used_window': codes
+  used in the window, 'codes_reset': codes reset in this call}. `step` is accepted and unused.
   """
 
   num_codes: int
@@ -306,8 +307,14 @@ class VectorQuantizerEMA(nn.Module):
         num_resets=var("num_resets", lambda: jnp.zeros((), jnp.int32)),
     )
 
+  @property
+  def codebook_size(self) -> int:
+    """Size of the index space of `aux['indices']`."""
+    return self.num_codes
+
   @nn.compact
-  def __call__(self, z_e: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, Any]]:
+  def __call__(self, z_e: jax.Array, *, train: bool,
+               step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     if z_e.shape[-1] != self.code_dim:
       raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
                        f"expected code_dim={self.code_dim}.")
@@ -336,10 +343,9 @@ class VectorQuantizerEMA(nn.Module):
     codes_used = jnp.sum(jnp.sum(v["usage"].value, axis=0) > 0)
     aux = dict(
         indices=indices.reshape(lead_shape),
-        commitment=commitment,
-        perplexity=metrics.perplexity_from_counts(counts),
-        codes_used=codes_used,
-        num_reset=num_reset,
+        losses=dict(commitment=commitment),
+        metrics=dict(perplexity=metrics.perplexity_from_counts(counts),
+                     codes_used_window=codes_used, codes_reset=num_reset),
     )
     return z_q_st.reshape(z_e.shape).astype(z_e.dtype), aux
 
