@@ -220,6 +220,17 @@ def kmeans(z: jax.Array, codes: jax.Array, num_iters: int,
   return jax.lax.fori_loop(0, num_iters, step, codes)
 
 
+def init_counts(z: jax.Array, codes: jax.Array, chunk_size: int | None = None,
+                rows_per_block: int | None = None) -> jax.Array:
+  """Rows of z [N, D] nearest to each of `codes` [K, D], at least 1: [K] float32.
+
+  The EMA cluster sizes a codebook initialised from z starts with.
+  """
+  idx = nearest_code(z, codes, chunk_size, rows_per_block)
+  counts = metrics.code_counts(idx, codes.shape[0]).astype(jnp.float32)
+  return jnp.maximum(counts, 1.0)
+
+
 def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
                            rule: str, average_size: int,
                            noise_scale: float) -> jax.Array:
@@ -365,9 +376,15 @@ class VectorQuantizerEMA(nn.Module):
       if self.codebook_init == "kmeans":
         codes = kmeans(z, codes, self.kmeans_iters, self.search_chunk_size or None,
                        self._rows_per_block())
-      # One pseudo-assignment per code, so embed_sum / cluster_size == codes
-      # and the first EMA step starts from the codes, not from a stale mean.
-      return codes, jnp.ones((self.num_codes,), jnp.float32), codes
+      # The EMA statistics start from the init's real assignment counts (as
+      # vector-quantize-pytorch copies its k-means cluster sizes), at least 1
+      # per code, with embed_sum = codes * counts so embed_sum / cluster_size
+      # == codes. With one pseudo-assignment per code instead, the 'ema' reset
+      # criterion would call every code with fewer than ~100 assignments dead
+      # at step 1 and throw the init away.
+      counts = init_counts(z, codes, self.search_chunk_size or None,
+                           self._rows_per_block())
+      return codes, counts, codes * counts[:, None]
 
     def keep(_):
       return v["embedding"].value, v["cluster_size"].value, v["embed_sum"].value
