@@ -68,12 +68,50 @@ def test_matched_single_level_budgets_are_equal():
           == capacity.discrete_budget(2, hier.num_codes, hier.code_dim))
 
 
+def conv(k, cin, cout):
+  """Weights + biases of a k x k convolution (also a transposed one)."""
+  return k * k * cin * cout + cout
+
+
+def hand_count(kind, d):
+  """The paper's blocks (DESIGN.md) counted by hand: C_s = 160, C_h = 128, R = C / 2."""
+  def res(c):
+    return 2 * (conv(3, c, c // 2) + conv(1, c // 2, c))
+  if kind == "single":
+    c = 160
+    return (conv(4, 3, c // 2) + conv(4, c // 2, c) + conv(3, c, c) + res(c)   # encoder
+            + conv(1, c, d)                                                   # pre_quant
+            + conv(3, d, c) + res(c) + conv(4, c, c // 2) + conv(4, c // 2, 3))  # decoder
+  c = 128
+  return (conv(4, 3, c // 2) + conv(4, c // 2, c) + conv(3, c, c) + res(c)    # bottom encoder
+          + conv(4, c, c // 2) + conv(3, c // 2, c) + res(c)                   # top encoder
+          + 2 * conv(1, c, d) + conv(4, d, d)                                  # projections, upsampler
+          + conv(3, 2 * d, c) + res(c) + conv(4, c, c // 2) + conv(4, c // 2, 3))  # decoder
+
+
+# Table 1 reports millions to one decimal: "1.1M" means [1.05M, 1.15M). The
+# cells that do not round to the paper's value, all by one in the last digit:
+# the single-level model at D = 8, 16 and 64 (1.174M, 1.187M, 1.264M) and the
+# hierarchical one at D = 16 (1.159M). The paper does not say what it counts;
+# the blocks and widths follow its text and the released code, and the
+# pattern of the table (the hierarchical count growing faster with D, 1.7M
+# against 1.4M at D = 128) is reproduced. Counted here: weights and biases of
+# every trained layer; codebooks are not parameters (EMA).
+OFF_BY_ONE_DIGIT = {("single", 8), ("single", 16), ("single", 64), ("hierarchical", 16)}
+
+
 @pytest.mark.parametrize("d, ks, kh, params_s, params_h", TABLE1)
-def test_parameter_counts_within_15_percent_of_table1(d, ks, kh, params_s, params_h):
+def test_parameter_counts_match_the_hand_count_and_table1_rounding(d, ks, kh, params_s,
+                                                                   params_h):
   for cfg, paper in ((config_lib.single_model(kh, d, 256), params_s),
                      (config_lib.hierarchical_model(kh, d), params_h)):
-    count = num_params(abstract_variables(create_model(cfg), 64)) / 1e6
-    assert abs(count - paper) / paper < 0.15, (cfg.kind, d, count, paper)
+    count = num_params(abstract_variables(create_model(cfg), 64))
+    assert count == hand_count(cfg.kind, d), (cfg.kind, d)
+    rounds_to_paper = paper - 0.05 <= count / 1e6 < paper + 0.05
+    if (cfg.kind, d) in OFF_BY_ONE_DIGIT:
+      assert not rounds_to_paper and abs(round(count / 1e6, 1) - paper) == pytest.approx(0.1)
+    else:
+      assert rounds_to_paper, (cfg.kind, d, count, paper)
 
 
 @pytest.mark.parametrize("image_size", [64, 256])
@@ -149,8 +187,18 @@ def test_models_train_call_updates_codebooks_and_is_finite():
     (x_hat, aux), new = model.apply(variables, x, train=True, mutable=["codebook"],
                                     rngs={"codebook": jax.random.key(2)})
     assert np.isfinite(np.asarray(x_hat)).all()
-    for cb in jax.tree.leaves(new["codebook"], is_leaf=lambda t: "initialized" in t):
-      assert bool(cb["initialized"])
+    for level, cb in new["codebook"].items():
+      before = variables["codebook"][level]
+      assert bool(cb["initialized"]) and not bool(before["initialized"])
+      # The codes moved from their uniform init onto the data...
+      moved = np.abs(np.asarray(cb["embedding"]) - np.asarray(before["embedding"])).max(1)
+      assert (moved > 0).all(), (name, level)
+      # ... and carry the batch's counts: every latent position was assigned
+      # once; the init counts are those assignments, at least 1 per code.
+      aux_name = "codes" if level == "quantizer" else level.removeprefix("quantizer_")
+      positions = np.asarray(aux["levels"][aux_name]["indices"]).size
+      total = float(np.asarray(cb["cluster_size"]).sum())
+      assert positions - 1e-3 <= total <= positions + cfg.num_codes, (name, level, total)
 
 
 def np_conv4x4_stride2(x, kernel, bias):
