@@ -123,8 +123,9 @@ def child_vqjax(spec: dict) -> dict:
   import jax
   import numpy as np
 
-  from vqjax import capacity, config_lib, parallel, train
-  from vqjax.models import create_model
+  from vqjax import capacity, config_lib, evaluate, parallel, train
+  from vqjax import state as state_lib
+  from vqjax.models import create_model, level_names
   from vqjax.models.factory import create_quantizer
   from vqjax.quantizers.ema_vq import COLLECTION
 
@@ -143,13 +144,13 @@ def child_vqjax(spec: dict) -> dict:
 
   mesh = parallel.create_mesh()
   model = create_model(config.model)
-  tx = train.create_optimizer(config)
-  state = train.create_train_state(model, tx, size, seed=0)
+  tx = state_lib.create_optimizer(config)
+  state = state_lib.create_train_state(model, tx, size, seed=0)
   out["params"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
   state = parallel.replicate(state, mesh)
   images = _fixed_images(batch, size)
   train_batch = parallel.global_batch({"image": images}, mesh)
-  step_fn = train.jit_train_step(model, tx, mesh)
+  step_fn = train.jit_train_step(mesh)
 
   holder = dict(state=state)
 
@@ -162,7 +163,11 @@ def child_vqjax(spec: dict) -> dict:
   out["loss"] = float(holder["metrics"]["loss"])
 
   if spec.get("eval"):
-    eval_fn = train.jit_eval_step(model, config.model.num_codes, mesh)
+    evaluator = evaluate.Evaluator(config, model, mesh)
+    zero_counts = {k: jnp.zeros((config.model.num_codes,), jnp.float32)
+                   for k in level_names(config.model)}
+    eval_fn = lambda params, codebook, batch: evaluator.step(
+        params, codebook, parallel.replicate(zero_counts, mesh), batch)
     eval_batch = parallel.global_batch(
         {"image": images, "mask": np.ones((batch,), bool)}, mesh)
     st = holder["state"]

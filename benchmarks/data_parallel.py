@@ -25,17 +25,18 @@ def child(num_devices: int, kind: str, image_size: int, batch: int, steps: int, 
   import numpy as np
   sys.path.insert(0, REPO)
   from vqjax import config_lib, parallel, train
+  from vqjax import state as state_lib
   from vqjax.models import create_model
 
   config = config_lib.base_config()
   config.train.steps_per_epoch = 30
   config.model = (config_lib.single_model(4096, 8, image_size) if kind == "single"
                   else config_lib.hierarchical_model(4096, 8))
-  model, tx = create_model(config.model), train.create_optimizer(config)
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   parallel.check_batch_size(batch, mesh)
-  state = parallel.replicate(train.create_train_state(model, tx, image_size, 0), mesh)
-  step = train.jit_train_step(model, tx, mesh)
+  state = parallel.replicate(state_lib.create_train_state(model, tx, image_size, 0), mesh)
+  step = train.jit_train_step(mesh)
   images = np.random.default_rng(0).uniform(-1, 1, (batch, image_size, image_size, 3))
   batch_arrays = parallel.global_batch({"image": images.astype(np.float32)}, mesh)
   times = []

@@ -83,22 +83,23 @@ def _compile(config, search_rows_per_block: int):
   import jax.numpy as jnp
 
   from vqjax import parallel, train
+  from vqjax import state as state_lib
   from vqjax.models import create_model
 
   model_config = config.model.copy_and_resolve_references()
   model_config.search_rows_per_block = search_rows_per_block
   model = create_model(model_config)
-  tx = train.create_optimizer(config)
+  tx = state_lib.create_optimizer(config)
   size, batch = config.data.image_size, config.data.batch_size
   mesh = parallel.create_mesh()
-  state = jax.eval_shape(lambda: train.create_train_state(model, tx, size, seed=0))
+  state = jax.eval_shape(lambda: state_lib.create_train_state(model, tx, size, seed=0))
   state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
       state)
   images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,  # as the loaders give
                                 sharding=parallel.data_sharding(mesh))
   t0 = time.perf_counter()
-  compiled = train.jit_train_step(model, tx, mesh).lower(state, {"image": images}).compile()
+  compiled = train.jit_train_step(mesh).lower(state, {"image": images}).compile()
   return compiled, time.perf_counter() - t0
 
 
@@ -140,6 +141,7 @@ def child_model(spec: dict) -> dict:
   import numpy as np
 
   from vqjax import train
+  from vqjax import state as state_lib
   from vqjax.models import create_model
 
   num_devices = jax.local_device_count()
@@ -168,12 +170,12 @@ def child_model(spec: dict) -> dict:
   if steps > 0:
     mesh = parallel.create_mesh()
     model = create_model(config.model)
-    tx = train.create_optimizer(config)
+    tx = state_lib.create_optimizer(config)
     size, batch = config.data.image_size, config.data.batch_size
-    state = parallel.replicate(train.create_train_state(model, tx, size, seed=0), mesh)
+    state = parallel.replicate(state_lib.create_train_state(model, tx, size, seed=0), mesh)
     images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
     train_batch = parallel.global_batch({"image": images}, mesh)
-    step_fn = train.jit_train_step(model, tx, mesh)
+    step_fn = train.jit_train_step(mesh)
     holder = dict(state=state)
 
     def one_step():

@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
 
 from vqjax import parallel, train  # noqa: E402
+from vqjax import state as state_lib  # noqa: E402
+from vqjax.quantizers import COLLECTION  # noqa: E402
 from vqjax.models import create_model  # noqa: E402
 
 NUM_STEPS = 15
@@ -43,11 +45,11 @@ def run(num_devices: int) -> dict:
   # Extra model fields as JSON, e.g. {"reset_criterion": "ema"} (tests/test_parallel.py).
   for key, value in json.loads(os.environ.get("VQJAX_MODEL_OVERRIDES", "{}")).items():
     config.model[key] = value
-  model, tx = create_model(config.model), train.create_optimizer(config)
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   parallel.check_batch_size(GLOBAL_BATCH, mesh)
-  state = parallel.replicate(train.create_train_state(model, tx, IMAGE_SIZE, 0), mesh)
-  step_fn = train.jit_train_step(model, tx, mesh)
+  state = parallel.replicate(state_lib.create_train_state(model, tx, IMAGE_SIZE, 0), mesh)
+  step_fn = train.jit_train_step(mesh)
   per_process = GLOBAL_BATCH // jax.process_count()
   rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
   resets = []
@@ -56,17 +58,17 @@ def run(num_devices: int) -> dict:
     batch = parallel.global_batch({"image": images[rows]}, mesh)
     state, metrics = step_fn(state, batch)
     resets.append([float(metrics["top/codes_reset"]), float(metrics["bottom/codes_reset"])])
-  eval_fn = train.jit_eval_step(model, config.model.num_codes, mesh)
-  batch = parallel.global_batch(
-      {"image": batches[-1][rows], "mask": np.ones(per_process, bool)}, mesh)
-  out = eval_fn(state.params, state.codebook, batch)
+  eval_fn = jax.jit(lambda params, codebook, x: model.apply(
+      {"params": params, COLLECTION: codebook}, x, train=False)[1]["levels"])
+  batch = parallel.global_batch({"image": batches[-1][rows]}, mesh)
+  levels = eval_fn(state.params, state.codebook, batch["image"].astype(np.float32) / 127.5 - 1)
   gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
   result = {f"params/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
             jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
   result.update({f"codebook/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
                  jax.tree_util.tree_leaves_with_path(jax.device_get(state.codebook))})
-  for level, idx in out["indices"].items():
-    result[f"indices/{level}"] = gather(idx)
+  for level, aux in levels.items():
+    result[f"indices/{level}"] = gather(aux["indices"])
   result["resets"] = np.asarray(resets)
   return result
 

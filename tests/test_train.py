@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vqjax import checkpointing, evaluate, input_pipeline, parallel, train
+from vqjax import state as state_lib
 from vqjax.models import create_model
 
 from conftest import tiny_config, write_image_folder
@@ -20,10 +21,10 @@ METRICS_SCHEMA = {"checkpoint_step": int, "num_images": int, "dataset": str,
 def test_loss_falls_over_30_steps_on_tiny_data():
   config = tiny_config("hierarchical")
   config.train.learning_rate = 2e-3  # a 16-channel toy model: a larger step
-  model, tx = create_model(config.model), train.create_optimizer(config)
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh()
-  state = parallel.replicate(train.create_train_state(model, tx, 32, 0), mesh)
-  step = train.jit_train_step(model, tx, mesh)
+  state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
+  step = train.jit_train_step(mesh)
   batch = next(iter(input_pipeline.create_train_loader(config.data, seed=0)))
   batch = parallel.global_batch(batch, mesh)
   losses = []
@@ -36,10 +37,10 @@ def test_loss_falls_over_30_steps_on_tiny_data():
 
 def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   config = tiny_config("single")
-  model, tx = create_model(config.model), train.create_optimizer(config)
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh()
-  state = parallel.replicate(train.create_train_state(model, tx, 32, 0), mesh)
-  step = train.jit_train_step(model, tx, mesh)
+  state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
+  step = train.jit_train_step(mesh)
   it = iter(input_pipeline.create_train_loader(config.data, seed=0))
   for _ in range(3):
     state, _ = step(state, parallel.global_batch(next(it), mesh))
@@ -49,7 +50,7 @@ def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   expected_next = next(it)["image"]
 
   fresh_it = iter(input_pipeline.create_train_loader(config.data, seed=0))
-  template = train.create_train_state(model, tx, 32, 123)
+  template = state_lib.create_train_state(model, tx, 32, 123)
   restored, fresh_it = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config), template, fresh_it,
       sharding=parallel.replicated(mesh))
@@ -71,8 +72,8 @@ def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
   config.train.num_steps = 6           # ... and started again with the same command
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
 
-  model, tx = create_model(config.model), train.create_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.create_train_state(model, tx, 32, 0))
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
+  abstract = jax.eval_shape(lambda: state_lib.create_train_state(model, tx, 32, 0))
   states = []
   for name in ("straight", "resumed"):
     manager = checkpointing.create_manager(str(tmp_path / name), config, read_only=True)

@@ -10,6 +10,8 @@ intact and `train` resumes from it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import grain
 import jax
@@ -20,6 +22,31 @@ from absl import logging
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def check_workdir(workdir: str, state) -> None:
+  """Fails at start, not at the first save, when `workdir` cannot hold a checkpoint.
+
+  Checks that the checkpoint directory can be created and written, and that
+  the disk has room for one checkpoint of `state` (its array bytes plus 10%).
+  """
+  directory = checkpoint_dir(workdir)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test"):
+      pass
+  except OSError as e:
+    raise PermissionError(
+        f"cannot write checkpoints into {directory} ({type(e).__name__}: {e}). "
+        "Pass a --workdir you can write to, or fix its permissions.") from e
+  needed = int(1.1 * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)
+                         if hasattr(x, "dtype")))
+  free = shutil.disk_usage(directory).free
+  if free < needed:
+    raise OSError(
+        f"not enough disk space for a checkpoint in {directory}: one needs about "
+        f"{needed / 2**20:.1f} MiB, the disk has {free / 2**20:.1f} MiB free. Free "
+        "some space or pass a --workdir on a larger disk.")
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,

@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=0,             # 0: only at the end
       checkpoint_every=100,
       keep_checkpoints=3,
+      skip_nonfinite=0,         # 0: stop at the first NaN/inf step; n: skip such batches, stop after n in a row
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
@@ -141,5 +142,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(t.num_steps >= 1, f"train.num_steps={t.num_steps} must be >= 1.")
   need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
   need(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate={t.lr_decay_rate} must be in (0, 1].")
+  need(t.skip_nonfinite >= 0, f"train.skip_nonfinite={t.skip_nonfinite} must be >= 0 "
+       "(0: stop at the first non-finite step).")
   need(t.log_every >= 1 and t.checkpoint_every >= 1,
        "train.log_every and train.checkpoint_every must be >= 1.")

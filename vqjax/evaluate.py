@@ -9,17 +9,21 @@ unused codes, Gini coefficient and Lorenz curve. Writes
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vqjax import checkpointing, input_pipeline, metrics, parallel, train, writers
+from vqjax import checkpointing, input_pipeline, metrics, parallel, writers
 from vqjax.models import create_model, level_names
+from vqjax.quantizers import COLLECTION
+from vqjax.state import create_optimizer, create_train_state
 
 
 def _gather(x: jax.Array) -> np.ndarray:
@@ -35,33 +39,72 @@ def dataset_name(data_config: ml_collections.ConfigDict) -> str:
   return data_config.name
 
 
-def run_eval(config, model, params, codebook, mesh):
-  """One pass over the validation split. Returns (per-image psnr, mse, level counts, grid)."""
-  num_codes = config.model.num_codes
-  step_fn = train.jit_eval_step(model, num_codes, mesh)
-  psnr, mse, first = [], [], None
-  counts = {name: np.zeros(num_codes, np.int64) for name in level_names(config.model)}
-  batches = input_pipeline.create_eval_batches(
-      config.data,
-      batch_size=input_pipeline.per_process_batch_size(config.eval.batch_size,
-                                                       jax.process_count()),
-      shard_index=jax.process_index(), shard_count=jax.process_count())
-  for local in batches:
-    batch = parallel.global_batch(local, mesh)
-    out = step_fn(params, codebook, batch)
-    mask, out_psnr, out_mse = (np.asarray(_gather(a)) for a in
-                               (batch["mask"], out["psnr"], out["mse"]))
-    psnr.append(out_psnr[mask])
-    mse.append(out_mse[mask])
-    for name, c in jax.device_get(out["counts"]).items():  # replicated sums
-      counts[name] += np.rint(c).astype(np.int64)
-    if first is None:
-      n = min(config.eval.num_grid_images, int(mask.sum()))
-      first = (input_pipeline.to_model_range(np.asarray(_gather(batch["image"]))[:n]),
-               np.asarray(_gather(out["x_hat"]))[:n])
-  if not psnr:
-    raise ValueError("the validation split is empty: check config.data.")
-  return np.concatenate(psnr), np.concatenate(mse), counts, first
+def eval_step(params, codebook, counts: dict, batch: dict, *, model) -> dict:
+  """Frozen-codebook forward pass over one batch.
+
+  Returns per-image `psnr` and `mse` [B] (pixels on [0, 1]), the reconstructions
+  `x_hat` [B, H, W, 3] in [-1, 1], and `counts`: the running per-level code
+  histograms [K] (float32) plus this batch's codes of the images with
+  batch['mask'] True. batch['image'] as in the train step.
+  """
+  x = input_pipeline.to_model_range(batch["image"])
+  x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
+  new_counts = {}
+  for name, level in aux["levels"].items():
+    idx = level["indices"].reshape(x.shape[0], -1)
+    weights = jnp.broadcast_to(batch["mask"][:, None], idx.shape).astype(jnp.float32)
+    new_counts[name] = counts[name] + jax.ops.segment_sum(
+        weights.reshape(-1), idx.reshape(-1), num_segments=counts[name].shape[0])
+  return dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat),
+              counts=new_counts, x_hat=x_hat)
+
+
+class Evaluator:
+  """The eval step, jitted once per run: every evaluation reuses the compiled step.
+
+  Call with (params, codebook) -> (per-image psnr [N], mse [N], per-level code
+  counts {level: int64 [K]}, (originals, reconstructions) of the first
+  `config.eval.num_grid_images` images in [-1, 1]). The histograms are summed
+  on the device (float32 counts are exact below 2**24 per code).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model, mesh):
+    self.config, self.mesh = config, mesh
+    self.num_codes = config.model.num_codes
+    repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+    self.step = jax.jit(
+        functools.partial(eval_step, model=model),
+        in_shardings=(repl, repl, repl, data),
+        out_shardings=dict(psnr=data, mse=data, counts=repl, x_hat=data),
+        donate_argnums=2)
+
+  def __call__(self, params, codebook):
+    config = self.config
+    counts = parallel.replicate(
+        {name: jnp.zeros((self.num_codes,), jnp.float32) for name in level_names(config.model)},
+        self.mesh)
+    psnr, mse, grid = [], [], None
+    batches = input_pipeline.create_eval_batches(
+        config.data,
+        batch_size=input_pipeline.per_process_batch_size(config.eval.batch_size,
+                                                         jax.process_count()),
+        shard_index=jax.process_index(), shard_count=jax.process_count())
+    for local in batches:
+      batch = parallel.global_batch(local, self.mesh)
+      out = self.step(params, codebook, counts, batch)
+      counts = out["counts"]
+      mask = np.asarray(_gather(batch["mask"]))
+      psnr.append(np.asarray(_gather(out["psnr"]))[mask])
+      mse.append(np.asarray(_gather(out["mse"]))[mask])
+      if grid is None:
+        n = min(config.eval.num_grid_images, int(mask.sum()))
+        grid = (input_pipeline.to_model_range(np.asarray(_gather(batch["image"]))[:n]),
+                np.asarray(_gather(out["x_hat"]))[:n])
+    if not psnr:
+      raise ValueError("the validation split is empty: check config.data.")
+    counts = {name: np.rint(np.asarray(c)).astype(np.int64)
+              for name, c in jax.device_get(counts).items()}
+    return np.concatenate(psnr), np.concatenate(mse), counts, grid
 
 
 def summarize(config, step: int, psnr, mse, counts) -> dict:
@@ -79,10 +122,10 @@ def summarize(config, step: int, psnr, mse, counts) -> dict:
   }
 
 
-def evaluate_state(config, model, state, step: int, workdir: str, mesh, *,
+def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str, *,
                    writer=None, write_files: bool = True) -> dict:
   """Evaluates params + frozen codebooks of `state`; optionally writes the files."""
-  psnr, mse, counts, grid = run_eval(config, model, state.params, state.codebook, mesh)
+  psnr, mse, counts, grid = evaluator(state.params, state.codebook)
   result = summarize(config, step, psnr, mse, counts)
   line = ", ".join(
       [f"psnr={result['psnr']['mean']:.2f}±{result['psnr']['std']:.2f} dB",
@@ -115,14 +158,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   model = create_model(config.model)
-  tx = train.create_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.create_train_state(
+  tx = create_optimizer(config)
+  abstract = jax.eval_shape(lambda: create_train_state(
       model, tx, config.data.image_size, config.seed))
   abstract = checkpointing.abstract_like(abstract, parallel.replicated(mesh))
   manager = checkpointing.create_manager(workdir, config, read_only=True)
   state, step = checkpointing.restore_state(manager, abstract,
                                             config.eval.checkpoint_step)
   writer = writers.create_writer(workdir, just_logging=jax.process_index() != 0)
-  result = evaluate_state(config, model, state, step, workdir, mesh, writer=writer)
+  result = evaluate_state(config, Evaluator(config, model, mesh), state, step, workdir,
+                          writer=writer)
   writer.flush()
   return result

@@ -9,12 +9,8 @@ Python between steps.
 from __future__ import annotations
 
 import functools
-import math
 import signal
-import time
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,138 +18,68 @@ import numpy as np
 import optax
 from absl import logging
 
-from vqjax import checkpointing, input_pipeline, metrics, parallel, writers
-from vqjax.models import create_model, level_names
-from vqjax.quantizers.ema_vq import COLLECTION
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything that changes during training (all of it is checkpointed)."""
-
-  step: jax.Array            # [] int32
-  params: Any                # encoder, projections, decoder
-  codebook: Any              # the `codebook` collection, one entry per level
-  opt_state: Any
-  rng: jax.Array             # [2] uint32 raw PRNG key (checkpoint-friendly)
+from vqjax import checkpointing, evaluate, input_pipeline, metrics, parallel, writers
+from vqjax.models import create_model
+from vqjax.quantizers import COLLECTION
+from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
+                         create_train_state, learning_rate_schedule)
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Raised when the training loss becomes NaN or inf."""
+  """Raised when a train step produces NaN or inf (loss, gradients or state)."""
 
 
-# -- state ------------------------------------------------------------------------
-
-
-def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
-  """config.train.steps_per_epoch, or examples per epoch / global batch size."""
-  if config.train.steps_per_epoch:
-    return int(config.train.steps_per_epoch)
-  examples = input_pipeline.num_train_examples(config.data)
-  return max(1, math.ceil(examples / config.data.batch_size))
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """learning_rate * lr_decay_rate ** epoch, the epoch counted in whole epochs."""
-  return optax.exponential_decay(
-      init_value=config.train.learning_rate,
-      transition_steps=steps_per_epoch(config),
-      decay_rate=config.train.lr_decay_rate, staircase=True)
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with the learning rate decayed by `lr_decay_rate` once per epoch."""
-  return optax.adam(learning_rate_schedule(config))
-
-
-def create_train_state(model, tx, image_size: int, seed: int) -> TrainState:
-  """Fresh state (built under jit); the codebooks are initialised from data on the first step."""
-
-  def init() -> TrainState:
-    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    variables = model.init({"params": init_key}, x, train=False)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      codebook=variables[COLLECTION], opt_state=tx.init(params),
-                      rng=train_key)
-
-  return jax.jit(init)()
-
-
-def count_params(params) -> int:
-  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-
-
-# -- steps -------------------------------------------------------------------------
+# -- the train step -----------------------------------------------------------------
 
 
 def level_metrics(levels: dict) -> dict[str, jax.Array]:
-  """Per-level scalar metrics of the quantizers' aux outputs."""
+  """Per-level scalar metrics of the quantizers' aux outputs, as '<level>/<key>'."""
   return {f"{name}/{key}": jnp.asarray(value, jnp.float32)
           for name, aux in levels.items() for key, value in aux["metrics"].items()}
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx) -> tuple[TrainState, dict]:
-  """One step: loss = MSE(x, x_hat) + commitment; Adam on params; EMA on codebooks.
+def train_step(state: TrainState, batch: dict, *,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+  """One step: loss = MSE(x, x_hat) + quantizer losses; Adam on params; EMA on codebooks.
 
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
-  MSE is the mean over pixels and channels of the [-1, 1] images; `psnr` is on [0, 1].
+  MSE is the mean over pixels and channels of the [-1, 1] images; `psnr` is on
+  [0, 1]. `nonfinite` is 1.0 when the loss, a gradient, or the new params or
+  codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
+  state (only the step counter moves on, so the next batch is drawn).
   """
   x = input_pipeline.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    (x_hat, aux), updates = model.apply(
+    (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
         mutable=[COLLECTION], rngs={COLLECTION: key}, step=state.step)
     mse = jnp.mean((x - x_hat) ** 2)
     return mse + sum(aux["losses"].values()), (x_hat, aux, updates[COLLECTION], mse)
 
-  grads, (x_hat, aux, codebook, mse) = jax.grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            codebook=codebook, opt_state=opt_state)
+  (loss, (x_hat, aux, codebook, mse)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, codebook=codebook)
+  grad_norm = optax.tree.norm(grads)
+  finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
+  if skip_nonfinite:
+    kept = state.replace(step=new_state.step)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   step_metrics = dict(
-      loss=mse + sum(aux["losses"].values()), mse=mse, **aux["losses"],
+      loss=loss, mse=mse, **aux["losses"],
       psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
-      grad_norm=optax.tree.norm(grads), **level_metrics(aux["levels"]))
+      grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32),
+      **level_metrics(aux["levels"]))
   return new_state, step_metrics
 
 
-def eval_step(params, codebook, batch: dict, *, model, num_codes: int) -> dict:
-  """Frozen-codebook forward pass.
-
-  Returns per-image `psnr` and `mse` [B], per-level code `counts` [K] over the
-  images with mask True, the reconstructions `x_hat` and per-level `indices`.
-  batch['image'] as in `train_step`.
-  """
-  x = input_pipeline.to_model_range(batch["image"])
-  x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
-  mask = batch["mask"]
-  counts = {}
-  for name, level in aux["levels"].items():
-    idx = level["indices"].reshape(x.shape[0], -1)
-    weights = jnp.broadcast_to(mask[:, None], idx.shape).astype(jnp.float32)
-    counts[name] = jax.ops.segment_sum(weights.reshape(-1), idx.reshape(-1),
-                                       num_segments=num_codes)
-  return dict(psnr=metrics.per_image_psnr(x, x_hat),
-              mse=metrics.per_image_mse(x, x_hat), counts=counts, x_hat=x_hat,
-              indices={name: level["indices"] for name, level in aux["levels"].items()})
-
-
-def jit_train_step(model, tx, mesh):
+def jit_train_step(mesh, *, skip_nonfinite: bool = False):
   """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(train_step, model=model, tx=tx),
+  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite),
                  in_shardings=(repl, data), out_shardings=(repl, repl),
                  donate_argnums=0)
-
-
-def jit_eval_step(model, num_codes, mesh):
-  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(eval_step, model=model, num_codes=num_codes),
-                 in_shardings=(repl, repl, data))
 
 
 # -- the loop ----------------------------------------------------------------------
@@ -178,19 +104,49 @@ class _StopRequested:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class _NonFiniteGuard:
+  """Reads each step's `nonfinite` flag; stops before a diverged state is saved.
+
+  skip_nonfinite == 0: the first non-finite step stops the run (the step kept
+  its update, so the state is diverged and is never saved). n > 0: the train
+  step kept the old state for such a batch; the run stops after n in a row.
+  """
+
+  def __init__(self, skip_nonfinite: int, manager):
+    self.limit = int(skip_nonfinite)
+    self.manager = manager
+    self.in_a_row = 0
+    self.skipped = 0
+
+  def check(self, flags: list[float], last_step: int) -> None:
+    """flags: the `nonfinite` metric of the steps ending at `last_step`."""
+    first = last_step - len(flags) + 1
+    for offset, bad in enumerate(flags):
+      if not bad:
+        self.in_a_row = 0
+        continue
+      self.skipped += 1
+      self.in_a_row += 1
+      if not self.limit or self.in_a_row >= self.limit:
+        self._stop(first + offset)
+
+  def _stop(self, step: int) -> None:
+    last = self.manager.latest_step() if self.manager is not None else None
+    what = ("the loss, a gradient or the new parameters/codebooks became NaN or inf"
+            if not self.limit else
+            f"{self.in_a_row} steps in a row were non-finite and skipped "
+            f"(train.skip_nonfinite={self.limit})")
+    raise NonFiniteLossError(
+        f"training diverged at step {step}: {what}. Nothing was saved from a "
+        f"diverged state; the last good checkpoint is step {last} (resume re-runs "
+        "from there). Lower config.train.learning_rate, check the input data, "
+        "try config.model.dtype='float32', or set config.train.skip_nonfinite=N "
+        "to skip such batches (stopping after N in a row).")
+
+
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
   stacked = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
-
-
-def _check_finite(summary: dict[str, float], step: int, manager) -> None:
-  if not math.isfinite(summary["loss"]):
-    last = manager.latest_step() if manager is not None else None
-    raise NonFiniteLossError(
-        f"training loss became {summary['loss']} at step {step}. Nothing was "
-        f"saved from the diverged state; the last good checkpoint is step {last} "
-        "(resume re-runs from there). Lower config.train.learning_rate, check the "
-        "input data for NaNs/constant images, or try config.model.dtype='float32'.")
 
 
 def _save_unless_saved(manager, step: int, state: TrainState, train_iter) -> None:
@@ -203,8 +159,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the evaluation metrics (also written to workdir/eval/metrics.json).
   """
-  from vqjax import evaluate  # evaluate imports train's steps
-
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
@@ -220,6 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = iter(train_loader)
 
   state = create_train_state(model, tx, config.data.image_size, config.seed)
+  checkpointing.check_workdir(workdir, state)
   manager = checkpointing.create_manager(workdir, config)
   state, train_iter = checkpointing.restore_latest(
       manager, state, train_iter, sharding=parallel.replicated(mesh))
@@ -234,37 +189,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           if isinstance(v, (int, float, str, bool))})
   state = parallel.replicate(state, mesh)
 
-  step_fn = jit_train_step(model, tx, mesh)
+  step_fn = jit_train_step(mesh, skip_nonfinite=config.train.skip_nonfinite > 0)
+  evaluator = evaluate.Evaluator(config, model, mesh)
+  guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
   num_steps = config.train.num_steps
   reporter = writers.ProgressReporter(num_steps, writer) if is_main else None
   stop = _StopRequested()
-  history = []
+  history, flags = [], []
   step = initial_step
   try:
     while step < num_steps and not stop.requested:
       batch = parallel.global_batch(next(train_iter), mesh)
       state, step_metrics = step_fn(state, batch)
       history.append(step_metrics)
+      flags.append(step_metrics["nonfinite"])
       step += 1
       if reporter is not None:
         reporter(step)
       is_last = step == num_steps
-      if step % config.train.log_every == 0 or is_last:
+      is_save = step % config.train.checkpoint_every == 0 or is_last
+      if step % config.train.log_every == 0 or is_last or is_save:
+        # Never log or save past a diverged step (the flag covers the new state).
+        guard.check([float(f) for f in jax.device_get(flags)], step)
+        flags = []
+      if history and (step % config.train.log_every == 0 or is_last):
         summary = _mean_metrics(history)
         history = []
-        _check_finite(summary, step, manager)
         summary["learning_rate"] = float(schedule(step - 1))
+        summary["skipped_steps"] = float(guard.skipped)
         writer.write_scalars(step, summary)
       if config.train.eval_every and step % config.train.eval_every == 0 and not is_last:
-        evaluate.evaluate_state(config, model, state, step, workdir, mesh,
+        evaluate.evaluate_state(config, evaluator, state, step, workdir,
                                 writer=writer, write_files=False)
-      if step % config.train.checkpoint_every == 0 or is_last:
-        # Never save a diverged state (the loss is NaN from the step it diverged).
-        _check_finite({"loss": float(step_metrics["loss"])}, step, manager)
+      if is_save:
         checkpointing.save(manager, step, state, train_iter)
+      if jax.process_count() > 1 and manager.reached_preemption(step):
+        stop.requested = True  # every process stops at this same step
   except KeyboardInterrupt:
     logging.warning("Interrupted at step %d: saving a checkpoint.", step)
     try:
+      guard.check([float(f) for f in jax.device_get(flags)], step)
       _save_unless_saved(manager, step, state, train_iter)
     except Exception as e:  # e.g. interrupted inside a step: its state was donated
       logging.warning("Could not save step %d (%s); the last checkpoint is step %s.",
@@ -274,12 +238,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stop.restore()
     manager.wait_until_finished()  # never leave a half-written save behind
   if stop.requested:
+    guard.check([float(f) for f in jax.device_get(flags)], step)
     _save_unless_saved(manager, step, state, train_iter)
     manager.wait_until_finished()
     logging.info("Stopped at step %d on request; resume with the same command.", step)
     return {}
-  manager.wait_until_finished()
-  result = evaluate.evaluate_state(config, model, state, step, workdir, mesh,
+  result = evaluate.evaluate_state(config, evaluator, state, step, workdir,
                                    writer=writer, write_files=True)
   writer.flush()
   return result
