@@ -33,7 +33,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, metrics
+from vqjax import config_lib, plots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,13 +231,13 @@ def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
           label = r["name"] if len(npz.files) == 1 else f"{r['name']}/{level}"
           histograms[label] = npz[level]
   if histograms:
-    metrics.save_lorenz_plot(histograms, os.path.join(workdir, "report_lorenz.png"))
+    plots.save_lorenz_plot(histograms, os.path.join(workdir, "report_lorenz.png"))
     plotted["lorenz"] = sorted(histograms)
 
   names = [r["name"] for _, r in done]
   mse = [r["mse"]["mean"] for _, r in done]
   usage = [float(np.mean(list(r["levels"].values()))) for _, r in done]
-  fig, (ax_mse, ax_ppl) = metrics.new_figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
+  fig, (ax_mse, ax_ppl) = plots.new_figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
   ax_mse.bar(names, mse, yerr=[r["mse"]["std"] for _, r in done], capsize=3)
   ax_mse.set_ylabel("MSE (mean over images)")
   ax_ppl.bar(names, usage)
@@ -254,7 +254,7 @@ def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
     if "model.num_codes" in m and "model.code_dim" in m:
       lines[m["model.code_dim"]].append((m["model.num_codes"], r["psnr"]["mean"]))
   if sum(len(v) for v in lines.values()) >= 2:
-    fig, (ax,) = metrics.new_figure(6, 4.5)
+    fig, (ax,) = plots.new_figure(6, 4.5)
     for d in sorted(lines):
       ks, psnr = zip(*sorted(lines[d]))
       ax.plot(ks, psnr, marker="o", label=f"D = {d}")
