@@ -9,7 +9,7 @@ and optionally "name". Run one member (e.g. a SLURM array task) or all:
   python -m vqjax.sweep ... --seeds=0,1,2     # every member once per seed
   python -m vqjax.sweep ... --members=D8_K1024,D16_K8192   # only these members
   python -m vqjax.sweep ... --list            # the runs, their indices and workdirs
-  python -m vqjax.sweep ... --report          # gather metrics.json into a table + figures
+  python -m vqjax.sweep ... --report          # WORKDIR/REPORT.md + figures (vqjax.report)
 
 Without --seeds a member trains in `workdir/<name>` with the config's seed;
 with --seeds in `workdir/<name>/seed<s>` with config.seed = s. --index picks
@@ -22,18 +22,16 @@ command resumes the sweep where it stopped.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import importlib.util
 import json
 import os
 
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, plots
+from vqjax import config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,95 +178,6 @@ def run_sweep(base: ml_collections.ConfigDict, runs: list[Run], workdir: str,
   return trained
 
 
-def report(workdir: str, members: list[dict]) -> list[dict]:
-  """One row per member: overrides + PSNR/MSE mean±std + per-level perplexity."""
-  rows = []
-  for overrides in members:
-    path = os.path.join(workdir, member_name(overrides), "eval", "metrics.json")
-    row = {"name": member_name(overrides)}
-    if os.path.exists(path):
-      with open(path) as f:
-        m = json.load(f)
-      row.update(psnr=m["psnr"], mse=m["mse"], step=m["checkpoint_step"],
-                 levels={k: v["normalized_perplexity"] for k, v in m["levels"].items()})
-    rows.append(row)
-  return rows
-
-
-def format_report(rows: list[dict]) -> str:
-  lines = ["| run | step | PSNR (dB) | MSE | normalized perplexity |", "|---|---|---|---|---|"]
-  for r in rows:
-    if "psnr" not in r:
-      lines.append(f"| {r['name']} | - | not evaluated | | |")
-      continue
-    usage = ", ".join(f"{k} {v:.3f}" for k, v in r["levels"].items())
-    lines.append(f"| {r['name']} | {r['step']} | {r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} "
-                 f"| {r['mse']['mean']:.4f} ± {r['mse']['std']:.4f} | {usage} |")
-  return "\n".join(lines)
-
-
-def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
-  """Writes the paper's figures for the evaluated members into workdir; returns what
-  was plotted.
-
-  report_lorenz.png (Figure 1, middle): every member's Lorenz curve per level,
-    from its eval/code_histograms.npz.
-  report_mse_perplexity.png (Figure 1, top and bottom): MSE (mean, std as error
-    bar) and normalized perplexity (mean over levels) per member.
-  report_psnr_vs_codes.png (Figure 2), when members set both model.num_codes and
-    model.code_dim: mean PSNR over num_codes (log2 axis), one line per code_dim.
-  """
-  done = [(m, r) for m, r in zip(members, rows) if "psnr" in r]
-  plotted: dict = {}
-  if not done:
-    return plotted
-  histograms = {}
-  for m, r in done:
-    path = os.path.join(workdir, member_name(m), "eval", "code_histograms.npz")
-    if os.path.exists(path):
-      with np.load(path) as npz:
-        for level in npz.files:
-          label = r["name"] if len(npz.files) == 1 else f"{r['name']}/{level}"
-          histograms[label] = npz[level]
-  if histograms:
-    plots.save_lorenz_plot(histograms, os.path.join(workdir, "report_lorenz.png"))
-    plotted["lorenz"] = sorted(histograms)
-
-  names = [r["name"] for _, r in done]
-  mse = [r["mse"]["mean"] for _, r in done]
-  usage = [float(np.mean(list(r["levels"].values()))) for _, r in done]
-  fig, (ax_mse, ax_ppl) = plots.new_figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
-  ax_mse.bar(names, mse, yerr=[r["mse"]["std"] for _, r in done], capsize=3)
-  ax_mse.set_ylabel("MSE (mean over images)")
-  ax_ppl.bar(names, usage)
-  ax_ppl.set_ylabel("normalized perplexity")
-  for ax in (ax_mse, ax_ppl):
-    ax.tick_params(axis="x", labelrotation=60, labelsize="small")
-    ax.grid(axis="y", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "report_mse_perplexity.png"), format="png")
-  plotted["mse_perplexity"] = dict(zip(names, zip(mse, usage)))
-
-  lines = collections.defaultdict(list)
-  for m, r in done:
-    if "model.num_codes" in m and "model.code_dim" in m:
-      lines[m["model.code_dim"]].append((m["model.num_codes"], r["psnr"]["mean"]))
-  if sum(len(v) for v in lines.values()) >= 2:
-    fig, (ax,) = plots.new_figure(6, 4.5)
-    for d in sorted(lines):
-      ks, psnr = zip(*sorted(lines[d]))
-      ax.plot(ks, psnr, marker="o", label=f"D = {d}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("codebook size K (model.num_codes)")
-    ax.set_ylabel("PSNR (dB, mean over images)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "report_psnr_vs_codes.png"), format="png")
-    plotted["psnr_vs_codes"] = {d: sorted(v) for d, v in lines.items()}
-  return plotted
-
-
 def _define_flags() -> dict:
   """The command line's flags (defined only when run as a program)."""
   holders = dict(
@@ -284,7 +193,8 @@ def _define_flags() -> dict:
           "index", None, "Run to train, in the (member, seed) list of --list "
           "(default: $SLURM_ARRAY_TASK_ID, else all in turn)."),
       list=flags.DEFINE_bool("list", False, "Print the runs and exit."),
-      report=flags.DEFINE_bool("report", False, "Gather eval/metrics.json of all members."),
+      report=flags.DEFINE_bool(
+          "report", False, "Write WORKDIR/REPORT.md and figures (vqjax.report) and exit."),
   )
   flags.mark_flags_as_required(["config", "sweep", "workdir"])
   return holders
@@ -303,14 +213,9 @@ def main(argv, flag_values: dict):
       print(i, run.subdir, run.overrides)
     return
   if f["report"]:
-    rows = report(f["workdir"], members)
-    text = format_report(rows)
-    print(text)
-    with open(os.path.join(f["workdir"], "report.md"), "w") as out:
-      out.write(text + "\n")
-    plotted = report_figures(f["workdir"], members, rows)
-    logging.info("wrote %s/report.md and the figures %s", f["workdir"],
-                 ", ".join(f"report_{k}.png" for k in plotted) or "(none: nothing evaluated)")
+    from vqjax import report  # report imports this module
+    expected = {member_name(m): apply_overrides(f["config"], m).to_dict() for m in members}
+    print(report.write_report([f["workdir"]], f["workdir"], expected, parse_seeds(f["seeds"])))
     return
   index = f["index"]
   if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):
