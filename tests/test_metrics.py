@@ -5,7 +5,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
 
 from vqjax import metrics
@@ -169,54 +168,3 @@ def test_batch_perplexity_extremes():
       pytest.approx(1.0))
   assert float(metrics.batch_perplexity(jnp.arange(8) % 4, 4)) == (
       pytest.approx(4.0))
-
-
-# ---------------------------------------------------------------------------
-# Figures.
-# ---------------------------------------------------------------------------
-
-
-def test_save_lorenz_plot_writes_png(tmp_path):
-  path = tmp_path / "plots" / "lorenz.png"
-  histograms = {"top": np.array([5, 0, 1, 9]),
-                "bottom": np.random.default_rng(0).poisson(2.0, 512)}
-  metrics.save_lorenz_plot(histograms, path)
-  assert path.stat().st_size > 0
-  with Image.open(path) as image:
-    assert image.format == "PNG"
-    assert image.size[0] > 100 and image.size[1] > 100
-
-
-def test_reconstruction_grid_layout_and_png(tmp_path):
-  b, h, w = 10, 4, 5
-  originals = np.full((b, h, w, 3), -1.0, np.float32)  # black
-  reconstructions = np.full((b, h, w, 3), 2.0, np.float32)  # clipped to white
-  reconstructions[:, 0, 0, :] = 0.0  # one mid-grey pixel per image: 127.5 -> 128
-  path = tmp_path / "recon.png"
-  grid = metrics.save_reconstruction_grid(originals, reconstructions, path,
-                                          max_images=3)
-  pad = 2
-  assert grid.shape == (2 * h + 3 * pad, 3 * w + 4 * pad, 3)
-  assert grid.dtype == np.uint8
-  for i in range(3):
-    left = pad + i * (w + pad)
-    top_tile = grid[pad:pad + h, left:left + w]
-    bottom_tile = grid[2 * pad + h:2 * pad + 2 * h, left:left + w]
-    assert np.all(top_tile == 0)
-    assert np.all(bottom_tile[0, 0] == 128)
-    assert np.all(bottom_tile.reshape(-1, 3)[1:] == 255)
-  with Image.open(path) as image:
-    assert image.format == "PNG"
-    assert image.size == (grid.shape[1], grid.shape[0])
-    np.testing.assert_array_equal(np.asarray(image), grid)
-
-
-def test_reconstruction_grid_grayscale_and_shape_check(tmp_path):
-  x = _images(3, shape=(2, 6, 6, 1))
-  path = tmp_path / "gray.png"
-  grid = metrics.save_reconstruction_grid(x, x, path)
-  assert grid.shape == (2 * 6 + 6, 2 * 6 + 6, 1)
-  with Image.open(path) as image:
-    assert image.mode == "L"
-  with pytest.raises(ValueError):
-    metrics.reconstruction_grid(x, x[:1])

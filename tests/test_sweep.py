@@ -1,4 +1,4 @@
-"""Sweeps: member overrides, per-member workdirs, the report table."""
+"""Sweeps: member overrides, per-(member, seed) workdirs and seeds, resuming."""
 
 import json
 import os
@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vqjax import config_lib, sweep
 
@@ -62,30 +61,6 @@ def test_figure2_sweep_is_the_single_level_grid():
                      tiny_config("hierarchical"))
 
 
-def test_report_figures_plot_each_members_results(tmp_path):
-  members = [{"name": f"D{d}_K{k}", "model.code_dim": d, "model.num_codes": k}
-             for d in (8, 16) for k in (4, 8)] + [{"name": "missing", "model.code_dim": 8}]
-  psnr = {(8, 4): 20.0, (8, 8): 22.0, (16, 4): 19.0, (16, 8): 21.5}
-  for (d, k), p in psnr.items():
-    out = tmp_path / f"D{d}_K{k}" / "eval"
-    os.makedirs(out)
-    m = {"checkpoint_step": 5, "psnr": {"mean": p, "std": 1.0},
-         "mse": {"mean": 10 ** (-p / 10), "std": 1e-4},
-         "levels": {"codes": {"normalized_perplexity": k / 10}}}
-    (out / "metrics.json").write_text(json.dumps(m))
-    np.savez(out / "code_histograms.npz", codes=np.arange(k))
-  rows = sweep.report(str(tmp_path), members)
-  plotted = sweep.report_figures(str(tmp_path), members, rows)
-  # Figure 2: one line per D, points (K, PSNR) sorted by K; the unevaluated
-  # member is left out.
-  assert plotted["psnr_vs_codes"] == {8: [(4, 20.0), (8, 22.0)], 16: [(4, 19.0), (8, 21.5)]}
-  assert plotted["lorenz"] == sorted(f"D{d}_K{k}" for d, k in psnr)
-  assert plotted["mse_perplexity"]["D16_K8"] == (10 ** -2.15, 0.8)
-  for name in ("report_lorenz.png", "report_mse_perplexity.png", "report_psnr_vs_codes.png"):
-    with Image.open(tmp_path / name) as image:
-      assert image.format == "PNG" and image.size[0] >= 400
-
-
 def test_overrides_apply_to_a_copy_and_unknown_keys_fail():
   config = tiny_config("single")
   new = sweep.apply_overrides(config, {"name": "x", "model.num_codes": 17, "train.num_steps": 3})
@@ -93,18 +68,6 @@ def test_overrides_apply_to_a_copy_and_unknown_keys_fail():
   assert config.model.num_codes != 17
   with pytest.raises(KeyError, match="model.num_code"):
     sweep.apply_overrides(config, {"model.num_code": 3})
-
-
-def test_report_gathers_each_members_metrics(tmp_path):
-  members = [{"name": "a", "model.code_dim": 8}, {"name": "b", "model.code_dim": 16}]
-  os.makedirs(tmp_path / "a" / "eval")
-  metrics = {"checkpoint_step": 7, "psnr": {"mean": 30.5, "std": 1.25},
-             "mse": {"mean": 0.001, "std": 0.0005},
-             "levels": {"codes": {"normalized_perplexity": 0.5}}}
-  (tmp_path / "a" / "eval" / "metrics.json").write_text(json.dumps(metrics))
-  table = sweep.format_report(sweep.report(str(tmp_path), members))
-  assert "| a | 7 | 30.50 ± 1.25 | 0.0010 ± 0.0005 | codes 0.500 |" in table
-  assert "| b | - | not evaluated |" in table
 
 
 def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
@@ -126,12 +89,90 @@ def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
   assert os.listdir(tmp_path / "runs") == ["k8"]
   with open(tmp_path / "runs" / "k8" / "eval" / "metrics.json") as f:
     assert json.load(f)["levels"]["codes"]["num_codes"] == 8
+  with open(tmp_path / "runs" / "k8" / "config.json") as f:
+    assert json.load(f)["model"]["num_codes"] == 8
+  out = subprocess.run(  # rerun: finished, skipped
+      [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
+       f"--workdir={tmp_path / 'runs'}", "--index=1"],
+      env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0 and "skipping" in out.stderr, out.stderr[-3000:]
   out = subprocess.run(
       [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
        f"--workdir={tmp_path / 'runs'}", "--report"],
       env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  report = (tmp_path / "runs" / "report.md").read_text()
-  assert "| k16 | - | not evaluated |" in report and "| k8 | 2 |" in report
-  assert (tmp_path / "runs" / "report_lorenz.png").exists()
-  assert (tmp_path / "runs" / "report_mse_perplexity.png").exists()
+  report = (tmp_path / "runs" / "REPORT.md").read_text()
+  lines = report.splitlines()
+  assert any(l.startswith("| k16 | single | 16 |") and l.endswith("| missing |") for l in lines)
+  assert "| k8 | single | 8 | 8 | 2 |" in report and "| finished |" in report
+
+
+def _two_members():
+  return [{"name": "k16", "model.num_codes": 16}, {"name": "k8", "model.num_codes": 8}]
+
+
+def test_seeds_give_one_workdir_and_seed_per_member_and_seed(tmp_path):
+  runs = sweep.expand_runs(_two_members(), sweep.parse_seeds("0,1,2"))
+  # Member-major, so a SLURM array index covers (member, seed).
+  assert [(r.name, r.seed, r.subdir) for r in runs] == [
+      ("k16", 0, "k16/seed0"), ("k16", 1, "k16/seed1"), ("k16", 2, "k16/seed2"),
+      ("k8", 0, "k8/seed0"), ("k8", 1, "k8/seed1"), ("k8", 2, "k8/seed2")]
+  base = tiny_config("single")
+  base.seed = 7
+  configs = [sweep.run_config(base, r) for r in runs]
+  assert [(c.seed, c.model.num_codes) for c in configs] == [
+      (0, 16), (1, 16), (2, 16), (0, 8), (1, 8), (2, 8)]
+  # Without --seeds: the old layout and the config's own seed.
+  plain = sweep.expand_runs(_two_members(), sweep.parse_seeds(""))
+  assert [(r.subdir, sweep.run_config(base, r).seed) for r in plain] == [("k16", 7), ("k8", 7)]
+  assert [r.name for r in sweep.expand_runs(
+      sweep.select_members(_two_members(), ["k8"]), [3])] == ["k8"]
+  with pytest.raises(ValueError, match="unknown"):
+    sweep.select_members(_two_members(), ["k4"])
+  with pytest.raises(ValueError, match="distinct"):
+    sweep.parse_seeds("1,1")
+
+
+def test_distinct_seeds_give_distinct_first_training_batches():
+  from vqjax import input_pipeline
+  runs = sweep.expand_runs(_two_members()[:1], [0, 1])
+  first = []
+  for r in runs:
+    config = sweep.run_config(tiny_config("single"), r)
+    loader = input_pipeline.create_train_loader(config.data, seed=config.seed)
+    first.append(np.asarray(next(iter(loader))["image"]))
+  assert first[0].shape == first[1].shape == (8, 32, 32, 3)
+  assert not np.array_equal(first[0], first[1])
+  again = sweep.run_config(tiny_config("single"), runs[0])
+  same = next(iter(input_pipeline.create_train_loader(again.data, seed=again.seed)))
+  np.testing.assert_array_equal(np.asarray(same["image"]), first[0])
+
+
+def test_finished_runs_are_skipped_and_the_rest_train_with_config_json(tmp_path):
+  base = tiny_config("single")
+  base.train.num_steps = 6
+  runs = sweep.expand_runs(_two_members(), [0, 1])
+  done = tmp_path / "k16" / "seed1" / "eval"
+  os.makedirs(done)
+  (done / "metrics.json").write_text(json.dumps({"checkpoint_step": 6}))
+  half = tmp_path / "k8" / "seed0" / "eval"  # evaluated mid-way: not finished
+  os.makedirs(half)
+  (half / "metrics.json").write_text(json.dumps({"checkpoint_step": 3}))
+  calls = []
+  trained = sweep.run_sweep(base, runs, str(tmp_path),
+                            train_fn=lambda c, w: calls.append((w, c.seed, c.model.num_codes)))
+  assert calls == [(str(tmp_path / "k16" / "seed0"), 0, 16),
+                   (str(tmp_path / "k8" / "seed0"), 0, 8),
+                   (str(tmp_path / "k8" / "seed1"), 1, 8)]
+  assert trained == [w for w, _, _ in calls]
+  for w, seed, k in calls:
+    with open(os.path.join(w, "config.json")) as f:
+      written = json.load(f)
+    assert (written["seed"], written["model"]["num_codes"]) == (seed, k)
+  assert not (tmp_path / "k16" / "seed1" / "config.json").exists()
+  calls.clear()  # --index=1 is (k16, seed 1): finished, nothing to do
+  assert sweep.run_sweep(base, runs, str(tmp_path), index=1,
+                         train_fn=lambda c, w: calls.append(w)) == []
+  assert calls == []
+  with pytest.raises(IndexError, match="4 runs"):
+    sweep.run_sweep(base, runs, str(tmp_path), index=4, train_fn=lambda c, w: None)

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vqjax import checkpointing, input_pipeline, metrics, parallel, writers
+from vqjax import checkpointing, input_pipeline, metrics, parallel, plots, writers
 from vqjax.models import create_model, level_names
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
@@ -145,9 +145,9 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(result, f, indent=2)
-    metrics.save_reconstruction_grid(*grid, os.path.join(out_dir, "reconstructions.png"),
-                                     max_images=config.eval.num_grid_images)
-    metrics.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
+    plots.save_reconstruction_grid(*grid, os.path.join(out_dir, "reconstructions.png"),
+                                   max_images=config.eval.num_grid_images)
+    plots.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
     np.savez(os.path.join(out_dir, "code_histograms.npz"), **counts)
     logging.info("wrote %s/{metrics.json,reconstructions.png,lorenz.png}", out_dir)
   return result

@@ -1,4 +1,4 @@
-"""Reconstruction and codebook-usage metrics, and the figures that go with them.
+"""Reconstruction and codebook-usage metrics.
 
 Images are float32 NHWC in [-1, 1]. Reconstruction metrics are computed on the
 [0, 1] pixel range (data range 1) with the reconstruction clipped to [0, 1], so
@@ -11,14 +11,13 @@ Two kinds of functions:
   * NumPy, host side, on a code histogram `counts` [K] (number of assignments
     per code, e.g. accumulated over an eval set): `perplexity`,
     `normalized_perplexity`, `unused_codes`, `lorenz_curve`, `gini`,
-    `code_usage_summary`, plus the PNG writers `save_lorenz_plot` and
-    `save_reconstruction_grid`.
+    `code_usage_summary`.
+
+Numbers only: the figures drawn from them are in vqjax/plots.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-import os
 from typing import Any
 
 import jax
@@ -184,107 +183,3 @@ def code_usage_summary(counts: np.ndarray) -> dict[str, int | float]:
       "unused_codes": unused_codes(counts),
       "gini": gini(counts),
   }
-
-
-# ---------------------------------------------------------------------------
-# Figures (PNG, no display needed).
-# ---------------------------------------------------------------------------
-
-
-def _make_parent_dir(path: str | os.PathLike) -> None:
-  parent = os.path.dirname(os.fspath(path))
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-
-
-def new_figure(width: float, height: float, ncols: int = 1):
-  """(Figure, [axes] of 1 x ncols) on the Agg canvas, size in inches at 100 dpi.
-
-  Figure + Agg canvas directly: no pyplot global state, no display backend.
-  """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  fig = Figure(figsize=(width, height), dpi=100)
-  FigureCanvasAgg(fig)
-  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
-def save_lorenz_plot(histograms: Mapping[str, np.ndarray],
-                     path: str | os.PathLike) -> None:
-  """Writes a PNG with one Lorenz curve per level and the equality diagonal.
-
-  Args:
-    histograms: level name -> [K] code histogram (K may differ per level).
-    path: output .png file; parent directories are created.
-  """
-  fig, (ax,) = new_figure(5, 5)
-  ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1,
-          label="uniform usage")
-  for name, counts in histograms.items():
-    x, y = lorenz_curve(counts)
-    ax.plot(x, y, linewidth=1.5,
-            label=f"{name} (K={len(x) - 1}, Gini={gini(counts):.3f})")
-  ax.set_xlim(0, 1)
-  ax.set_ylim(0, 1)
-  ax.set_aspect("equal")
-  ax.set_xlabel("cumulative fraction of codes (least used first)")
-  ax.set_ylabel("cumulative share of assignments")
-  ax.set_title("Codebook usage (Lorenz curve)")
-  ax.grid(alpha=0.3)
-  ax.legend(loc="upper left", fontsize="small")
-  fig.tight_layout()
-  _make_parent_dir(path)
-  fig.savefig(os.fspath(path), format="png")
-
-
-def to_uint8(images: Any) -> np.ndarray:
-  """Images in [-1, 1] -> uint8 in [0, 255] (clipped, rounded)."""
-  images = to_unit_range(np.asarray(images, np.float32))
-  return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def reconstruction_grid(originals: Any, reconstructions: Any,
-                        max_images: int = 8, pad: int = 2) -> np.ndarray:
-  """Tiles originals (top row) over their reconstructions (bottom row).
-
-  Args:
-    originals: [B, H, W, C] in [-1, 1], C in {1, 3}.
-    reconstructions: [B, H, W, C] in [-1, 1] (clipped).
-    max_images: number of columns: the first min(B, max_images) images.
-    pad: white pixels between and around tiles.
-
-  Returns:
-    [2 H + 3 pad, n W + (n + 1) pad, C] uint8, n = min(B, max_images).
-  """
-  originals = np.asarray(originals)
-  reconstructions = np.asarray(reconstructions)
-  if originals.shape != reconstructions.shape or originals.ndim != 4:
-    raise ValueError("originals and reconstructions must both be [B, H, W, C] "
-                     f"with equal shapes, got {originals.shape} and "
-                     f"{reconstructions.shape}")
-  n = min(originals.shape[0], max_images)
-  if n < 1:
-    raise ValueError("need at least one image")
-  _, h, w, c = originals.shape
-  grid = np.full((2 * h + 3 * pad, n * w + (n + 1) * pad, c), 255, np.uint8)
-  for row, images in enumerate((originals, reconstructions)):
-    tiles = to_uint8(images[:n])
-    top = pad + row * (h + pad)
-    for i in range(n):
-      left = pad + i * (w + pad)
-      grid[top:top + h, left:left + w] = tiles[i]
-  return grid
-
-
-def save_reconstruction_grid(originals: Any, reconstructions: Any,
-                             path: str | os.PathLike,
-                             max_images: int = 8) -> np.ndarray:
-  """Writes `reconstruction_grid(...)` as a PNG and returns the grid (uint8)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  grid = reconstruction_grid(originals, reconstructions, max_images=max_images)
-  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  _make_parent_dir(path)
-  image.save(os.fspath(path), format="PNG")
-  return grid

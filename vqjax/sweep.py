@@ -6,35 +6,41 @@ and optionally "name". Run one member (e.g. a SLURM array task) or all:
 
   python -m vqjax.sweep --config=configs/paper_single.py \\
       --sweep=configs/sweeps/table1.py --workdir=runs/table1 --index=3
-  python -m vqjax.sweep ... --list            # names and overrides only
-  python -m vqjax.sweep ... --report          # gather metrics.json into a table + figures
+  python -m vqjax.sweep ... --seeds=0,1,2     # every member once per seed
+  python -m vqjax.sweep ... --members=D8_K1024,D16_K8192   # only these members
+  python -m vqjax.sweep ... --list            # the runs, their indices and workdirs
+  python -m vqjax.sweep ... --report          # WORKDIR/REPORT.md + figures (vqjax.report)
 
-Member i trains in `workdir/<name>` (resuming if interrupted) exactly as
-`python -m vqjax.main` would with the same overrides on the command line.
+Without --seeds a member trains in `workdir/<name>` with the config's seed;
+with --seeds in `workdir/<name>/seed<s>` with config.seed = s. --index picks
+one run of the flattened (member, seed) list, member-major. Each run writes its
+config as config.json, then trains exactly as `python -m vqjax.main` would with
+the same overrides (resuming from its checkpoints). Runs already finished
+(eval/metrics.json at step train.num_steps) are skipped, so rerunning the same
+command resumes the sweep where it stopped.
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import importlib.util
 import json
 import os
 
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, metrics
+from vqjax import config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=False)
-_SWEEP = flags.DEFINE_string("sweep", None, "Sweep file with get_sweep().")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.")
-_INDEX = flags.DEFINE_integer(
-    "index", None, "Member to run (default: $SLURM_ARRAY_TASK_ID, else all in turn).")
-_LIST = flags.DEFINE_bool("list", False, "Print the members and exit.")
-_REPORT = flags.DEFINE_bool("report", False, "Gather eval/metrics.json of all members.")
-flags.mark_flags_as_required(["config", "sweep", "workdir"])
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One (member, seed) of a sweep; seed None keeps the config's seed."""
+  name: str
+  overrides: dict
+  seed: int | None
+  subdir: str  # relative to the sweep's workdir
 
 
 def load_sweep(path: str, config: ml_collections.ConfigDict) -> list[dict]:
@@ -56,6 +62,42 @@ def member_name(overrides: dict) -> str:
   return ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(overrides.items()))
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+  """'0,1,2' -> [0, 1, 2]; empty or None -> None (one run per member, config's seed)."""
+  if not text:
+    return None
+  try:
+    seeds = [int(s) for s in text.split(",") if s.strip()]
+  except ValueError as e:
+    raise ValueError(f"--seeds={text!r}: expected comma-separated integers.") from e
+  if len(set(seeds)) != len(seeds) or any(not 0 <= s < 2**32 for s in seeds):
+    raise ValueError(f"--seeds={text!r}: seeds must be distinct and in [0, 2**32).")
+  return seeds
+
+
+def select_members(members: list[dict], names: list[str] | None) -> list[dict]:
+  """The members named in `names` (all when None), in sweep order."""
+  if not names:
+    return members
+  known = [member_name(m) for m in members]
+  unknown = sorted(set(names) - set(known))
+  if unknown:
+    raise ValueError(f"--members: unknown {unknown}; the sweep has {known}.")
+  return [m for m in members if member_name(m) in names]
+
+
+def expand_runs(members: list[dict], seeds: list[int] | None = None) -> list[Run]:
+  """The flattened (member, seed) list, member-major."""
+  runs = []
+  for m in members:
+    name = member_name(m)
+    if seeds is None:
+      runs.append(Run(name, m, None, name))
+    else:
+      runs.extend(Run(name, m, s, os.path.join(name, f"seed{s}")) for s in seeds)
+  return runs
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
   """A copy of config with dotted keys set; unknown keys are an error."""
   config = ml_collections.ConfigDict(config.to_dict())
@@ -75,128 +117,112 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
   return config
 
 
-def report(workdir: str, members: list[dict]) -> list[dict]:
-  """One row per member: overrides + PSNR/MSE mean±std + per-level perplexity."""
-  rows = []
-  for overrides in members:
-    path = os.path.join(workdir, member_name(overrides), "eval", "metrics.json")
-    row = {"name": member_name(overrides)}
-    if os.path.exists(path):
-      with open(path) as f:
-        m = json.load(f)
-      row.update(psnr=m["psnr"], mse=m["mse"], step=m["checkpoint_step"],
-                 levels={k: v["normalized_perplexity"] for k, v in m["levels"].items()})
-    rows.append(row)
-  return rows
+def run_config(base: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:
+  """The run's full config: base + member overrides (+ its seed), validated."""
+  config = apply_overrides(base, run.overrides)
+  if run.seed is not None:
+    config.seed = run.seed
+  config_lib.validate(config)
+  return config
 
 
-def format_report(rows: list[dict]) -> str:
-  lines = ["| run | step | PSNR (dB) | MSE | normalized perplexity |", "|---|---|---|---|---|"]
-  for r in rows:
-    if "psnr" not in r:
-      lines.append(f"| {r['name']} | - | not evaluated | | |")
-      continue
-    usage = ", ".join(f"{k} {v:.3f}" for k, v in r["levels"].items())
-    lines.append(f"| {r['name']} | {r['step']} | {r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f} "
-                 f"| {r['mse']['mean']:.4f} ± {r['mse']['std']:.4f} | {usage} |")
-  return "\n".join(lines)
+def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether workdir holds the final evaluation (at step train.num_steps)."""
+  path = os.path.join(workdir, "eval", "metrics.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return int(json.load(f).get("checkpoint_step", -1)) >= config.train.num_steps
 
 
-def report_figures(workdir: str, members: list[dict], rows: list[dict]) -> dict:
-  """Writes the paper's figures for the evaluated members into workdir; returns what
-  was plotted.
+def run_one(config: ml_collections.ConfigDict, workdir: str, train_fn=None) -> bool:
+  """Writes workdir/config.json and trains (resuming), unless already finished.
 
-  report_lorenz.png (Figure 1, middle): every member's Lorenz curve per level,
-    from its eval/code_histograms.npz.
-  report_mse_perplexity.png (Figure 1, top and bottom): MSE (mean, std as error
-    bar) and normalized perplexity (mean over levels) per member.
-  report_psnr_vs_codes.png (Figure 2), when members set both model.num_codes and
-    model.code_dim: mean PSNR over num_codes (log2 axis), one line per code_dim.
+  Returns whether it trained. train_fn defaults to train.train_and_evaluate.
   """
-  done = [(m, r) for m, r in zip(members, rows) if "psnr" in r]
-  plotted: dict = {}
-  if not done:
-    return plotted
-  histograms = {}
-  for m, r in done:
-    path = os.path.join(workdir, member_name(m), "eval", "code_histograms.npz")
-    if os.path.exists(path):
-      with np.load(path) as npz:
-        for level in npz.files:
-          label = r["name"] if len(npz.files) == 1 else f"{r['name']}/{level}"
-          histograms[label] = npz[level]
-  if histograms:
-    metrics.save_lorenz_plot(histograms, os.path.join(workdir, "report_lorenz.png"))
-    plotted["lorenz"] = sorted(histograms)
-
-  names = [r["name"] for _, r in done]
-  mse = [r["mse"]["mean"] for _, r in done]
-  usage = [float(np.mean(list(r["levels"].values()))) for _, r in done]
-  fig, (ax_mse, ax_ppl) = metrics.new_figure(max(6.0, 0.6 * len(names) + 2), 4.5, ncols=2)
-  ax_mse.bar(names, mse, yerr=[r["mse"]["std"] for _, r in done], capsize=3)
-  ax_mse.set_ylabel("MSE (mean over images)")
-  ax_ppl.bar(names, usage)
-  ax_ppl.set_ylabel("normalized perplexity")
-  for ax in (ax_mse, ax_ppl):
-    ax.tick_params(axis="x", labelrotation=60, labelsize="small")
-    ax.grid(axis="y", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "report_mse_perplexity.png"), format="png")
-  plotted["mse_perplexity"] = dict(zip(names, zip(mse, usage)))
-
-  lines = collections.defaultdict(list)
-  for m, r in done:
-    if "model.num_codes" in m and "model.code_dim" in m:
-      lines[m["model.code_dim"]].append((m["model.num_codes"], r["psnr"]["mean"]))
-  if sum(len(v) for v in lines.values()) >= 2:
-    fig, (ax,) = metrics.new_figure(6, 4.5)
-    for d in sorted(lines):
-      ks, psnr = zip(*sorted(lines[d]))
-      ax.plot(ks, psnr, marker="o", label=f"D = {d}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("codebook size K (model.num_codes)")
-    ax.set_ylabel("PSNR (dB, mean over images)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "report_psnr_vs_codes.png"), format="png")
-    plotted["psnr_vs_codes"] = {d: sorted(v) for d, v in lines.items()}
-  return plotted
+  if is_finished(workdir, config):
+    logging.info("skipping %s: finished (eval/metrics.json at step %d).", workdir,
+                 config.train.num_steps)
+    return False
+  if train_fn is None:
+    from vqjax import train  # heavy import only when training
+    train_fn = train.train_and_evaluate
+  os.makedirs(workdir, exist_ok=True)
+  text = config.to_json_best_effort(indent=2)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      if json.load(f) != json.loads(text):
+        logging.warning("%s differs from this run's config: overwriting it (the "
+                        "checkpoints in %s are resumed as they are).", path, workdir)
+  with open(path, "w") as f:
+    f.write(text)
+  train_fn(config, workdir)
+  return True
 
 
-def main(argv):
-  del argv
-  from vqjax import parallel, train  # heavy imports only when running
-  parallel.configure_cpu_devices(_CONFIG.value)
-  members = load_sweep(_SWEEP.value, _CONFIG.value)
-  if _LIST.value:
-    for i, m in enumerate(members):
-      print(i, member_name(m), m)
+def run_sweep(base: ml_collections.ConfigDict, runs: list[Run], workdir: str,
+              index: int | None = None, train_fn=None) -> list[str]:
+  """Trains run `index` (or every run in turn); returns the workdirs trained."""
+  if index is not None and not 0 <= index < len(runs):
+    raise IndexError(f"--index={index}: the sweep has {len(runs)} runs (0..{len(runs) - 1}).")
+  trained = []
+  for i in range(len(runs)) if index is None else [index]:
+    run = runs[i]
+    config = run_config(base, run)
+    run_dir = os.path.join(workdir, run.subdir)
+    logging.info("sweep run %d/%d: %s seed %d -> %s", i, len(runs), run.overrides,
+                 config.seed, run_dir)
+    if run_one(config, run_dir, train_fn):
+      trained.append(run_dir)
+  return trained
+
+
+def _define_flags() -> dict:
+  """The command line's flags (defined only when run as a program)."""
+  holders = dict(
+      config=config_flags.DEFINE_config_file("config", None, "Base config file.",
+                                             lock_config=False),
+      sweep=flags.DEFINE_string("sweep", None, "Sweep file with get_sweep()."),
+      workdir=flags.DEFINE_string("workdir", None, "Parent directory of the runs."),
+      seeds=flags.DEFINE_string(
+          "seeds", None, "Comma-separated seeds: every member once per seed, in "
+          "WORKDIR/<member>/seed<s> (default: once, the config's seed, in WORKDIR/<member>)."),
+      members=flags.DEFINE_list("members", None, "Only these members (default: all)."),
+      index=flags.DEFINE_integer(
+          "index", None, "Run to train, in the (member, seed) list of --list "
+          "(default: $SLURM_ARRAY_TASK_ID, else all in turn)."),
+      list=flags.DEFINE_bool("list", False, "Print the runs and exit."),
+      report=flags.DEFINE_bool(
+          "report", False, "Write WORKDIR/REPORT.md and figures (vqjax.report) and exit."),
+  )
+  flags.mark_flags_as_required(["config", "sweep", "workdir"])
+  return holders
+
+
+def main(argv, flag_values: dict):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = {name: holder.value for name, holder in flag_values.items()}
+  from vqjax import parallel  # heavy import only when running
+  parallel.configure_cpu_devices(f["config"])
+  members = select_members(load_sweep(f["sweep"], f["config"]), f["members"])
+  runs = expand_runs(members, parse_seeds(f["seeds"]))
+  if f["list"]:
+    for i, run in enumerate(runs):
+      print(i, run.subdir, run.overrides)
     return
-  if _REPORT.value:
-    rows = report(_WORKDIR.value, members)
-    text = format_report(rows)
-    print(text)
-    with open(os.path.join(_WORKDIR.value, "report.md"), "w") as f:
-      f.write(text + "\n")
-    plotted = report_figures(_WORKDIR.value, members, rows)
-    logging.info("wrote %s/report.md and the figures %s", _WORKDIR.value,
-                 ", ".join(f"report_{k}.png" for k in plotted) or "(none: nothing evaluated)")
+  if f["report"]:
+    from vqjax import report  # report imports this module
+    expected = {member_name(m): apply_overrides(f["config"], m).to_dict() for m in members}
+    print(report.write_report([f["workdir"]], f["workdir"], expected, parse_seeds(f["seeds"])))
     return
-  index = _INDEX.value
+  index = f["index"]
   if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
-  chosen = range(len(members)) if index is None else [index]
-  for i in chosen:
-    if not 0 <= i < len(members):
-      raise IndexError(f"--index={i}: the sweep has {len(members)} members (0..{len(members) - 1}).")
-    config = apply_overrides(_CONFIG.value, members[i])
-    config_lib.validate(config)
-    workdir = os.path.join(_WORKDIR.value, member_name(members[i]))
-    logging.info("sweep member %d/%d: %s -> %s", i, len(members), members[i], workdir)
-    os.makedirs(workdir, exist_ok=True)
-    train.train_and_evaluate(config, workdir)
+  run_sweep(f["config"], runs, f["workdir"], index)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _FLAGS = _define_flags()
+  app.run(lambda argv: main(argv, _FLAGS))
