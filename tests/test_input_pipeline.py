@@ -442,7 +442,7 @@ def test_folder_corrupt_file_is_named_when_read(tmp_path):
   bad.parent.mkdir()
   bad.write_bytes(b'this is not a jpeg' * 20)
   cfg = _cfg(name='folder', train_dir=str(tmp_path), val_dir=str(tmp_path),
-             batch_size=4)
+             batch_size=4, on_bad_image='error')  # training default skips
   train, _ = ip.create_sources(cfg)  # listing works; reading fails
   i = list(train.paths).index(str(bad))
   with pytest.raises(ValueError) as e:

@@ -18,13 +18,14 @@ Data sources (``data_config.name``):
   used. ``resize_size`` is ignored for builtin.
 * ``'folder'``: a directory tree of ``.jpg/.jpeg/.png/.webp/.bmp`` files
   (case-insensitive; files and directories whose name starts with ``.`` are
-  skipped), decoded with PIL to RGB (greyscale is replicated, alpha is
-  dropped, 16-bit greyscale is scaled to 8 bits, EXIF orientation applied).
+  skipped), decoded with PIL to RGB (greyscale is replicated, alpha and
+  palette transparency are dropped, 16-bit greyscale is scaled to 8 bits,
+  CMYK is converted, EXIF orientation applied).
   Use ``train_dir`` + ``val_dir``, or only ``train_dir``: then a fixed fraction
   ``val_fraction`` of the files, chosen by a hash of their path relative to
   ``train_dir``, is held out for validation (deterministic, independent of
-  machine and listing order). A file that cannot be decoded raises a
-  ``ValueError`` naming it when it is read; it is never skipped silently.
+  machine and listing order). Files that cannot be decoded (truncated, empty,
+  not an image) are handled by ``on_bad_image`` (see "Bad data" below).
 * ``'tfds'``: a TensorFlow Datasets dataset already prepared on disk in the
   ``array_record`` format, read with
   ``tfds.builder(tfds_name, data_dir=tfds_data_dir).as_data_source(split)``
@@ -56,6 +57,21 @@ Preparing ImageNet (ILSVRC 2012) for ``name='tfds'``, once, offline
    If ``tfds_data_dir`` is empty, ``$TFDS_DATA_DIR`` or
    ``~/tensorflow_datasets`` is used, as in tfds.
 
+Bad data (``data.on_bad_image``, folder only)
+---------------------------------------------
+Files are decoded when read, so a bad file is met mid-run, not at start.
+``'error'`` raises a ``ValueError`` naming the file. ``'skip'``: in training
+the record of a bad file is replaced by the next decodable file (index + 1,
++ 2, ... cyclically), so batch shapes stay fixed and the stream stays a pure
+function of seed and position; in evaluation the bad file is left out (its
+row is padding with mask False) and every other file still counts once. Each
+skipped file is logged (absl warning, with the running count) the first time
+it is met and listed by ``bad_image_files()`` (grain worker processes
+included). ``''`` (default) = ``'skip'`` for training and ``'error'`` for
+evaluation, so metrics never silently cover fewer images. A folder in which
+no file decodes fails with a clear error; an empty or missing folder fails
+when the loader is created.
+
 Multi-host: pass ``shard_index=jax.process_index()``,
 ``shard_count=jax.process_count()``. Each process reads its own shard
 (grain ``ShardOptions(drop_remainder=True)``) and yields
@@ -83,17 +99,22 @@ from the same config, seed, shard and ``num_workers``: grain checks this.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
 import os
 import pathlib
+import shutil
+import tempfile
+import threading
 import types
 from typing import Any, Iterator, Sequence
 
 import grain
 import ml_collections
 import numpy as np
+from absl import logging
 from PIL import Image
 from PIL import ImageOps
 
@@ -106,6 +127,8 @@ BUILTIN_PHOTOS = (
     'immunohistochemistry', 'retina', 'stereo_motorcycle',
 )
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
+# data.on_bad_image: '' (or 'auto') = 'skip' in training, 'error' in evaluation.
+ON_BAD_IMAGE_CHOICES = ('', 'auto', 'skip', 'error')
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -124,6 +147,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.train_split = 'train'      # tfds split names (tfds slicing syntax allowed)
   c.val_split = 'validation'
   c.builtin_val_images = ('chelsea', 'coffee')
+  # folder: an undecodable file: 'skip' (training: next decodable file instead;
+  # eval: left out, mask False; logged and counted) | 'error' (ValueError
+  # naming it) | '' = auto: skip in training, error in evaluation.
+  c.on_bad_image = ''
   return c
 
 
@@ -146,7 +173,20 @@ def _resolve(data_config) -> types.SimpleNamespace:
     raise ValueError(
         f'data.resize_size ({c.resize_size}) must be 0 (off) or >= '
         f'data.image_size ({c.image_size}).')
+  c.on_bad_image = '' if c.on_bad_image is None else c.on_bad_image
+  if c.on_bad_image not in ON_BAD_IMAGE_CHOICES:
+    raise ValueError(
+        f'data.on_bad_image={c.on_bad_image!r}; use one of '
+        f'{list(ON_BAD_IMAGE_CHOICES)} (\'\' or \'auto\': skip undecodable files '
+        'in training, raise in evaluation).')
   return c
+
+
+def _on_bad_image(c, train: bool) -> str:
+  """'skip' or 'error' for the training (train=True) or evaluation source."""
+  if c.on_bad_image in ('skip', 'error'):
+    return c.on_bad_image
+  return 'skip' if train else 'error'
 
 
 # ----------------------------------------------------------------------------
@@ -284,6 +324,8 @@ class _EvalTransform(grain.transforms.Map):
   resize_size: int = 0
 
   def map(self, element):
+    if element is None:  # an undecodable file left out (on_bad_image='skip')
+      return None
     image = fit_image(_as_rgb(element), self.image_size, self.resize_size)
     return np.ascontiguousarray(center_crop(image, self.image_size))
 
@@ -417,42 +459,164 @@ def list_image_files(root: str) -> list[str]:
   return sorted(paths)
 
 
+def _decode_image_file(path: str) -> np.ndarray:
+  """PIL decode -> uint8 HxWx3 RGB; raises whatever PIL raises."""
+  with Image.open(path) as img:
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith('I;16'):
+      grey = (np.asarray(img, np.uint16) >> 8).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == 'P' and 'transparency' in img.info:
+      img = img.convert('RGBA')
+    image = np.asarray(img.convert('RGB'))
+  if image.ndim != 3 or image.shape[-1] != 3 or not min(image.shape[:2]):
+    raise ValueError(f'decoded to shape {image.shape}, not H x W x 3')
+  return image
+
+
+def _undecodable_message(path: str, error: BaseException) -> str:
+  return (f'Could not decode image file {path!r} ({type(error).__name__}: '
+          f'{error}). The file is corrupt or not an image: delete it or '
+          'replace it with a valid image, or set data.on_bad_image=\'skip\' '
+          'to leave such files out.')
+
+
 def load_image_file(path: str) -> np.ndarray:
   """Decodes an image file with PIL -> uint8 HxWx3 RGB.
 
-  Raises ValueError naming the file if it cannot be decoded.
+  Greyscale is replicated, alpha dropped (palette transparency too), 16-bit
+  greyscale scaled to 8 bits (>> 8), CMYK converted, EXIF orientation
+  applied. Raises ValueError naming the file if it cannot be decoded.
   """
   try:
-    with Image.open(path) as img:
-      img = ImageOps.exif_transpose(img)
-      if img.mode.startswith('I;16'):
-        grey = (np.asarray(img, np.uint16) >> 8).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=-1)
-      if img.mode == 'P' and 'transparency' in img.info:
-        img = img.convert('RGBA')
-      return np.asarray(img.convert('RGB'))
+    return _decode_image_file(path)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f'Could not decode image file {path!r} ({type(e).__name__}: {e}). '
-        'The file is corrupt or not an image: delete it or replace it with a '
-        'valid image, then restart.') from e
+    raise ValueError(_undecodable_message(path, e)) from e
+
+
+# Undecodable files met while skipping (data.on_bad_image='skip').
+_bad_files: dict[str, str] = {}  # path -> reason, met in this process
+_tally_dirs: list[str] = []       # one marker file per bad file, from workers
+_bad_files_lock = threading.Lock()  # grain reads records in several threads
+
+
+def _new_tally_dir() -> str:
+  """A temporary folder grain workers record bad files in (removed at exit)."""
+  d = tempfile.mkdtemp(prefix='vqjax_bad_images_')
+  atexit.register(shutil.rmtree, d, True)
+  _tally_dirs.append(d)
+  return d
+
+
+def _read_tally(tally_dir: str) -> set[str]:
+  paths = set()
+  try:
+    names = os.listdir(tally_dir)
+  except OSError:
+    return paths
+  for name in names:
+    try:
+      with open(os.path.join(tally_dir, name), encoding='utf-8') as f:
+        path = f.read()
+    except OSError:
+      continue
+    if path:  # empty: a worker is still writing it
+      paths.add(path)
+  return paths
+
+
+def bad_image_files() -> list[str]:
+  """Sorted paths of the undecodable files skipped so far.
+
+  Covers this process and the grain worker processes of the loaders it made.
+  `len(bad_image_files())` is the running count the training log reports.
+  """
+  paths = set(_bad_files)
+  for d in _tally_dirs:
+    paths |= _read_tally(d)
+  return sorted(paths)
+
+
+def _record_bad_file(path: str, reason: str, tally_dir: str, action: str):
+  """Counts `path` once and warns the first time it is met (over workers too)."""
+  with _bad_files_lock:
+    if path in _bad_files:
+      return
+    _bad_files[path] = reason
+    count = len(_bad_files)
+  first = True
+  if tally_dir:
+    marker = os.path.join(tally_dir, hashlib.sha1(path.encode()).hexdigest())
+    try:
+      with open(marker, 'x', encoding='utf-8') as f:  # exclusive: one writer
+        f.write(path)
+    except FileExistsError:
+      first = False  # another worker met it first and warned
+    except OSError:
+      pass
+    count = max(count, len(_read_tally(tally_dir)))
+  if first:
+    logging.warning(
+        'Skipping undecodable image file %r (%s): %s. %d bad image file(s) '
+        'skipped so far. Delete or replace it, or set '
+        "data.on_bad_image='error' to stop at such files.",
+        path, reason, action, count)
 
 
 class ImageFolderSource:
-  """Records: uint8 HxWx3 RGB images decoded from a list of files."""
+  """Records: uint8 HxWx3 RGB images decoded from a list of files.
 
-  def __init__(self, paths: Sequence[str], root: str):
+  on_bad_image='error': reading an undecodable file raises a ValueError
+  naming it. 'skip': record i of an undecodable file i is the next decodable
+  file (i + 1, i + 2, ... cyclically), so the stream stays a pure function of
+  the indices; the file is logged and counted (`bad_image_files()`). If no
+  file decodes, ValueError. `load(i)` returns None for a skipped file.
+  """
+
+  def __init__(self, paths: Sequence[str], root: str,
+               on_bad_image: str = 'error'):
+    if on_bad_image not in ('skip', 'error'):
+      raise ValueError(f"on_bad_image={on_bad_image!r}; use 'skip' or 'error'.")
     self.paths = tuple(paths)
     self._root = root
+    self.on_bad_image = on_bad_image
+    self.tally_dir = ''  # set by loaders with worker processes
+    self._bad: set[int] = set()  # known-bad indices (this process)
 
   def __len__(self) -> int:
     return len(self.paths)
 
+  def load(self, index: int, action: str = 'left out') -> np.ndarray | None:
+    """Decoded record `index`; None if undecodable and skipping (counted)."""
+    index = int(index)
+    if index in self._bad:
+      return None
+    path = self.paths[index]
+    try:
+      return _decode_image_file(path)
+    except Exception as e:  # pylint: disable=broad-except
+      if self.on_bad_image == 'error':
+        raise ValueError(_undecodable_message(path, e)) from e
+      self._bad.add(index)
+      _record_bad_file(path, f'{type(e).__name__}: {e}', self.tally_dir, action)
+      return None
+
   def __getitem__(self, index: int) -> np.ndarray:
-    return load_image_file(self.paths[index])
+    n = len(self)
+    index = int(index)
+    for k in range(n):
+      image = self.load((index + k) % n,
+                        'its records use the next decodable file instead')
+      if image is not None:
+        return image
+    raise ValueError(
+        f'None of the {n} image files of {self._root!r} can be decoded (e.g. '
+        f'{self.paths[0]!r}: {_bad_files.get(self.paths[0], "undecodable")}). '
+        'Point data.train_dir / data.val_dir at a folder of valid images.')
 
   def __repr__(self) -> str:
-    return f'ImageFolderSource(root={self._root!r}, num_files={len(self)})'
+    return (f'ImageFolderSource(root={self._root!r}, num_files={len(self)}, '
+            f'on_bad_image={self.on_bad_image!r})')
 
 
 def split_by_hash(paths: Sequence[str], root: str,
@@ -495,8 +659,8 @@ def _folder_sources(c) -> tuple[ImageFolderSource, ImageFolderSource]:
     train_paths, val_paths = split_by_hash(
         train_paths, train_root, float(c.val_fraction))
     train_root += f'[train,val_fraction={c.val_fraction}]'
-  return (ImageFolderSource(train_paths, train_root),
-          ImageFolderSource(val_paths, val_root))
+  return (ImageFolderSource(train_paths, train_root, _on_bad_image(c, True)),
+          ImageFolderSource(val_paths, val_root, _on_bad_image(c, False)))
 
 
 # ----------------------------------------------------------------------------
@@ -655,6 +819,8 @@ def create_train_loader(data_config, *, seed: int, shard_index: int = 0,
   sampler = grain.samplers.IndexSampler(
       num_records=len(train_source), shard_options=shard_options,
       shuffle=True, num_epochs=None, seed=int(seed))
+  if int(c.num_workers) and getattr(train_source, 'on_bad_image', '') == 'skip':
+    train_source.tally_dir = _new_tally_dir()  # workers report skipped files
   transform = _TrainTransform(image_size=c.image_size,
                               resize_size=c.resize_size,
                               fit=c.name != 'builtin')
@@ -697,14 +863,21 @@ def _eval_batches(c, val_source, batch_size, shard_index, shard_count):
   num_batches = -(-per_shard // batch_size)
   s = c.image_size
   crops = iter(())
+  skip = getattr(val_source, 'on_bad_image', '') == 'skip'
   if end > start:
-    ds = grain.MapDataset.source(val_source)[start:end]
+    if skip:  # bad files become None, which grain drops: mask False rows
+      if c.num_workers:
+        val_source.tally_dir = _new_tally_dir()
+      ds = grain.MapDataset.range(start, end).map(val_source.load)
+    else:
+      ds = grain.MapDataset.source(val_source)[start:end]
     ds = ds.map(_EvalTransform(s, c.resize_size if c.name != 'builtin' else 0))
     ds = ds.to_iter_dataset().batch(batch_size, drop_remainder=False)
     if c.num_workers:
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(
           num_workers=int(c.num_workers)))
     crops = iter(ds)
+  num_valid = 0
   for _ in range(num_batches):
     images = np.zeros((batch_size, s, s, 3), np.uint8)
     mask = np.zeros((batch_size,), bool)
@@ -713,6 +886,13 @@ def _eval_batches(c, val_source, batch_size, shard_index, shard_count):
       k = batch.shape[0]
       images[:k] = batch
       mask[:k] = True
+      num_valid += k
+    elif skip and end > start and not num_valid:
+      raise ValueError(
+          f'None of the {end - start} validation image files of '
+          f'{val_source!r} (records {start}..{end - 1}) can be decoded, e.g. '
+          f'{val_source.paths[start]!r}; see the warnings above. Point '
+          'data.val_dir at a folder of valid images.')
     yield {'image': images, 'mask': mask}
 
 
@@ -733,8 +913,8 @@ def restore_iterator_state(it: grain.DataLoaderIterator, state: bytes) -> None:
 
 
 __all__ = [
-    'BUILTIN_PHOTOS', 'IMAGE_EXTENSIONS', 'Source', 'VALID_NAMES',
-    'create_eval_batches',
+    'BUILTIN_PHOTOS', 'IMAGE_EXTENSIONS', 'ON_BAD_IMAGE_CHOICES', 'Source',
+    'VALID_NAMES', 'bad_image_files', 'create_eval_batches',
     'create_sources', 'create_train_loader', 'default_data_config',
     'iterator_state', 'num_train_examples', 'per_process_batch_size',
     'restore_iterator_state', 'to_model_range',
