@@ -24,12 +24,9 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def check_workdir(workdir: str, state) -> None:
-  """Fails at start, not at the first save, when `workdir` cannot hold a checkpoint.
-
-  Checks that the checkpoint directory can be created and written, and that
-  the disk has room for one checkpoint of `state` (its array bytes plus 10%).
-  """
+def check_writable(workdir: str) -> None:
+  """PermissionError at start, not at the first save, when the checkpoint
+  directory of `workdir` cannot be created or written."""
   directory = checkpoint_dir(workdir)
   try:
     os.makedirs(directory, exist_ok=True)
@@ -39,6 +36,12 @@ def check_workdir(workdir: str, state) -> None:
     raise PermissionError(
         f"cannot write checkpoints into {directory} ({type(e).__name__}: {e}). "
         "Pass a --workdir you can write to, or fix its permissions.") from e
+
+
+def check_disk_space(workdir: str, state) -> None:
+  """OSError at start when the disk lacks room for one checkpoint of `state`
+  (its array bytes plus 10%)."""
+  directory = checkpoint_dir(workdir)
   needed = int(1.1 * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)
                          if hasattr(x, "dtype")))
   free = shutil.disk_usage(directory).free
@@ -83,6 +86,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, data_iter,
   if step is None:
     return state, data_iter
   logging.info("Restoring checkpoint %d from %s", step, manager.directory)
+  check_same_shapes(os.path.join(str(manager.directory), str(step), "state"), state)
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_like(state, sharding)),
       data=grain.checkpoint.CheckpointRestore(data_iter)))
@@ -101,6 +105,43 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, step: int | No
   elif step not in available:
     raise ValueError(f"checkpoint step {step} not in {manager.directory}; "
                      f"available steps: {sorted(available)}.")
+  check_same_shapes(os.path.join(str(manager.directory), str(step), "state"), abstract_state)
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state)))
   return restored["state"], step
+
+
+def _path_name(path) -> str:
+  """'params/encoder/Conv_0/kernel' for a tree path of dict keys or attributes."""
+  parts = []
+  for entry in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(entry, attr):
+        parts.append(str(getattr(entry, attr)))
+        break
+  return "/".join(parts)
+
+
+def check_same_shapes(state_dir: str, abstract_state) -> None:
+  """ValueError naming the first array whose shape differs between the saved
+  state in `state_dir` and `abstract_state` (a checkpoint of another config)."""
+  metadata = ocp.StandardCheckpointer().metadata(state_dir)
+  saved = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(
+      getattr(metadata, "item_metadata", metadata)) if hasattr(m, "shape")}
+  wanted = {_path_name(p): tuple(x.shape)
+            for p, x in jax.tree_util.tree_leaves_with_path(abstract_state)}
+  hint = ("Evaluate with the config the run was trained with (its workdir holds "
+          "config.json), or point --workdir at a run of this config.")
+  for name, shape in wanted.items():
+    if name not in saved:
+      raise ValueError(f"the checkpoint in {state_dir} was written by another "
+                       f"configuration: it has no {name} (shape {shape} here). {hint}")
+    if saved[name] != shape:
+      raise ValueError(f"the checkpoint in {state_dir} was written by another "
+                       f"configuration: {name} has shape {saved[name]} in the "
+                       f"checkpoint and {shape} in this config. {hint}")
+  extra = sorted(set(saved) - set(wanted))
+  if extra:
+    raise ValueError(f"the checkpoint in {state_dir} was written by another "
+                     f"configuration: it holds {extra[0]} (shape {saved[extra[0]]}), "
+                     f"which this config does not have. {hint}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging as logging_std
 import os
+import re
 
 import jax
 from absl import app, flags, logging
@@ -69,5 +70,26 @@ def main(argv):
     evaluate.evaluate_checkpoint(config, workdir)
 
 
+def _unknown_config_key(error: Exception, argv: list[str]) -> str | None:
+  """A one-line message for an unknown `--config.<key>` override, else None."""
+  found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(error))
+  if found is None:
+    return None
+  closest, bad = found.groups()
+  given = [a.split("=")[0].removeprefix("--config.") for a in argv
+           if a.startswith("--config.")]
+  key = next((g for g in given if g.split(".")[-1] == bad), bad)
+  parent = key.rpartition(".")[0]
+  return (f"unknown config key --config.{key}; the closest valid key is "
+          f"--config.{parent + '.' if parent else ''}{closest}.")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  import sys
+  try:
+    app.run(main)
+  except (AttributeError, KeyError) as e:
+    message = None if flags.FLAGS.is_parsed() else _unknown_config_key(e, sys.argv)
+    if message is None:
+      raise
+    sys.exit(f"error: {message}")

@@ -163,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   parallel.check_batch_size(config.data.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   is_main = jax.process_index() == 0
+  checkpointing.check_writable(workdir)
   writer = writers.create_writer(workdir, just_logging=not is_main)
 
   model = create_model(config.model)
@@ -174,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = iter(train_loader)
 
   state = create_train_state(model, tx, config.data.image_size, config.seed)
-  checkpointing.check_workdir(workdir, state)
+  checkpointing.check_disk_space(workdir, state)
   manager = checkpointing.create_manager(workdir, config)
   state, train_iter = checkpointing.restore_latest(
       manager, state, train_iter, sharding=parallel.replicated(mesh))

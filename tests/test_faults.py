@@ -1,0 +1,192 @@
+"""Faults and bad input: diverged steps, evaluation errors, workdir, config keys.
+
+Each test here failed on the code before issue 11 (the note says how).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vqjax import checkpointing, evaluate, input_pipeline, train, writers
+
+from conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RecordingWriter(writers.ConsoleWriter):
+  """Keeps every scalar written, by step."""
+
+  def __init__(self):
+    super().__init__()
+    self.scalars = {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.setdefault(int(step), {}).update(scalars)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+  writer = RecordingWriter()
+  monkeypatch.setattr(writers, "create_writer", lambda *a, **k: writer)
+  return writer
+
+
+def saved_steps(workdir) -> list[int]:
+  directory = checkpointing.checkpoint_dir(str(workdir))
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def poison_batches(monkeypatch, bad_steps):
+  """Training batches at the given 1-based steps become NaN images."""
+  real_loader = input_pipeline.create_train_loader
+
+  class PoisonedIterator:  # keeps the grain iterator's get/set_state for checkpoints
+    def __init__(self, it):
+      self.it, self.count = it, 0
+
+    def __next__(self):
+      batch = next(self.it)
+      self.count += 1
+      if self.count in bad_steps:
+        batch = {"image": np.full(batch["image"].shape, np.nan, np.float32)}
+      return batch
+
+    def __getattr__(self, name):
+      return getattr(self.it, name)
+
+  class PoisonedLoader:
+    def __init__(self, loader):
+      self.loader = loader
+
+    def __iter__(self):
+      return PoisonedIterator(iter(self.loader))
+
+  monkeypatch.setattr(input_pipeline, "create_train_loader",
+                      lambda *a, **k: PoisonedLoader(real_loader(*a, **k)))
+
+
+def test_a_step_that_diverges_the_params_is_never_saved(tmp_path):
+  # The loss of step 1 is computed with the initial params and is finite; the
+  # update (learning rate 1e39 overflows float32) makes the params inf/NaN.
+  # The old guard read only that loss and saved the diverged state.
+  config = tiny_config("single")
+  config.train.learning_rate = 1e39
+  config.train.checkpoint_every = 1
+  with pytest.raises(train.NonFiniteLossError, match="diverged at step 1"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert saved_steps(tmp_path) == []
+
+
+def test_skip_nonfinite_skips_batches_and_counts_them(tmp_path, monkeypatch, recorded):
+  config = tiny_config("single")
+  config.train.skip_nonfinite = 3
+  config.train.log_every = 6
+  poison_batches(monkeypatch, {3, 4})
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(result["psnr"]["mean"])
+  assert recorded.scalars[6]["skipped_steps"] == 2.0
+  assert recorded.scalars[6]["nonfinite"] == pytest.approx(2 / 6)
+  assert saved_steps(tmp_path) == [3, 6]
+
+
+def test_skip_nonfinite_stops_after_n_in_a_row(tmp_path, monkeypatch, recorded):
+  config = tiny_config("single")
+  config.train.skip_nonfinite = 2
+  config.train.checkpoint_every = 1
+  poison_batches(monkeypatch, {3, 4, 5, 6})
+  with pytest.raises(train.NonFiniteLossError, match="2 steps in a row"):
+    train.train_and_evaluate(config, str(tmp_path))
+  # Steps 3 and 4 kept the state of step 2; the run stopped at step 4 before
+  # its save, so the last checkpoint is step 3 (a skipped, finite state).
+  assert saved_steps(tmp_path)[-1] == 3
+
+
+def test_evaluation_compiles_once_per_run(tmp_path, monkeypatch):
+  traces = []
+  real_step = evaluate.eval_step
+
+  def counting_step(*args, **kwargs):
+    traces.append(1)  # runs once per trace, not per call
+    return real_step(*args, **kwargs)
+
+  monkeypatch.setattr(evaluate, "eval_step", counting_step)
+  config = tiny_config("single")
+  config.train.eval_every = 2  # evaluations at steps 2 and 4, and the final one at 6
+  train.train_and_evaluate(config, str(tmp_path))
+  assert len(traces) == 1
+
+
+# -- evaluation errors -----------------------------------------------------------------
+
+
+def test_evaluation_without_a_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint in .*train first"):
+    evaluate.evaluate_checkpoint(tiny_config("single"), str(tmp_path))
+
+
+def test_evaluation_errors_name_steps_and_mismatched_shapes(tmp_path):
+  config = tiny_config("single")
+  train.train_and_evaluate(config, str(tmp_path))
+  ckpt = checkpointing.checkpoint_dir(str(tmp_path))
+  before = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(ckpt) for f in files}
+
+  config.eval.checkpoint_step = 5
+  with pytest.raises(ValueError, match=r"checkpoint step 5 .* available steps: \[3, 6\]"):
+    evaluate.evaluate_checkpoint(config, str(tmp_path))
+
+  other = tiny_config("single")
+  other.model.code_dim = 4  # the decoder's first conv reads 4 channels, not 8
+  with pytest.raises(ValueError, match=r"params/decoder/Conv_0/kernel has shape "
+                                       r"\(3, 3, 8, 16\) in the checkpoint and "
+                                       r"\(3, 3, 4, 16\) in this config"):
+    evaluate.evaluate_checkpoint(other, str(tmp_path))
+
+  config.eval.checkpoint_step = 3
+  evaluate.evaluate_checkpoint(config, str(tmp_path))
+  after = {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+           for d, _, files in os.walk(ckpt) for f in files}
+  assert after == before  # evaluation never writes into checkpoints/
+
+
+# -- workdir and config ----------------------------------------------------------------
+
+
+def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  steps = []
+  real = train.jit_train_step
+  monkeypatch.setattr(train, "jit_train_step",
+                      lambda *a, **k: steps.append(1) or real(*a, **k))
+  with pytest.raises(PermissionError, match="cannot write checkpoints into"):
+    train.train_and_evaluate(tiny_config("single"), str(blocker / "run"))
+  assert not steps  # before the train step was even built
+
+
+def test_disk_too_small_for_a_checkpoint_fails_before_training(tmp_path, monkeypatch):
+  usage = shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(shutil, "disk_usage",
+                      lambda path: usage._replace(free=10_000))  # 10 kB free
+  with pytest.raises(OSError, match=r"not enough disk space .* MiB, the disk has 0.0 MiB"):
+    train.train_and_evaluate(tiny_config("single"), str(tmp_path))
+  assert saved_steps(tmp_path) == []
+
+
+def test_unknown_config_key_names_the_closest_valid_one(tmp_path):
+  cmd = [sys.executable, "-m", "vqjax.main", "--config=configs/default.py",
+         f"--workdir={tmp_path}", "--config.model.num_code=5"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1] == (
+      "error: unknown config key --config.model.num_code; the closest valid key is "
+      "--config.model.num_codes.")
+  assert "Traceback" not in out.stderr
