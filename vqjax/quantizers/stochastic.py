@@ -65,6 +65,20 @@ def variance(log_var: jax.Array, offset: float = 0.0) -> jax.Array:
   return offset + jnp.exp(log_var)
 
 
+def first_argmin(dist: jax.Array) -> jax.Array:
+  """Index of the first minimum of each row of dist [N, K] -> [N] int32.
+
+  argmin on accelerators; min + first equal index on CPU, where XLA's variadic
+  argmin reduction is slow (as `ema_vq.nearest_code`). Same result either way.
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+  num = dist.shape[-1]
+  best = jnp.min(dist, axis=-1, keepdims=True)
+  idx = jnp.min(jnp.where(dist == best, jnp.arange(num, dtype=jnp.int32), num), axis=-1)
+  return jnp.minimum(idx, num - 1)   # NaN rows: clamp into range
+
+
 class Codebook(nn.Module):
   """A learned codebook [K, D] in `params` ('embedding', init N(0, init_std^2)).
 
@@ -165,7 +179,7 @@ class StochasticQuantizer(nn.Module):
     logits = -0.5 * precision * dist
     log_p = jax.nn.log_softmax(logits, axis=-1)
     p = jnp.exp(log_p)
-    indices = jnp.argmin(dist, axis=-1).astype(jnp.int32)  # first minimum
+    indices = first_argmin(dist)                          # the nearest code
     tau = temperature(0 if step is None else step, self.tau0, self.tau_rate, self.tau_min)
 
     if train:
