@@ -8,6 +8,10 @@ from PIL import Image
 from vqjax import config_lib
 
 
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _absl_flags_parsed():
   # grain (and absl logging) want parsed flags; pytest never parses them.

@@ -1,0 +1,207 @@
+"""Stochastic quantizer of SQ-VAE (Takida et al. 2022) and HQ-VAE (TMLR 2024).
+
+Stochastic quantization is the Bayes inverse of a Gaussian dequantization
+N(z; b_k, s^2 I): the posterior over codes at a latent vector z is
+
+    P(k | z) = softmax_k(-|z - b_k|^2 / (2 s^2)),
+
+computed in float32 (the logits grow like 1/s^2 while s^2 self-anneals). As in
+the released code the dequantization step is not sampled (z~ := z_e).
+
+train=True: a Gumbel-softmax *soft* sample y = softmax((logits + g) / tau),
+z_q = y @ B, a convex combination of codes (no straight-through, no hard
+one-hot); tau = temperature(step, ...) from the traced `step`.
+train=False: eval_mode='det' (default) z_q = the nearest code (ties to the
+lowest index, as `ema_vq.nearest_code`); 'sample' draws k ~ Categorical(P).
+
+Variables (`params`, trained by the optimizer; no EMA, no reset, no data init):
+  embedding [K, D] float32  codes, init N(0, 1) (absent with `shared_codebook`)
+  log_var   []     float32  theta; s^2 = variance_offset + exp(theta)
+
+Losses (per image: sums over positions and channels, mean over the leading
+batch axis of z_e, weights 1, constants dropped as in the released code):
+  neg_entropy  sum_i sum_k P log P / B       (= -H per image; may be negative)
+  dequant      sum_i |z_i - z_q,i|^2 / (2 s^2) / B, z_q the soft mixture in
+               training, the code at evaluation (`dequant_loss=False` drops it:
+               RSQ-VAE puts one Eq. 14 term on the final residual instead).
+
+Randomness (Gumbel noise, categorical samples) comes from the `sample` PRNG
+stream, one key drawn for the global [N, K] shape: under a jit with the batch
+sharded over devices the noise, hence the result, equals one device's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import entr
+
+from vqjax import metrics
+from vqjax.quantizers.ema_vq import squared_distances
+
+RNG_STREAM = "sample"
+EVAL_MODES = ("det", "sample")
+MIN_VARIANCE = 1e-10   # the released code's floor on s^2
+MIN_TEMPERATURE = 1e-10
+
+
+def temperature(step, tau0: float = 1.0, rate: float = 1e-5,
+                tau_min: float = 0.0) -> jax.Array:
+  """Gumbel-softmax temperature max(tau0 * exp(-rate * step), tau_min) -> [] float32.
+
+  `step` may be traced (no retrace per step). The released SQ-VAE trainer counts
+  steps from 1; vqjax passes the 0-based `state.step` unless told otherwise.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.maximum(tau0 * jnp.exp(-rate * step), tau_min).astype(jnp.float32)
+
+
+def variance(log_var: jax.Array, offset: float = 0.0) -> jax.Array:
+  """s^2 = offset + exp(theta); offset=1 is the released SQ-VAE 'gaussian_1'."""
+  return offset + jnp.exp(log_var)
+
+
+def first_argmin(dist: jax.Array) -> jax.Array:
+  """Index of the first minimum of each row of dist [N, K] -> [N] int32.
+
+  argmin on accelerators; min + first equal index on CPU, where XLA's variadic
+  argmin reduction is slow (as `ema_vq.nearest_code`). Same result either way.
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+  num = dist.shape[-1]
+  best = jnp.min(dist, axis=-1, keepdims=True)
+  idx = jnp.min(jnp.where(dist == best, jnp.arange(num, dtype=jnp.int32), num), axis=-1)
+  return jnp.minimum(idx, num - 1)   # NaN rows: clamp into range
+
+
+class Codebook(nn.Module):
+  """A learned codebook [K, D] in `params` ('embedding', init N(0, init_std^2)).
+
+  Pass one instance as `shared_codebook` to several StochasticQuantizers to
+  share the codes (each keeps its own s^2), as RSQ-VAE's shared codebook.
+  """
+
+  num_codes: int
+  code_dim: int
+  init_std: float = 1.0
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param("embedding", nn.initializers.normal(self.init_std),
+                      (self.num_codes, self.code_dim), jnp.float32)
+
+
+class StochasticQuantizer(nn.Module):
+  """SQ-VAE quantizer with a learned codebook and a learned scalar s^2.
+
+  Call `z_q, aux = q(z_e, train=..., step=...)` with z_e [B, ..., D] (the
+  leading axis is the batch for the per-image losses); z_q has z_e's shape and
+  dtype. train=True needs `step` and the `sample` PRNG stream; train=False
+  needs the stream only for eval_mode='sample'.
+
+  aux['indices'] int32 [B, ...]: the nearest code (train and 'det'), the
+  sampled code ('sample'). aux['losses']: neg_entropy, dequant (see the module
+  docstring). aux['metrics']: temperature, variance (s^2), entropy (mean
+  posterior entropy per position, nats), perplexity_soft (exp H of the
+  batch-mean posterior), perplexity (exp H of the batch's index histogram).
+  `variance()` returns s^2 (differentiable), for losses built by a model.
+  """
+
+  num_codes: int
+  code_dim: int
+  log_var_init: float = math.log(20.0)
+  variance_offset: float = 0.0   # 1.0: released SQ-VAE code (s^2 >= 1)
+  tau0: float = 1.0
+  tau_rate: float = 1e-5
+  tau_min: float = 0.0
+  eval_mode: str = "det"
+  dequant_loss: bool = True
+  codebook_init_std: float = 1.0
+  shared_codebook: Any = None    # a `Codebook` module shared between quantizers
+
+  def setup(self):
+    if self.num_codes < 1 or self.code_dim < 1:
+      raise ValueError(f"num_codes={self.num_codes} and code_dim={self.code_dim} "
+                       "must be >= 1.")
+    if self.eval_mode not in EVAL_MODES:
+      raise ValueError(f"eval_mode={self.eval_mode!r}; choose one of {EVAL_MODES}.")
+    if self.tau0 <= 0 or self.tau_rate < 0 or self.tau_min < 0:
+      raise ValueError(f"temperature schedule needs tau0 > 0, tau_rate >= 0 and "
+                       f"tau_min >= 0; got {self.tau0}, {self.tau_rate}, {self.tau_min}.")
+    if self.variance_offset < 0:
+      raise ValueError(f"variance_offset={self.variance_offset} must be >= 0.")
+    self.log_var = self.param("log_var", nn.initializers.constant(self.log_var_init),
+                              (), jnp.float32)
+    if self.shared_codebook is None:
+      self.embedding = self.param("embedding", nn.initializers.normal(self.codebook_init_std),
+                                  (self.num_codes, self.code_dim), jnp.float32)
+    elif (self.shared_codebook.num_codes, self.shared_codebook.code_dim) != (
+        self.num_codes, self.code_dim):
+      raise ValueError(
+          f"shared codebook is {self.shared_codebook.num_codes}x"
+          f"{self.shared_codebook.code_dim}, the quantizer {self.num_codes}x{self.code_dim}.")
+
+  @property
+  def codebook_size(self) -> int:
+    """Size of the index space of `aux['indices']`."""
+    return self.num_codes
+
+  def codebook(self) -> jax.Array:
+    """The codes [K, D] float32 (own or shared)."""
+    if self.shared_codebook is None:
+      return self.embedding
+    return self.shared_codebook()
+
+  def variance(self) -> jax.Array:
+    """s^2 [] float32 (differentiable in theta)."""
+    return variance(self.log_var, self.variance_offset)
+
+  def __call__(self, z_e: jax.Array, *, train: bool,
+               step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
+    if z_e.ndim < 2 or z_e.shape[-1] != self.code_dim:
+      raise ValueError(f"quantizer input has shape {z_e.shape}; expected "
+                       f"[B, ..., code_dim={self.code_dim}].")
+    if train and step is None:
+      raise ValueError("train=True needs `step` (the Gumbel-softmax temperature "
+                       "is a function of the train step).")
+    lead_shape, batch = z_e.shape[:-1], z_e.shape[0]
+    z = z_e.reshape(-1, self.code_dim).astype(jnp.float32)
+    codebook = self.codebook().astype(jnp.float32)
+    s2 = self.variance()
+    precision = 1.0 / jnp.maximum(s2, MIN_VARIANCE)
+
+    dist = squared_distances(z, codebook)                 # [N, K]
+    logits = -0.5 * precision * dist
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    p = jnp.exp(log_p)
+    indices = first_argmin(dist)                          # the nearest code
+    tau = temperature(0 if step is None else step, self.tau0, self.tau_rate, self.tau_min)
+
+    if train:
+      gumbel = jax.random.gumbel(self.make_rng(RNG_STREAM), logits.shape, jnp.float32)
+      weights = jax.nn.softmax((logits + gumbel) / jnp.maximum(tau, MIN_TEMPERATURE), axis=-1)
+      z_q = jnp.dot(weights, codebook, precision=jax.lax.Precision.HIGHEST)
+    else:
+      if self.eval_mode == "sample":
+        indices = jax.random.categorical(self.make_rng(RNG_STREAM), logits,
+                                         axis=-1).astype(jnp.int32)
+      z_q = codebook[indices]
+
+    losses = dict(neg_entropy=jnp.sum(p * log_p) / batch)
+    if self.dequant_loss:
+      losses["dequant"] = 0.5 * precision * jnp.sum((z - z_q) ** 2) / batch
+    marginal = jnp.mean(p, axis=0)
+    aux = dict(
+        indices=indices.reshape(lead_shape),
+        losses=losses,
+        metrics=dict(temperature=tau, variance=s2,
+                     entropy=-jnp.mean(jnp.sum(p * log_p, axis=-1)),
+                     perplexity_soft=jnp.exp(jnp.sum(entr(marginal))),
+                     perplexity=metrics.batch_perplexity(indices, self.num_codes)),
+    )
+    return z_q.reshape(z_e.shape).astype(z_e.dtype), aux
