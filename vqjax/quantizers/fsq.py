@@ -72,8 +72,8 @@ def bound(z: jax.Array, levels: Sequence[int], eps: float = 1e-3) -> jax.Array:
 
 
 def round_ste(x: jax.Array) -> jax.Array:
-  """round(x) forward, identity backward."""
-  return x + jax.lax.stop_gradient(jnp.round(x) - x)
+  """round(x) forward (exactly: x - sg(x) is 0), identity backward."""
+  return jax.lax.stop_gradient(jnp.round(x)) + (x - jax.lax.stop_gradient(x))
 
 
 def quantize(z: jax.Array, levels: Sequence[int], eps: float = 1e-3) -> jax.Array:

@@ -89,8 +89,8 @@ def _rotation_trick_jvp(primals, tangents):
 
 def straight_through(z: jax.Array, q: jax.Array, estimator: str = "ste") -> jax.Array:
   """Value q, gradient to z by `estimator` ('ste' | 'rotation'); z, q [..., D]."""
-  if estimator == "ste":
-    return z + jax.lax.stop_gradient(q - z)
+  if estimator == "ste":  # z - sg(z) is exactly 0: the value is q itself
+    return jax.lax.stop_gradient(q) + (z - jax.lax.stop_gradient(z)).astype(q.dtype)
   if estimator == "rotation":
     return rotation_trick(z, q)
   raise ValueError(f"gradient_estimator={estimator!r}; choose one of {GRADIENT_ESTIMATORS}.")

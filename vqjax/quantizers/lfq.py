@@ -150,6 +150,6 @@ class LookupFreeQuantizer(nn.Module):
     if self.commitment_weight > 0:
       losses["commitment"] = self.commitment_weight * jnp.mean(
           (z - jax.lax.stop_gradient(codes))**2)
-    z_q = z + jax.lax.stop_gradient(codes - z)
+    z_q = codes + (z - jax.lax.stop_gradient(z))  # exactly the codes; identity backward
     aux = dict(indices=indices, losses=losses, metrics=stats)
     return z_q.astype(z_e.dtype), aux
