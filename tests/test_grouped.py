@@ -198,7 +198,7 @@ def learned_grouped(g, **kw):
 
 
 def test_nested_dropout_batch_scope_frequencies():
-  g, draws = 4, 3000
+  g, draws = 4, 20000
   q = learned_grouped(g)
   z = jnp.ones((2, 3, 2 * g))
   variables = q.init(jax.random.key(0), z, train=False)
@@ -214,7 +214,7 @@ def test_nested_dropout_batch_scope_frequencies():
 
 
 def test_nested_dropout_example_scope_and_groups_beyond_the_list():
-  g, n = 8, 4000
+  g, n = 8, 20000
   q = learned_grouped(g, dropout_scope="example")
   z = jnp.ones((n, 1, 2 * g))
   variables = q.init(jax.random.key(0), z, train=False)
