@@ -240,6 +240,14 @@ def test_lfq_entropy_matches_numpy_brute_force_and_its_gradient(chunk):
     np.testing.assert_allclose(float(g[idx]), fd, rtol=1e-3, atol=1e-6)
 
 
+def test_lfq_losses_have_finite_gradients_at_the_default_temperature():
+  # temperature 0.01: sigmoid(4 z / T) saturates to exactly 0 or 1 and most of the
+  # 2^10 code probabilities underflow to 0; neither may turn the gradient into NaN.
+  z = np.random.default_rng(8).normal(size=(64, 10)).astype(np.float32)
+  g = jax.grad(lambda t: sum(lfq_apply(t)[1]["losses"].values()))(jnp.asarray(z))
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
 def test_lfq_straight_through_gradient_and_validation():
   z = wide_inputs((4, 8), seed=6)
   w = np.random.default_rng(7).normal(size=z.shape).astype(np.float32)

@@ -27,7 +27,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import entr
 
 from vqjax.quantizers.fsq import batch_usage
 
@@ -69,7 +68,9 @@ def entropy_terms(z: jax.Array, temperature: float,
   a = 4.0 * z.astype(jnp.float32) / temperature       # logit of c_i = +1
   log_plus, log_minus = jax.nn.log_sigmoid(a), jax.nn.log_sigmoid(-a)
   p_plus = jax.nn.sigmoid(a)
-  per_sample = jnp.mean(jnp.sum(entr(p_plus) + entr(1.0 - p_plus), axis=-1))
+  # Binary entropy from the logits, -p log p - (1 - p) log(1 - p): finite
+  # gradients where sigmoid saturates to 0 or 1 (entr' is infinite there).
+  per_sample = jnp.mean(jnp.sum(-p_plus * log_plus - (1.0 - p_plus) * log_minus, axis=-1))
 
   num_codes = 2**d
   chunk = min(chunk_size, num_codes)  # powers of two: chunk divides 2^d
@@ -87,7 +88,10 @@ def entropy_terms(z: jax.Array, temperature: float,
 
   offsets = jnp.arange(0, num_codes, chunk, dtype=jnp.int32)
   avg = jax.lax.map(block_mean, offsets).reshape(num_codes)
-  return per_sample, jnp.sum(entr(avg))
+  # -sum p log p with log clamped at the smallest normal float: codes whose
+  # probability underflows to 0 contribute 0 with a finite gradient.
+  tiny = jnp.finfo(jnp.float32).tiny
+  return per_sample, -jnp.sum(avg * jnp.log(jnp.maximum(avg, tiny)))
 
 
 class LookupFreeQuantizer(nn.Module):
