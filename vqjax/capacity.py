@@ -6,6 +6,8 @@ Discrete budget (paper Eq. 5):   Ks*Ds = 2*Kh*Dh.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 
@@ -74,3 +76,29 @@ def matched_single_level(hier_model: ml_collections.ConfigDict, image_size: int,
   single.num_codes = matched_single_codes(hier_model.num_codes, hier_model.code_dim,
                                           single.code_dim)
   return single
+
+
+def bits_per_position(kind: str, **sizes) -> float:
+  """Bits one latent position carries (its index space, log2).
+
+  kind='vq': log2(num_codes); 'grouped': num_groups * log2(num_codes / num_groups)
+  (num_codes is the total over groups); 'fsq': sum_i log2(levels[i]); 'lfq': code_dim.
+  E.g. bits_per_position('grouped', num_codes=32768, num_groups=4) == 52.
+  """
+  need = {"vq": ("num_codes",), "grouped": ("num_codes", "num_groups"),
+          "fsq": ("levels",), "lfq": ("code_dim",)}
+  if kind not in need:
+    raise ValueError(f"kind={kind!r}; choose one of {tuple(need)}.")
+  missing = [name for name in need[kind] if name not in sizes]
+  if missing:
+    raise ValueError(f"bits_per_position({kind!r}) needs {need[kind]}; missing {missing}.")
+  if kind == "vq":
+    return math.log2(sizes["num_codes"])
+  if kind == "grouped":
+    num_codes, groups = sizes["num_codes"], sizes["num_groups"]
+    if groups < 1 or num_codes % groups:
+      raise ValueError(f"num_groups={groups} must be >= 1 and divide num_codes={num_codes}.")
+    return groups * math.log2(num_codes // groups)
+  if kind == "fsq":
+    return sum(math.log2(level) for level in sizes["levels"])
+  return float(sizes["code_dim"])

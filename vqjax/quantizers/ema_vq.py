@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
+from vqjax.quantizers.gradients import straight_through
 
 COLLECTION = "codebook"
 INIT_CHOICES = ("data", "kmeans", "uniform")
@@ -283,6 +284,7 @@ class VectorQuantizerEMA(nn.Module):
   reset_criterion: str = "window"
   search_chunk_size: int = 0
   search_rows_per_block: int = -1  # -1: auto, see default_rows_per_block
+  gradient_estimator: str = "ste"  # 'ste' | 'rotation' (gradients.straight_through)
 
   def _codebook_variables(self):
     if self.codebook_init not in INIT_CHOICES:
@@ -350,7 +352,7 @@ class VectorQuantizerEMA(nn.Module):
                                       counts, reset_key)
 
     commitment = self.beta * jnp.mean((z - jax.lax.stop_gradient(z_q))**2)
-    z_q_st = z + jax.lax.stop_gradient(z_q - z)
+    z_q_st = straight_through(z, z_q, self.gradient_estimator)
     codes_used = jnp.sum(jnp.sum(v["usage"].value, axis=0) > 0)
     aux = dict(
         indices=indices.reshape(lead_shape),
