@@ -9,7 +9,7 @@ from vqjax import config_lib
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+  config.addinivalue_line("markers", "slow: long or fault-injection tests, off by default; run them with -m slow")
 
 
 @pytest.fixture(autouse=True, scope="session")
