@@ -270,3 +270,45 @@ def test_kill_9_then_the_same_command_ends_bit_identical(tmp_path, checkpoint_ev
   chex.assert_trees_all_equal(jax.device_get(a.params), jax.device_get(b.params))
   chex.assert_trees_all_equal(jax.device_get(a.opt_state), jax.device_get(b.opt_state))
   chex.assert_trees_all_equal(jax.device_get(a.codebook), jax.device_get(b.codebook))
+
+
+# -- preemption on several processes ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_preemption_of_one_process_stops_all_at_the_same_step(tmp_path):
+  import re
+  import signal
+  import socket
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  config_file = tmp_path / "tiny.py"
+  config_file.write_text(
+      "import sys\nsys.path.insert(0, %r)\nfrom conftest import tiny_config\n"
+      "def get_config():\n  c = tiny_config('single')\n  c.train.num_steps = 100000\n"
+      "  c.train.log_every = 1\n  c.train.checkpoint_every = 100000\n  return c\n"
+      % os.path.join(REPO, "tests"))
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  procs = []
+  for i in range(2):
+    cmd = [sys.executable, "-m", "vqjax.main", f"--config={config_file}",
+           f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2", f"--process_id={i}"]
+    procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(logs[i], "w"),
+                                  stderr=subprocess.STDOUT))
+  deadline = time.time() + 300
+  while time.time() < deadline and not re.search(r"\] \[3\] .*loss=", logs[0].read_text()):
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)  # only process 1 is told
+  for proc in procs:
+    proc.wait(timeout=300)
+  texts = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [0, 0], texts[1][-3000:]
+  stopped = [re.findall(r"Stopped at step (\d+) on request", t) for t in texts]
+  assert stopped[0] and stopped[0] == stopped[1], stopped
+  assert "resume with the same command" in texts[0]
+  assert saved_steps(tmp_path / "run") == [int(stopped[0][0])]  # saved once

@@ -86,14 +86,23 @@ def jit_train_step(mesh, *, skip_nonfinite: bool = False):
 
 
 class _StopRequested:
-  """SIGTERM (e.g. SLURM pre-emption) -> save a checkpoint and stop cleanly."""
+  """SIGTERM (e.g. SLURM pre-emption) -> save a checkpoint and stop cleanly.
+
+  One process: a Python SIGTERM handler sets `requested`. Several processes:
+  JAX's preemption service (started by `jax.distributed.initialize`) owns
+  SIGTERM and tells every process; the loop asks orbax's
+  `reached_preemption(step)` each step, so all of them stop at the same step.
+  """
 
   def __init__(self):
     self.requested = False
+    self._previous = None
+    if jax.process_count() > 1:
+      return  # a Python handler would replace the preemption service's
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread
-      self._previous = None
+      pass
 
   def _handle(self, signum, frame):
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
@@ -225,6 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if is_save:
         checkpointing.save(manager, step, state, train_iter)
       if jax.process_count() > 1 and manager.reached_preemption(step):
+        logging.warning("Preemption notice: every process stops at step %d.", step)
         stop.requested = True  # every process stops at this same step
   except KeyboardInterrupt:
     logging.warning("Interrupted at step %d: saving a checkpoint.", step)
@@ -242,7 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     guard.check([float(f) for f in jax.device_get(flags)], step)
     _save_unless_saved(manager, step, state, train_iter)
     manager.wait_until_finished()
-    logging.info("Stopped at step %d on request; resume with the same command.", step)
+    logging.warning("Stopped at step %d on request (checkpoint saved); resume with the "
+                    "same command.", step)
     return {}
   result = evaluate.evaluate_state(config, evaluator, state, step, workdir,
                                    writer=writer, write_files=True)
