@@ -69,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every=0,             # 0: only at the end
       checkpoint_every=100,
       keep_checkpoints=3,
+      profile=False,            # True: a jax.profiler trace of 5 steps in the workdir (clu Profile)
       skip_nonfinite=0,         # 0: stop at the first NaN/inf step; n: skip such batches, stop after n in a row
   ))
 

@@ -203,21 +203,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluator = evaluate.Evaluator(config, model, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
   num_steps = config.train.num_steps
-  reporter = writers.ProgressReporter(num_steps, writer) if is_main else None
+  periodic_actions = writers.periodic_actions()
+  # Steps/s, ETA and the share of time in each timed(...) section (data,
+  # train_step, eval, checkpoint) in every progress line: input- or compute-bound.
+  report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.train.log_every,
+      every_secs=None)
+  hooks = [report]
+  if config.train.profile and is_main:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5,
+                                          first_profile=initial_step + 10))
   stop = _StopRequested()
   history, flags = [], []
   step = initial_step
   try:
     while step < num_steps and not stop.requested:
-      batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = step_fn(state, batch)
+      with report.timed("data", wait_jax_async_dispatch=False):
+        batch = parallel.global_batch(next(train_iter), mesh)
+      with report.timed("train_step"):
+        state, step_metrics = step_fn(state, batch)
       history.append(step_metrics)
       flags.append(step_metrics["nonfinite"])
       step += 1
-      if reporter is not None:
-        reporter(step)
+      for hook in hooks:
+        hook(step)
       is_last = step == num_steps
-      is_save = step % config.train.checkpoint_every == 0 or is_last
+      is_save = manager.should_save(step) or is_last
       if step % config.train.log_every == 0 or is_last or is_save:
         # Never log or save past a diverged step (the flag covers the new state).
         guard.check([float(f) for f in jax.device_get(flags)], step)
@@ -229,10 +240,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary["skipped_steps"] = float(guard.skipped)
         writer.write_scalars(step, summary)
       if config.train.eval_every and step % config.train.eval_every == 0 and not is_last:
-        evaluate.evaluate_state(config, evaluator, state, step, workdir,
-                                writer=writer, write_files=False)
+        with report.timed("eval"):
+          evaluate.evaluate_state(config, evaluator, state, step, workdir,
+                                  writer=writer, write_files=False)
       if is_save:
-        checkpointing.save(manager, step, state, train_iter)
+        with report.timed("checkpoint"):
+          checkpointing.save(manager, step, state, train_iter, force=is_last)
       if jax.process_count() > 1 and manager.reached_preemption(step):
         logging.warning("Preemption notice: every process stops at step %d.", step)
         stop.requested = True  # every process stops at this same step
