@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from vqjax import checkpointing, evaluate, input_pipeline, metrics, parallel, writers
+from vqjax import checkpointing, evaluate, input_pipeline, losses, metrics, parallel, writers
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
 from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
-                         create_train_state, learning_rate_schedule)
+                         create_train_state, learning_rate_scale, learning_rate_schedule)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,46 +38,61 @@ def level_metrics(levels: dict) -> dict[str, jax.Array]:
           for name, aux in levels.items() for key, value in aux["metrics"].items()}
 
 
-def train_step(state: TrainState, batch: dict, *,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
-  """One step: loss = MSE(x, x_hat) + quantizer losses; Adam on params; EMA on codebooks.
+def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
+               reconstruction_loss: str = "mse") -> tuple[TrainState, dict]:
+  """One step: loss = reconstruction + quantizer losses; Adam on params; EMA on codebooks.
 
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
-  MSE is the mean over pixels and channels of the [-1, 1] images; `psnr` is on
-  [0, 1]. `nonfinite` is 1.0 when the loss, a gradient, or the new params or
+  The reconstruction term is `losses.reconstruction_loss(reconstruction_loss,
+  ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
+  'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
+  Logged: loss, mse, reconstruction, every quantizer loss term, psnr (on [0, 1]),
+  grad_norm, lr_scale (reduce_on_plateau; 1 otherwise), nonfinite and the
+  quantizers' metrics per level. PRNG streams: 'codebook' = fold_in(rng, step)
+  (EMA init / reset), 'sample' = fold_in of that key with 1 (Gumbel noise).
+  `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
   """
   x = input_pipeline.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
+  rngs = {COLLECTION: key, "sample": jax.random.fold_in(key, 1)}
 
   def loss_fn(params):
     (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
-        mutable=[COLLECTION], rngs={COLLECTION: key}, step=state.step)
+        mutable=[COLLECTION], rngs=rngs, step=state.step)
     mse = jnp.mean((x - x_hat) ** 2)
-    return mse + sum(aux["losses"].values()), (x_hat, aux, updates[COLLECTION], mse)
+    recon = mse if reconstruction_loss == "mse" else losses.reconstruction_loss(
+        reconstruction_loss, x, x_hat, params.get(losses.DECODER_LOG_VAR))
+    return recon + sum(aux["losses"].values()), (
+        x_hat, aux, updates.get(COLLECTION, {}), mse, recon)
 
-  (loss, (x_hat, aux, codebook, mse)), grads = jax.value_and_grad(
+  (loss, (x_hat, aux, codebook, mse, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, codebook=codebook)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+  new_state = state.replace(step=state.step + 1,
+                            params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state, codebook=codebook)
   grad_norm = optax.tree.norm(grads)
   finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   step_metrics = dict(
-      loss=loss, mse=mse, **aux["losses"],
+      loss=loss, mse=mse, reconstruction=recon, **aux["losses"],
       psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
-      grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32),
+      grad_norm=grad_norm, lr_scale=learning_rate_scale(opt_state),
+      nonfinite=1.0 - finite.astype(jnp.float32),
       **level_metrics(aux["levels"]))
   return new_state, step_metrics
 
 
-def jit_train_step(mesh, *, skip_nonfinite: bool = False):
+def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse"):
   """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite),
+  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite,
+                                   reconstruction_loss=reconstruction_loss),
                  in_shardings=(repl, data), out_shardings=(repl, repl),
                  donate_argnums=0)
 
@@ -199,7 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           if isinstance(v, (int, float, str, bool))})
   state = parallel.replicate(state, mesh)
 
-  step_fn = jit_train_step(mesh, skip_nonfinite=config.train.skip_nonfinite > 0)
+  step_fn = jit_train_step(
+      mesh, skip_nonfinite=config.train.skip_nonfinite > 0,
+      reconstruction_loss=config.train.get("reconstruction_loss", "mse"))
   evaluator = evaluate.Evaluator(config, model, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
   num_steps = config.train.num_steps
