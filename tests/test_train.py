@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,12 +55,8 @@ def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   restored, fresh_it = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config), template, fresh_it,
       sharding=parallel.replicated(mesh))
-  leaves_a, tree_a = jax.tree.flatten(jax.device_get(state))
-  leaves_b, tree_b = jax.tree.flatten(jax.device_get(restored))
-  assert tree_a == tree_b
-  for a, b in zip(leaves_a, leaves_b):
-    assert a.dtype == b.dtype
-    np.testing.assert_array_equal(a, b)
+  # Same structure, dtypes and bits (chex checks all three).
+  chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(restored), strict=True)
   np.testing.assert_array_equal(next(fresh_it)["image"], expected_next)
 
 
@@ -79,8 +76,8 @@ def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
     manager = checkpointing.create_manager(str(tmp_path / name), config, read_only=True)
     states.append(checkpointing.restore_state(manager, abstract)[0])
   assert int(states[0].step) == int(states[1].step) == 6
-  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  chex.assert_trees_all_close(jax.device_get(states[0]), jax.device_get(states[1]),
+                              atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["single", "hierarchical"])
