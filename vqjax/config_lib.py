@@ -97,11 +97,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       num_steps=300,
+      num_epochs=0,             # > 0: train this many epochs instead (steps from the data size)
       learning_rate=3e-4,       # Adam
       lr_decay_rate=0.99,       # exponential decay per epoch
       steps_per_epoch=0,        # 0: examples per epoch / global batch (see README)
       log_every=10,
       eval_every=0,             # 0: only at the end
+      eval_every_epochs=0,      # > 0: evaluate every this many epochs instead
       checkpoint_every=100,
       keep_checkpoints=3,
       profile=False,            # True: a jax.profiler trace of 5 steps in the workdir (clu Profile)
@@ -136,11 +138,9 @@ def paper_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 512
   c.data.num_workers = 16
   c.eval.batch_size = 256
-  imagenet_train_images = 1_281_167
-  c.train.steps_per_epoch = imagenet_train_images // c.data.batch_size
-  c.train.num_steps = 300 * c.train.steps_per_epoch
+  c.train.num_epochs = 300        # steps from the train split's size (state.resolve_durations)
+  c.train.eval_every_epochs = 10
   c.train.log_every = 100
-  c.train.eval_every = 10 * c.train.steps_per_epoch
   c.train.checkpoint_every = 2000
   return c
 
@@ -201,14 +201,43 @@ def apply_hqvae_options(config: ml_collections.ConfigDict,
   if "noreset" in options:
     m.reset_threshold = 0.0
   if "smoke" in options:
-    m.channels, m.code_dim, m.num_res_blocks = 8, 8, 1
-    config.data = input_pipeline.default_data_config()
-    config.data.image_size = 32
-    config.data.batch_size = config.eval.batch_size = 8
-    t.num_steps, t.log_every, t.checkpoint_every, t.eval_every = 2, 1, 2, 0
-    m.sq_tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
-    config.eval.num_grid_images = 4
+    smoke(config)
   return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks `config` in place to its smoke size (big_vision's `runlocal`).
+
+  2 steps at tiny width on 32x32 crops of the built-in photos (any data set
+  of the config is replaced, so it runs offline in seconds on CPU); model
+  kind, quantizer and the other options stay as configured. Every config
+  file offers it as `get_config('smoke')` (tests/test_configs.py trains each).
+  """
+  m, t = config.model, config.train
+  if m.kind in HQVAE_KINDS:
+    m.channels, m.code_dim, m.num_res_blocks = 8, 8, 1
+  else:
+    m.channels = 16
+  config.data = input_pipeline.default_data_config()
+  config.data.image_size = 32
+  config.data.batch_size = config.eval.batch_size = 8
+  t.num_steps, t.log_every, t.checkpoint_every, t.eval_every = 2, 1, 2, 0
+  t.num_epochs = t.eval_every_epochs = 0
+  t.steps_per_epoch = 0
+  if "sq_tau_rate" in m:
+    m.sq_tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
+  config.eval.num_grid_images = 4
+  return config
+
+
+def config_options(arg: str | None, allowed: tuple[str, ...], path: str) -> list[str]:
+  """'a,b' -> ['a', 'b'] for `get_config(arg)`; unknown options are an error."""
+  options = [o.strip() for o in (arg or "").split(",") if o.strip()]
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise ValueError(f"{path}: unknown option(s) {unknown}; choose from {allowed}, "
+                     f"e.g. --config={path}:{allowed[0]}.")
+  return options
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -264,7 +293,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"{t.plateau_patience} and plateau_rtol={t.plateau_rtol} >= 0.")
   need(0 <= t.get("adam_b2", 0.999) < 1, f"train.adam_b2={t.get('adam_b2')} must be in [0, 1).")
   need(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be >= 1.")
-  need(t.num_steps >= 1, f"train.num_steps={t.num_steps} must be >= 1.")
+  need(t.num_steps >= 1 or t.get("num_epochs", 0) >= 1,
+       f"train.num_steps={t.num_steps} must be >= 1 (or set train.num_epochs).")
   need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
   need(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate={t.lr_decay_rate} must be in (0, 1].")
   need(t.skip_nonfinite >= 0, f"train.skip_nonfinite={t.skip_nonfinite} must be >= 0 "

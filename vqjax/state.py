@@ -43,6 +43,26 @@ def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   return max(1, math.ceil(examples / config.data.batch_size))
 
 
+def resolve_durations(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy with train.num_epochs / eval_every_epochs turned into steps.
+
+  The one place where epochs become steps: `steps_per_epoch(config)` steps
+  per epoch (config.train.steps_per_epoch, else the train split's size over
+  the global batch). Configs without epochs are returned unchanged.
+  """
+  t = config.train
+  if not t.get("num_epochs", 0) and not t.get("eval_every_epochs", 0):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  per_epoch = steps_per_epoch(config)
+  if config.train.num_epochs:
+    config.train.num_steps = config.train.num_epochs * per_epoch
+  if config.train.eval_every_epochs:
+    config.train.eval_every = config.train.eval_every_epochs * per_epoch
+  config.train.num_epochs = config.train.eval_every_epochs = 0
+  return config
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """learning_rate * lr_decay_rate ** epoch, the epoch counted in whole epochs."""
   return optax.exponential_decay(

@@ -39,8 +39,10 @@ def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
   path = os.path.join(workdir, "eval", "metrics.json")
   if not os.path.exists(path):
     return False
+  from vqjax import state  # pylint: disable=import-outside-toplevel
   with open(path) as f:
-    return int(json.load(f).get("checkpoint_step", -1)) >= config.train.num_steps
+    step = int(json.load(f).get("checkpoint_step", -1))
+  return step >= state.resolve_durations(config).train.num_steps
 
 
 def run_one(config: ml_collections.ConfigDict, workdir: str, train_fn=None) -> bool:

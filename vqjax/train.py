@@ -22,7 +22,8 @@ from vqjax import checkpointing, evaluate, input_pipeline, losses, metrics, para
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
 from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
-                         create_train_state, learning_rate_scale, learning_rate_schedule)
+                         create_train_state, learning_rate_scale, learning_rate_schedule,
+                         resolve_durations)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -183,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the evaluation metrics (also written to workdir/eval/metrics.json).
   """
+  config = resolve_durations(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
