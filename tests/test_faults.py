@@ -312,3 +312,46 @@ def test_preemption_of_one_process_stops_all_at_the_same_step(tmp_path):
   assert stopped[0] and stopped[0] == stopped[1], stopped
   assert "resume with the same command" in texts[0]
   assert saved_steps(tmp_path / "run") == [int(stopped[0][0])]  # saved once
+
+
+# -- compilation cache ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compilation_cache_switch_and_cached_runs_are_bit_identical(tmp_path):
+  import chex
+  import re
+  config_file = _config_file(tmp_path, checkpoint_every=4)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  cache = tmp_path / "cache"
+
+  def run(name, cache_dir):
+    out = subprocess.run(
+        [sys.executable, "-m", "vqjax.main", f"--config={config_file}",
+         f"--workdir={tmp_path / name}", f"--config.compilation_cache_dir={cache_dir}",
+         "--config.train.num_steps=4"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return float(re.search(r"First train step done ([\d.]+) s", out.stderr).group(1))
+
+  run("uncached", "")
+  assert not cache.exists()                      # off: nothing written
+  cold = run("cold", str(cache))
+  entries = set(os.listdir(cache))
+  assert entries                                 # on: the compiled programs are stored
+  warm = run("warm", str(cache))
+  assert set(os.listdir(cache)) == entries       # ... and reused, not compiled again
+  assert warm < cold, (cold, warm)
+
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.train.num_steps = 4
+  states = [jax.device_get(_final_state(tmp_path / name, config))
+            for name in ("uncached", "cold", "warm")]
+  for other in states[1:]:
+    chex.assert_trees_all_equal(states[0].params, other.params)
+    chex.assert_trees_all_equal(states[0].codebook, other.codebook)
+    chex.assert_trees_all_equal(states[0].opt_state, other.opt_state)

@@ -92,6 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
   """Everything but the model: data, optimizer, schedule, cadences, eval."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # JAX's persistent compilation cache for main/sweep runs ('' = off): a
+  # second launch with the same shapes skips compilation.
+  c.compilation_cache_dir = "~/.cache/vqjax/jax_cache"
 
   c.data = input_pipeline.default_data_config()  # builtin photos, 64x64, batch 32
 

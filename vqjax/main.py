@@ -52,6 +52,7 @@ def main(argv):
   config_lib.validate(config)
   if not _COORDINATOR.value:
     parallel.configure_cpu_devices(config, _CPU_DEVICES.value)
+  parallel.configure_compilation_cache(config.compilation_cache_dir)
   parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
   if jax.process_index() != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -184,6 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the evaluation metrics (also written to workdir/eval/metrics.json).
   """
+  started = time.monotonic()
   config = resolve_durations(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.batch_size, mesh)
@@ -244,6 +246,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       history.append(step_metrics)
       flags.append(step_metrics["nonfinite"])
       step += 1
+      if step == initial_step + 1:
+        jax.block_until_ready(step_metrics)
+        logging.info("First train step done %.1f s after start (compilation or the "
+                     "compilation cache included).", time.monotonic() - started)
       for hook in hooks:
         hook(step)
       is_last = step == num_steps
