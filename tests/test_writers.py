@@ -181,3 +181,31 @@ def test_clu_report_progress_without_tensorflow_logs_timed_sections(absl_info):
   notes = [r.getMessage() for r in absl_info.records if "work unit notes" in r.getMessage()]
   assert notes and "2.0 steps/s" in notes[-1] and "100.0% (4/4)" in notes[-1]
   assert "% data" in notes[-1]
+
+
+def test_evaluation_writes_the_grid_and_code_histograms_to_tensorboard(tmp_path):
+  from conftest import tiny_config
+  from vqjax import evaluate
+  config = tiny_config("single")
+  grid = (np.zeros((4, 32, 32, 3), np.float32), np.ones((4, 32, 32, 3), np.float32))
+  counts = {"codes": np.array([5, 0, 0, 3] + [0] * 28)}
+
+  class FakeEvaluator:
+    def __call__(self, params, codebook):
+      return (np.full(4, 20.0), np.full(4, 0.01), counts, grid,
+              {"ssim": np.full(4, 0.5), "levels": {}})
+
+  class State:
+    params = codebook = None
+
+  writer = writers.TensorboardXWriter(tmp_path)
+  evaluate.evaluate_state(config, FakeEvaluator(), State(), 7, str(tmp_path),
+                          writer=writer, write_files=False)
+  writer.close()
+  values = {v.tag: (e.step, v) for e in read_events(tmp_path) for v in e.summary.value}
+  step, image = values["eval/reconstructions"]
+  # 4 tiles of 32 with 2-pixel padding: 2 * 32 + 3 * 2 high, 4 * 32 + 5 * 2 wide.
+  assert step == 7 and (image.image.height, image.image.width) == (70, 138)
+  step, histo = values["eval/codes/uses_per_code"]
+  assert step == 7 and histo.histo.num == 32 and histo.histo.sum == 8.0
+  assert values["eval/psnr"][1].simple_value == pytest.approx(20.0)

@@ -199,6 +199,12 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
         if key in v:
           scalars[f"eval/{name}/{key}"] = v[key]
     writer.write_scalars(step, scalars)
+    # TensorBoard at every evaluation: originals over reconstructions, and per
+    # level the distribution of uses per code (a collapsed codebook piles up at 0).
+    writer.write_images(step, {"eval/reconstructions": plots.reconstruction_grid(
+        *grid, max_images=config.eval.num_grid_images)[None]})
+    writer.write_histograms(step, {f"eval/{name}/uses_per_code": c
+                                   for name, c in counts.items()})
   if write_files and jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
