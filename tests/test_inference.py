@@ -110,7 +110,8 @@ def test_out_of_range_code_names_the_level_and_range(run):
   for bad in (k, -1):
     broken = {n: c.copy() for n, c in codes.items()}
     broken[level][1, 0, 0] = bad
-    with pytest.raises(ValueError, match=rf"index {bad} out of range in level '{level}'.*0 \.\. {k - 1}"):
+    message = rf"index {bad} out of range in level '{level}'.*0 \.\. {k - 1}"
+    with pytest.raises(ValueError, match=message):
       model.decode(broken)
   with pytest.raises(ValueError, match="lack level"):
     model.decode({})

@@ -190,9 +190,9 @@ class Model:
     for start in range(0, n, self.batch_size):
       chunk = jax.tree.map(lambda a: a[start:start + self.batch_size], tree)
       k = jax.tree.leaves(chunk)[0].shape[0]
-      pad = lambda a: np.concatenate(
-          [a, np.zeros((self.batch_size - k,) + a.shape[1:], a.dtype)]) if k < self.batch_size else a
-      out = fn(self.variables, jax.tree.map(pad, chunk))
+      pad = lambda a: np.concatenate(  # zero rows up to batch_size (results dropped)
+          [a, np.zeros((self.batch_size - k,) + a.shape[1:], a.dtype)])
+      out = fn(self.variables, jax.tree.map(pad, chunk) if k < self.batch_size else chunk)
       outs.append(jax.tree.map(lambda a: np.asarray(a)[:k], out))
     if not outs:
       raise ValueError("got an empty batch (N = 0).")
