@@ -236,6 +236,8 @@ def reconstruct_images(config, workdir: str) -> str:
     for path, image in chunk:  # one padded batch per image size
       groups.setdefault(image.shape, []).append((path, image))
     for group in groups.values():
+      # Each image size compiles anyway: no zero rows for a lone image of its size.
+      model.batch_size = len(group)
       recons = model.reconstruct(np.stack([image for _, image in group]))
       for (path, image), recon in zip(group, recons):
         rel = os.path.relpath(path, root)
