@@ -73,6 +73,8 @@ def _paper_config(model_name: str, dtype: str, batch_per_device: int, num_device
   config = importlib.import_module(f"configs.{MODELS[model_name]}").get_config()
   config.model.dtype = dtype
   config.data.batch_size = batch_per_device * num_devices
+  # No ImageNet here: the schedule's epoch length from the known split size.
+  config.train.steps_per_epoch = 1_281_167 // config.data.batch_size
   config_lib.validate(config)
   return config
 

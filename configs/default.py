@@ -13,7 +13,8 @@ crop gets a random hue rotation and channel order (data.color_augment, 'auto'
 from vqjax import config_lib
 
 
-def get_config():
+def get_config(arg=None):
+  options = config_lib.config_options(arg, ("smoke",), "configs/default.py")
   config = config_lib.base_config()
   config.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8,
                                          image_size=config.data.image_size)
@@ -26,4 +27,4 @@ def get_config():
   config.train.log_every = 25
   config.train.checkpoint_every = 200
   config.train.eval_every = 200           # validation PSNR in the log at 200, 400 (and 600)
-  return config
+  return config_lib.smoke(config) if "smoke" in options else config

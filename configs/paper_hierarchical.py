@@ -9,7 +9,8 @@ or the VQ-VAE-2 conditioned bottom: `--config.model.conditioned=True`.
 from vqjax import config_lib
 
 
-def get_config():
+def get_config(arg=None):
+  options = config_lib.config_options(arg, ("smoke",), "configs/paper_hierarchical.py")
   config = config_lib.paper_config()
   config.model = config_lib.hierarchical_model(num_codes=4096, code_dim=8)
-  return config
+  return config_lib.smoke(config) if "smoke" in options else config

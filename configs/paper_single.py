@@ -7,8 +7,9 @@ Derived from the hierarchical model of configs/paper_hierarchical.py by Eq. 4
 from vqjax import config_lib
 
 
-def get_config():
+def get_config(arg=None):
+  options = config_lib.config_options(arg, ("smoke",), "configs/paper_single.py")
   config = config_lib.paper_config()
   config.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8,
                                          image_size=config.data.image_size)
-  return config
+  return config_lib.smoke(config) if "smoke" in options else config

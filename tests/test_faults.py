@@ -190,3 +190,168 @@ def test_unknown_config_key_names_the_closest_valid_one(tmp_path):
       "error: unknown config key --config.model.num_code; the closest valid key is "
       "--config.model.num_codes.")
   assert "Traceback" not in out.stderr
+
+
+# -- kill -9 ------------------------------------------------------------------------------
+
+
+def _config_file(tmp_path, checkpoint_every: int):
+  path = tmp_path / "tiny.py"
+  path.write_text(
+      "import sys\nsys.path.insert(0, %r)\nfrom conftest import tiny_config\n"
+      "def get_config():\n  c = tiny_config('single')\n  c.train.num_steps = 12\n"
+      "  c.train.log_every = 1\n  c.train.checkpoint_every = %d\n  return c\n"
+      % (os.path.join(REPO, "tests"), checkpoint_every))
+  return path
+
+
+def _final_state(workdir, config):
+  from vqjax import models, state as state_lib
+  model = models.create_model(config.model)
+  tx = state_lib.create_optimizer(config)
+  abstract = jax.eval_shape(lambda: state_lib.create_train_state(model, tx, 32, 0))
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # saved on 2
+  abstract = checkpointing.abstract_like(abstract, one_device)
+  manager = checkpointing.create_manager(str(workdir), config, read_only=True)
+  return checkpointing.restore_state(manager, abstract)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint_every", [1, 5])  # kills inside a save / inside steps
+def test_kill_9_then_the_same_command_ends_bit_identical(tmp_path, checkpoint_every):
+  import re
+  import signal
+  import chex
+  config_file = _config_file(tmp_path, checkpoint_every)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+
+  def command(workdir):
+    return [sys.executable, "-m", "vqjax.main", f"--config={config_file}",
+            f"--workdir={workdir}"]
+
+  straight = subprocess.run(command(tmp_path / "straight"), env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+
+  rng = np.random.default_rng(checkpoint_every)
+  kill_after = int(rng.integers(checkpoint_every + 1, 11))  # a random step after a save
+  proc = subprocess.Popen(command(tmp_path / "killed"), env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in proc.stdout:
+    found = re.search(r"\] \[(\d+)\] .*loss=", line)
+    if found and int(found.group(1)) >= kill_after:
+      break
+  # With a save every step an asynchronous write is almost always in flight here.
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  # Only finalized checkpoints count: a save cut by the kill is a temporary
+  # directory that orbax never lists (nor restores).
+  finished = saved_steps(tmp_path / "killed")
+  assert not finished or max(finished) <= kill_after
+
+  again = subprocess.run(command(tmp_path / "killed"), env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  if finished:
+    assert f"Resumed from checkpoint at step {max(finished)}" in again.stderr
+  else:  # killed before its first save was finalized: starts again from scratch
+    assert "Resumed from checkpoint" not in again.stderr
+
+  from ml_collections import config_flags  # noqa: F401  (the config file's own import path)
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  a = _final_state(tmp_path / "straight", config)
+  b = _final_state(tmp_path / "killed", config)
+  assert int(a.step) == int(b.step) == 12
+  chex.assert_trees_all_equal(jax.device_get(a.params), jax.device_get(b.params))
+  chex.assert_trees_all_equal(jax.device_get(a.opt_state), jax.device_get(b.opt_state))
+  chex.assert_trees_all_equal(jax.device_get(a.codebook), jax.device_get(b.codebook))
+
+
+# -- preemption on several processes ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_preemption_of_one_process_stops_all_at_the_same_step(tmp_path):
+  import re
+  import signal
+  import socket
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  config_file = tmp_path / "tiny.py"
+  config_file.write_text(
+      "import sys\nsys.path.insert(0, %r)\nfrom conftest import tiny_config\n"
+      "def get_config():\n  c = tiny_config('single')\n  c.train.num_steps = 100000\n"
+      "  c.train.log_every = 1\n  c.train.checkpoint_every = 100000\n  return c\n"
+      % os.path.join(REPO, "tests"))
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  logs = [tmp_path / f"process{i}.log" for i in range(2)]
+  procs = []
+  for i in range(2):
+    cmd = [sys.executable, "-m", "vqjax.main", f"--config={config_file}",
+           f"--workdir={tmp_path / 'run'}", f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2", f"--process_id={i}"]
+    procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(logs[i], "w"),
+                                  stderr=subprocess.STDOUT))
+  deadline = time.time() + 300
+  while time.time() < deadline and not re.search(r"\] \[3\] .*loss=", logs[0].read_text()):
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)  # only process 1 is told
+  for proc in procs:
+    proc.wait(timeout=300)
+  texts = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [0, 0], texts[1][-3000:]
+  stopped = [re.findall(r"Stopped at step (\d+) on request", t) for t in texts]
+  assert stopped[0] and stopped[0] == stopped[1], stopped
+  assert "resume with the same command" in texts[0]
+  assert saved_steps(tmp_path / "run") == [int(stopped[0][0])]  # saved once
+
+
+# -- compilation cache ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_compilation_cache_switch_and_cached_runs_are_bit_identical(tmp_path):
+  import chex
+  import re
+  config_file = _config_file(tmp_path, checkpoint_every=4)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  cache = tmp_path / "cache"
+
+  def run(name, cache_dir):
+    out = subprocess.run(
+        [sys.executable, "-m", "vqjax.main", f"--config={config_file}",
+         f"--workdir={tmp_path / name}", f"--config.compilation_cache_dir={cache_dir}",
+         "--config.train.num_steps=4"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return float(re.search(r"First train step done ([\d.]+) s", out.stderr).group(1))
+
+  run("uncached", "")
+  assert not cache.exists()                      # off: nothing written
+  cold = run("cold", str(cache))
+  entries = set(os.listdir(cache))
+  assert entries                                 # on: the compiled programs are stored
+  warm = run("warm", str(cache))
+  assert set(os.listdir(cache)) == entries       # ... and reused, not compiled again
+  assert warm < cold, (cold, warm)
+
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("tiny", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.train.num_steps = 4
+  states = [jax.device_get(_final_state(tmp_path / name, config))
+            for name in ("uncached", "cold", "warm")]
+  for other in states[1:]:
+    chex.assert_trees_all_equal(states[0].params, other.params)
+    chex.assert_trees_all_equal(states[0].codebook, other.codebook)
+    chex.assert_trees_all_equal(states[0].opt_state, other.opt_state)

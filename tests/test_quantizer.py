@@ -406,8 +406,7 @@ def test_jit_traces_once_over_12_steps_and_eval_is_frozen():
   before = jax.tree.map(np.asarray, variables)
   (_, _), after = vq.apply(variables, jnp.asarray(rng.normal(size=(64, 2)), jnp.float32),
                            train=False, mutable=["codebook"])
-  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
-    np.testing.assert_array_equal(a, np.asarray(b))
+  chex.assert_trees_all_equal(before, jax.device_get(after))
 
 
 def test_bad_hyperparameters_fail_clearly():

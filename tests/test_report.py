@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqjax import config_lib, report, sweep
+from vqjax import config_lib, report, sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,15 +24,15 @@ def default_config(kind: str = "single"):
 
 
 def sweep_configs(sweep_file: str, base) -> dict:
-  return {sweep.member_name(m): sweep.apply_overrides(base, m)
-          for m in sweep.load_sweep(os.path.join(REPO, "configs/sweeps", sweep_file), base)}
+  return {sweep_spec.member_name(m): sweep_spec.apply_overrides(base, m)
+          for m in sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps", sweep_file), base)}
 
 
 def write_run(path, config, *, psnr=(30.0, 3.0), mse=(0.001, 0.0005), ppl=None, step=None,
               seed=None):
   """A run dir: config.json, eval/metrics.json with these numbers, code histograms."""
   os.makedirs(os.path.join(path, "eval"), exist_ok=True)
-  config = sweep.apply_overrides(config, {})
+  config = sweep_spec.apply_overrides(config, {})
   if seed is not None:
     config.seed = seed
   with open(os.path.join(path, "config.json"), "w") as f:

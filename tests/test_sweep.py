@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib, sweep
+from vqjax import config_lib, sweep, sweep_spec
 
 from conftest import tiny_config
 
@@ -17,11 +17,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_table1_sweep_matches_the_paper_rows():
   config = tiny_config("single")
-  members = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/table1.py"), config)
+  members = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/table1.py"), config)
   pairs = [(m["model.code_dim"], m["model.num_codes"]) for m in members]
   assert pairs == [(8, 1024), (8, 2048), (8, 4096), (8, 8192),
                    (16, 8192), (32, 8192), (64, 8192), (128, 8192)]
-  hier = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/table1.py"),
+  hier = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/table1.py"),
                           tiny_config("hierarchical"))
   for s, h in zip(members, hier):  # Eq. 5: K_s D_s = 2 K_h D_h
     assert s["model.num_codes"] * s["model.code_dim"] == 2 * h["model.num_codes"] * h["model.code_dim"]
@@ -30,8 +30,8 @@ def test_table1_sweep_matches_the_paper_rows():
 @pytest.mark.parametrize("base_kind", ["hierarchical", "single"])
 def test_figure1_sweep_has_both_architectures_at_each_stage(base_kind):
   base = tiny_config(base_kind)
-  members = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure1.py"), base)
-  configs = {m["name"]: sweep.apply_overrides(base, m) for m in members}
+  members = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure1.py"), base)
+  configs = {m["name"]: sweep_spec.apply_overrides(base, m) for m in members}
   assert sorted(configs) == sorted(f"{a}_{s}" for a in ("hier", "single")
                                    for s in ("none", "init", "reset", "lowdim"))
   # (codebook_init, reset_threshold, D) per stage, as the paper adds them.
@@ -51,23 +51,23 @@ def test_figure1_sweep_has_both_architectures_at_each_stage(base_kind):
 
 
 def test_figure2_sweep_is_the_single_level_grid():
-  members = sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
+  members = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
                              tiny_config("single"))
   grid = {(m["model.num_codes"], m["model.code_dim"]) for m in members}
   assert grid == {(k, d) for k in (1024, 2048, 4096, 8192) for d in (8, 16, 32, 64, 128)}
   assert len(members) == 20
   with pytest.raises(ValueError, match="single-level"):
-    sweep.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
+    sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"),
                      tiny_config("hierarchical"))
 
 
 def test_overrides_apply_to_a_copy_and_unknown_keys_fail():
   config = tiny_config("single")
-  new = sweep.apply_overrides(config, {"name": "x", "model.num_codes": 17, "train.num_steps": 3})
+  new = sweep_spec.apply_overrides(config, {"name": "x", "model.num_codes": 17, "train.num_steps": 3})
   assert (new.model.num_codes, new.train.num_steps) == (17, 3)
   assert config.model.num_codes != 17
   with pytest.raises(KeyError, match="model.num_code"):
-    sweep.apply_overrides(config, {"model.num_code": 3})
+    sweep_spec.apply_overrides(config, {"model.num_code": 3})
 
 
 def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
@@ -112,38 +112,38 @@ def _two_members():
 
 
 def test_seeds_give_one_workdir_and_seed_per_member_and_seed(tmp_path):
-  runs = sweep.expand_runs(_two_members(), sweep.parse_seeds("0,1,2"))
+  runs = sweep_spec.expand_runs(_two_members(), sweep_spec.parse_seeds("0,1,2"))
   # Member-major, so a SLURM array index covers (member, seed).
   assert [(r.name, r.seed, r.subdir) for r in runs] == [
       ("k16", 0, "k16/seed0"), ("k16", 1, "k16/seed1"), ("k16", 2, "k16/seed2"),
       ("k8", 0, "k8/seed0"), ("k8", 1, "k8/seed1"), ("k8", 2, "k8/seed2")]
   base = tiny_config("single")
   base.seed = 7
-  configs = [sweep.run_config(base, r) for r in runs]
+  configs = [sweep_spec.run_config(base, r) for r in runs]
   assert [(c.seed, c.model.num_codes) for c in configs] == [
       (0, 16), (1, 16), (2, 16), (0, 8), (1, 8), (2, 8)]
   # Without --seeds: the old layout and the config's own seed.
-  plain = sweep.expand_runs(_two_members(), sweep.parse_seeds(""))
-  assert [(r.subdir, sweep.run_config(base, r).seed) for r in plain] == [("k16", 7), ("k8", 7)]
-  assert [r.name for r in sweep.expand_runs(
-      sweep.select_members(_two_members(), ["k8"]), [3])] == ["k8"]
+  plain = sweep_spec.expand_runs(_two_members(), sweep_spec.parse_seeds(""))
+  assert [(r.subdir, sweep_spec.run_config(base, r).seed) for r in plain] == [("k16", 7), ("k8", 7)]
+  assert [r.name for r in sweep_spec.expand_runs(
+      sweep_spec.select_members(_two_members(), ["k8"]), [3])] == ["k8"]
   with pytest.raises(ValueError, match="unknown"):
-    sweep.select_members(_two_members(), ["k4"])
+    sweep_spec.select_members(_two_members(), ["k4"])
   with pytest.raises(ValueError, match="distinct"):
-    sweep.parse_seeds("1,1")
+    sweep_spec.parse_seeds("1,1")
 
 
 def test_distinct_seeds_give_distinct_first_training_batches():
   from vqjax import input_pipeline
-  runs = sweep.expand_runs(_two_members()[:1], [0, 1])
+  runs = sweep_spec.expand_runs(_two_members()[:1], [0, 1])
   first = []
   for r in runs:
-    config = sweep.run_config(tiny_config("single"), r)
+    config = sweep_spec.run_config(tiny_config("single"), r)
     loader = input_pipeline.create_train_loader(config.data, seed=config.seed)
     first.append(np.asarray(next(iter(loader))["image"]))
   assert first[0].shape == first[1].shape == (8, 32, 32, 3)
   assert not np.array_equal(first[0], first[1])
-  again = sweep.run_config(tiny_config("single"), runs[0])
+  again = sweep_spec.run_config(tiny_config("single"), runs[0])
   same = next(iter(input_pipeline.create_train_loader(again.data, seed=again.seed)))
   np.testing.assert_array_equal(np.asarray(same["image"]), first[0])
 
@@ -151,7 +151,7 @@ def test_distinct_seeds_give_distinct_first_training_batches():
 def test_finished_runs_are_skipped_and_the_rest_train_with_config_json(tmp_path):
   base = tiny_config("single")
   base.train.num_steps = 6
-  runs = sweep.expand_runs(_two_members(), [0, 1])
+  runs = sweep_spec.expand_runs(_two_members(), [0, 1])
   done = tmp_path / "k16" / "seed1" / "eval"
   os.makedirs(done)
   (done / "metrics.json").write_text(json.dumps({"checkpoint_step": 6}))

@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,12 +55,8 @@ def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   restored, fresh_it = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config), template, fresh_it,
       sharding=parallel.replicated(mesh))
-  leaves_a, tree_a = jax.tree.flatten(jax.device_get(state))
-  leaves_b, tree_b = jax.tree.flatten(jax.device_get(restored))
-  assert tree_a == tree_b
-  for a, b in zip(leaves_a, leaves_b):
-    assert a.dtype == b.dtype
-    np.testing.assert_array_equal(a, b)
+  # Same structure, dtypes and bits (chex checks all three).
+  chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(restored), strict=True)
   np.testing.assert_array_equal(next(fresh_it)["image"], expected_next)
 
 
@@ -79,8 +76,8 @@ def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
     manager = checkpointing.create_manager(str(tmp_path / name), config, read_only=True)
     states.append(checkpointing.restore_state(manager, abstract)[0])
   assert int(states[0].step) == int(states[1].step) == 6
-  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  chex.assert_trees_all_close(jax.device_get(states[0]), jax.device_get(states[1]),
+                              atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["single", "hierarchical"])
@@ -197,3 +194,72 @@ def test_bad_config_values_fail_with_the_field_name():
     config[section][key] = value
     with pytest.raises(ValueError, match=message):
       config_lib.validate(config)
+
+
+def trained_tiny_state(config, steps=2):
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
+  mesh = parallel.create_mesh()
+  state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
+  step = train.jit_train_step(mesh)
+  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  for _ in range(steps):
+    state, _ = step(state, parallel.global_batch(next(it), mesh))
+  return model, state, mesh
+
+
+def test_eval_histogram_counts_each_image_once_and_psnr_is_per_image(tmp_path):
+  config = tiny_config("single")
+  config.data.name = "folder"
+  config.data.train_dir = str(write_image_folder(tmp_path / "imgs", 5))
+  config.data.val_dir = config.data.train_dir
+  config.eval.batch_size = 4            # 5 images: the second batch has 3 padding rows
+  model, state, mesh = trained_tiny_state(config)
+  psnr, mse, counts, _ = evaluate.Evaluator(config, model, mesh)(state.params, state.codebook)
+  latent_positions = (32 // 4) ** 2
+  assert int(counts["codes"].sum()) == 5 * latent_positions
+  images = np.concatenate([b["image"][b["mask"]] for b in input_pipeline.create_eval_batches(
+      config.data, batch_size=4)])
+  assert images.shape == (5, 32, 32, 3)
+  want_psnr, want_codes = [], np.zeros(config.model.num_codes, np.int64)
+  for image in images:                 # one image at a time, PSNR in NumPy
+    x = image[None].astype(np.float32) / 127.5 - 1
+    x_hat, aux = model.apply({"params": state.params, "codebook": state.codebook}, x,
+                             train=False)
+    x01, y01 = image / 255.0, np.clip((np.asarray(x_hat[0], np.float64) + 1) / 2, 0, 1)
+    want_psnr.append(10 * np.log10(1 / np.mean((x01 - y01) ** 2)))
+    want_codes += np.bincount(np.asarray(aux["levels"]["codes"]["indices"]).ravel(),
+                              minlength=config.model.num_codes)
+  np.testing.assert_allclose(psnr, want_psnr, atol=1e-3)
+  np.testing.assert_array_equal(counts["codes"], want_codes)
+
+
+def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkeypatch):
+  import chex
+  from vqjax.quantizers import ema_vq
+  seen = []
+  real = ema_vq.squared_distances
+  monkeypatch.setattr(ema_vq, "squared_distances",
+                      lambda z, cb: seen.append((z.dtype, cb.dtype)) or real(z, cb))
+  config = tiny_config("hierarchical")
+  config.model.dtype = "bfloat16"
+  model, tx = create_model(config.model), state_lib.create_optimizer(config)
+  state = state_lib.create_train_state(model, tx, 32, 0)
+  step = jax.jit(chex.assert_max_traces(train.train_step, n=1))
+  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  for _ in range(3):
+    batch = next(it)
+    state, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"]))
+  assert seen and all(d == (jnp.float32, jnp.float32) for d in seen)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.codebook)
+             if jnp.issubdtype(x.dtype, jnp.floating))
+  # The same params and codebooks in float32 and bfloat16 on the same batch:
+  # the loss differs by bfloat16 rounding (8 bits of mantissa), under 5%.
+  x = input_pipeline.to_model_range(batch["image"])
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    x_hat, aux = create_model(config.model).apply(
+        {"params": state.params, "codebook": state.codebook}, x, train=False)
+    losses[dtype] = float(jnp.mean((x - x_hat) ** 2) + sum(aux["losses"].values()))
+  assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"], losses

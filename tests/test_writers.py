@@ -167,47 +167,45 @@ def test_create_writer_just_logging_writes_no_files(tmp_path, absl_info):
   assert not os.path.exists(tmp_path / "run")
 
 
-def test_format_duration():
-  assert writers.format_duration(0) == "0:00:00"
-  assert writers.format_duration(3725.4) == "1:02:05"
-  assert writers.format_duration(27 * 3600 + 189) == "27:03:09"
-  assert writers.format_duration(float("inf")) == "?"
+def test_clu_report_progress_without_tensorflow_logs_timed_sections(absl_info):
+  import sys
+  periodic_actions = writers.periodic_actions()
+  assert "tensorflow" not in sys.modules
+  report = periodic_actions.ReportProgress(num_train_steps=4, every_steps=2, every_secs=None)
+  t = 0.0
+  for step in range(1, 5):
+    with report.timed("data", wait_jax_async_dispatch=False):
+      pass
+    report(step, t=t)
+    t += 0.5  # 2 steps/s
+  notes = [r.getMessage() for r in absl_info.records if "work unit notes" in r.getMessage()]
+  assert notes and "2.0 steps/s" in notes[-1] and "100.0% (4/4)" in notes[-1]
+  assert "% data" in notes[-1]
 
 
-def test_progress_reporter_eta_and_steps_per_sec(absl_info):
-  recorder = RecordingWriter()
-  report = writers.ProgressReporter(100, recorder, every_steps=10,
-                                    every_secs=None, clock=lambda: 0.0)
-  reported = [report(step, t=0.5 * step) for step in range(0, 21)]
-  # First call starts the clock; then steps 10 and 20 report.
-  assert [s for s, r in zip(range(21), reported) if r] == [10, 20]
-  assert [s for s, _ in recorder.scalars] == [10, 20]
-  # 10 steps in 5 s -> 2 steps/s; (100 - 20) / 2 = 40 s left.
-  assert recorder.scalars[-1][1]["steps_per_sec"] == pytest.approx(2.0)
-  assert "step 20/100 (20.0%), 2 steps/s, ETA 0:00:40" in absl_info.text
+def test_evaluation_writes_the_grid_and_code_histograms_to_tensorboard(tmp_path):
+  from conftest import tiny_config
+  from vqjax import evaluate
+  config = tiny_config("single")
+  grid = (np.zeros((4, 32, 32, 3), np.float32), np.ones((4, 32, 32, 3), np.float32))
+  counts = {"codes": np.array([5, 0, 0, 3] + [0] * 28)}
 
+  class FakeEvaluator:
+    def __call__(self, params, codebook):
+      return (np.full(4, 20.0), np.full(4, 0.01), counts, grid,
+              {"ssim": np.full(4, 0.5), "levels": {}})
 
-def test_progress_reporter_by_time_and_final_step(absl_info):
-  recorder = RecordingWriter()
-  report = writers.ProgressReporter(10, recorder, every_secs=60.0,
-                                    clock=lambda: 0.0)
-  assert not report(1, t=0.0)
-  assert not report(2, t=30.0)
-  assert report(3, t=61.0)  # 2 steps in 61 s
-  assert not report(4, t=62.0)
-  assert report(10, t=70.0)  # the last step always reports: 7 steps in 9 s
-  assert [s for s, _ in recorder.scalars] == [3, 10]
-  assert recorder.scalars[0][1]["steps_per_sec"] == pytest.approx(2 / 61)
-  assert recorder.scalars[1][1]["steps_per_sec"] == pytest.approx(7 / 9)
-  assert "ETA 0:00:00" in absl_info.text
+  class State:
+    params = codebook = None
 
-
-def test_progress_reporter_writes_event_file(tmp_path):
   writer = writers.TensorboardXWriter(tmp_path)
-  report = writers.ProgressReporter(50, writer, every_steps=5, every_secs=None)
-  for step in range(1, 11):
-    report(step)
+  evaluate.evaluate_state(config, FakeEvaluator(), State(), 7, str(tmp_path),
+                          writer=writer, write_files=False)
   writer.close()
-  scalars = scalars_by_tag(read_events(tmp_path))
-  assert [s for s, _ in scalars["steps_per_sec"]] == [5, 10]
-  assert all(v > 0 for _, v in scalars["steps_per_sec"])
+  values = {v.tag: (e.step, v) for e in read_events(tmp_path) for v in e.summary.value}
+  step, image = values["eval/reconstructions"]
+  # 4 tiles of 32 with 2-pixel padding: 2 * 32 + 3 * 2 high, 4 * 32 + 5 * 2 wide.
+  assert step == 7 and (image.image.height, image.image.width) == (70, 138)
+  step, histo = values["eval/codes/uses_per_code"]
+  assert step == 7 and histo.histo.num == 32 and histo.histo.sum == 8.0
+  assert values["eval/psnr"][1].simple_value == pytest.approx(20.0)

@@ -54,10 +54,13 @@ def check_disk_space(workdir: str, state) -> None:
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,
                    read_only: bool = False) -> ocp.CheckpointManager:
-  """Keeps the last `config.train.keep_checkpoints` checkpoints."""
+  """Saves every `config.train.checkpoint_every` steps (`manager.should_save`)
+  and keeps the last `config.train.keep_checkpoints`."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.train.keep_checkpoints, create=not read_only,
-      read_only=read_only)
+      save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
+          config.train.checkpoint_every),
+      preservation_policy=ocp.checkpoint_managers.LatestN(config.train.keep_checkpoints),
+      create=not read_only, read_only=read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

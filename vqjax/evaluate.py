@@ -1,9 +1,11 @@
 """Evaluation of a checkpoint (or of an in-memory state) over the validation split.
 
-Reports per-image PSNR (pixels on [0, 1], reconstructions clipped) and MSE (on
-[0, 1]) as mean and std, and per quantizer level the dataset-wide code
-histogram, perplexity = exp(entropy), normalized perplexity = perplexity / K,
-unused codes, Gini coefficient and Lorenz curve. Writes
+Reports per-image PSNR (pixels on [0, 1], reconstructions clipped), MSE (on
+[0, 1]) and SSIM (`metrics.per_image_ssim`) as mean and std, and per quantizer
+level the dataset-wide code histogram, perplexity = exp(entropy), normalized
+perplexity = perplexity / K, unused codes, Gini coefficient and Lorenz curve;
+stochastic levels add the soft perplexity of the data-set posterior marginal,
+the mean posterior entropy and s^2. Writes
 `workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png`.
 """
 
@@ -18,10 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.scipy.special import entr
 from jax.experimental import multihost_utils
 
 from vqjax import checkpointing, input_pipeline, metrics, parallel, plots, writers
-from vqjax.models import create_model, level_names
+from vqjax.models import create_model, level_codebook_sizes
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
 
@@ -39,24 +42,41 @@ def dataset_name(data_config: ml_collections.ConfigDict) -> str:
   return data_config.name
 
 
-def eval_step(params, codebook, counts: dict, batch: dict, *, model) -> dict:
+def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -> dict:
   """Frozen-codebook forward pass over one batch.
 
   Returns per-image `psnr` and `mse` [B] (pixels on [0, 1]), the reconstructions
-  `x_hat` [B, H, W, 3] in [-1, 1], and `counts`: the running per-level code
-  histograms [K] (float32) plus this batch's codes of the images with
-  batch['mask'] True. batch['image'] as in the train step.
+  `x_hat` [B, H, W, 3] in [-1, 1], `counts` and `variance`. counts: the running
+  per-level code histograms {level: [K]} (float32) plus this batch's codes of
+  the images with batch['mask'] True; for a level whose quantizer returns a
+  `posterior` [B, ..., K] (stochastic), counts may also hold '<level>/posterior'
+  [K] (the summed posterior: the soft histogram) and '<level>/entropy' [] (the
+  summed posterior entropy in nats), which are accumulated the same way.
+  variance: {level: s^2 []} of the stochastic levels. key: the `sample` PRNG
+  stream (sq_eval_mode='sample'); batch['image'] as in the train step.
   """
   x = input_pipeline.to_model_range(batch["image"])
-  x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
-  new_counts = {}
+  rngs = {} if key is None else {"sample": key}
+  x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False,
+                           rngs=rngs)
+  new_counts, variance = dict(counts), {}
+  mask = batch["mask"].astype(jnp.float32)
   for name, level in aux["levels"].items():
     idx = level["indices"].reshape(x.shape[0], -1)
-    weights = jnp.broadcast_to(batch["mask"][:, None], idx.shape).astype(jnp.float32)
+    weights = jnp.broadcast_to(mask[:, None], idx.shape)
     new_counts[name] = counts[name] + jax.ops.segment_sum(
         weights.reshape(-1), idx.reshape(-1), num_segments=counts[name].shape[0])
+    if "posterior" not in level:
+      continue
+    variance[name] = level["metrics"]["variance"]
+    post = level["posterior"].reshape(x.shape[0], -1, level["posterior"].shape[-1])
+    post = post.astype(jnp.float32) * mask[:, None, None]
+    if f"{name}/posterior" in counts:
+      new_counts[f"{name}/posterior"] = counts[f"{name}/posterior"] + jnp.sum(post, (0, 1))
+    if f"{name}/entropy" in counts:
+      new_counts[f"{name}/entropy"] = counts[f"{name}/entropy"] + jnp.sum(entr(post))
   return dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat),
-              counts=new_counts, x_hat=x_hat)
+              counts=new_counts, x_hat=x_hat, variance=variance)
 
 
 class Evaluator:
@@ -64,52 +84,80 @@ class Evaluator:
 
   Call with (params, codebook) -> (per-image psnr [N], mse [N], per-level code
   counts {level: int64 [K]}, (originals, reconstructions) of the first
-  `config.eval.num_grid_images` images in [-1, 1]). The histograms are summed
-  on the device (float32 counts are exact below 2**24 per code).
+  `config.eval.num_grid_images` images in [-1, 1], extra). extra: per-image
+  `ssim` [N] and, per stochastic level, {'posterior': [K] summed posterior,
+  'entropy': mean posterior entropy per position (nats), 'variance': s^2}.
+  The histograms are summed on the device (float32 counts are exact below
+  2**24 per code). `step(params, codebook, counts, batch, key=None)` is the
+  jitted eval_step.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model, mesh):
     self.config, self.mesh = config, mesh
-    self.num_codes = config.model.num_codes
+    self.num_codes = level_codebook_sizes(config.model)
+    self.stochastic = config.model.get("quantizer", "ema") == "stochastic"
     repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-    self.step = jax.jit(
+    jitted = jax.jit(
         functools.partial(eval_step, model=model),
-        in_shardings=(repl, repl, repl, data),
-        out_shardings=dict(psnr=data, mse=data, counts=repl, x_hat=data),
+        in_shardings=(repl, repl, repl, data, repl),
+        out_shardings=dict(psnr=data, mse=data, counts=repl, x_hat=data, variance=repl),
         donate_argnums=2)
+    self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
+    self.step = lambda params, codebook, counts, batch, key=None: jitted(
+        params, codebook, counts, batch, self._base_key if key is None else key)
+
+  def _zero_counts(self) -> dict:
+    counts = {name: jnp.zeros((k,), jnp.float32) for name, k in self.num_codes.items()}
+    if self.stochastic:
+      for name, k in self.num_codes.items():
+        counts[f"{name}/posterior"] = jnp.zeros((k,), jnp.float32)
+        counts[f"{name}/entropy"] = jnp.zeros((), jnp.float32)
+    return parallel.replicate(counts, self.mesh)
 
   def __call__(self, params, codebook):
     config = self.config
-    counts = parallel.replicate(
-        {name: jnp.zeros((self.num_codes,), jnp.float32) for name in level_names(config.model)},
-        self.mesh)
-    psnr, mse, grid = [], [], None
+    counts = self._zero_counts()
+    psnr, mse, ssim, grid, variance = [], [], [], None, {}
     batches = input_pipeline.create_eval_batches(
         config.data,
         batch_size=input_pipeline.per_process_batch_size(config.eval.batch_size,
                                                          jax.process_count()),
         shard_index=jax.process_index(), shard_count=jax.process_count())
-    for local in batches:
+    for i, local in enumerate(batches):
       batch = parallel.global_batch(local, self.mesh)
-      out = self.step(params, codebook, counts, batch)
-      counts = out["counts"]
+      out = self.step(params, codebook, counts, batch,
+                      jax.random.fold_in(self._base_key, i))
+      counts, variance = out["counts"], out["variance"]
       mask = np.asarray(_gather(batch["mask"]))
       psnr.append(np.asarray(_gather(out["psnr"]))[mask])
       mse.append(np.asarray(_gather(out["mse"]))[mask])
+      images = input_pipeline.to_model_range(np.asarray(_gather(batch["image"])))[mask]
+      x_hat = np.asarray(_gather(out["x_hat"]))[mask]
+      ssim.append(metrics.per_image_ssim(images, x_hat))
       if grid is None:
-        n = min(config.eval.num_grid_images, int(mask.sum()))
-        grid = (input_pipeline.to_model_range(np.asarray(_gather(batch["image"]))[:n]),
-                np.asarray(_gather(out["x_hat"]))[:n])
+        n = min(config.eval.num_grid_images, len(images))
+        grid = (images[:n], x_hat[:n])
     if not psnr:
       raise ValueError("the validation split is empty: check config.data.")
-    counts = {name: np.rint(np.asarray(c)).astype(np.int64)
-              for name, c in jax.device_get(counts).items()}
-    return np.concatenate(psnr), np.concatenate(mse), counts, grid
+    counts = jax.device_get(counts)
+    hard = {name: np.rint(np.asarray(counts[name])).astype(np.int64) for name in self.num_codes}
+    levels = {}
+    for name, s2 in jax.device_get(variance).items():
+      soft = np.asarray(counts[f"{name}/posterior"], np.float64)
+      levels[name] = dict(posterior=soft, variance=float(s2),
+                          entropy=float(counts[f"{name}/entropy"]) / max(soft.sum(), 1.0))
+    extra = dict(ssim=np.concatenate(ssim), levels=levels)
+    return np.concatenate(psnr), np.concatenate(mse), hard, grid, extra
 
 
-def summarize(config, step: int, psnr, mse, counts) -> dict:
-  """The metrics.json dictionary."""
-  return {
+def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -> dict:
+  """The metrics.json dictionary.
+
+  extra (Evaluator): adds `ssim` {mean, std} and, to each stochastic level,
+  perplexity_soft (exp H of the data-set posterior marginal), entropy (mean
+  posterior entropy per position, nats) and variance (s^2).
+  """
+  result = {
       "checkpoint_step": int(step),
       "num_images": int(psnr.size),
       "dataset": dataset_name(config.data),
@@ -120,26 +168,43 @@ def summarize(config, step: int, psnr, mse, counts) -> dict:
       "mse": {"mean": float(mse.mean()), "std": float(mse.std())},
       "levels": {name: metrics.code_usage_summary(c) for name, c in counts.items()},
   }
+  if extra is None:
+    return result
+  result["ssim"] = {"mean": float(extra["ssim"].mean()), "std": float(extra["ssim"].std())}
+  for name, soft in extra["levels"].items():
+    result["levels"][name].update(
+        perplexity_soft=metrics.perplexity(soft["posterior"]),
+        entropy=soft["entropy"], variance=soft["variance"])
+  return result
 
 
 def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str, *,
                    writer=None, write_files: bool = True) -> dict:
   """Evaluates params + frozen codebooks of `state`; optionally writes the files."""
-  psnr, mse, counts, grid = evaluator(state.params, state.codebook)
-  result = summarize(config, step, psnr, mse, counts)
+  psnr, mse, counts, grid, extra = evaluator(state.params, state.codebook)
+  result = summarize(config, step, psnr, mse, counts, extra)
   line = ", ".join(
       [f"psnr={result['psnr']['mean']:.2f}±{result['psnr']['std']:.2f} dB",
-       f"mse={result['mse']['mean']:.5f}"]
+       f"mse={result['mse']['mean']:.5f}", f"ssim={result['ssim']['mean']:.4f}"]
       + [f"{n}: perplexity={v['perplexity']:.1f} "
          f"({100 * v['normalized_perplexity']:.1f}% of K), unused={v['unused_codes']}"
          for n, v in result["levels"].items()])
   logging.info("eval @ step %d on %d images: %s", step, result["num_images"], line)
   if writer is not None:
-    scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"]}
+    scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"],
+               "eval/ssim": result["ssim"]["mean"]}
     for name, v in result["levels"].items():
-      for key in ("perplexity", "normalized_perplexity", "unused_codes", "gini"):
-        scalars[f"eval/{name}/{key}"] = v[key]
+      for key in ("perplexity", "normalized_perplexity", "unused_codes", "gini",
+                  "perplexity_soft", "entropy", "variance"):
+        if key in v:
+          scalars[f"eval/{name}/{key}"] = v[key]
     writer.write_scalars(step, scalars)
+    # TensorBoard at every evaluation: originals over reconstructions, and per
+    # level the distribution of uses per code (a collapsed codebook piles up at 0).
+    writer.write_images(step, {"eval/reconstructions": plots.reconstruction_grid(
+        *grid, max_images=config.eval.num_grid_images)[None]})
+    writer.write_histograms(step, {f"eval/{name}/uses_per_code": c
+                                   for name, c in counts.items()})
   if write_files and jax.process_index() == 0:
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)

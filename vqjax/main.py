@@ -64,6 +64,7 @@ def main(argv):
   config_lib.validate(config)
   mode = _MODE.value
   config_lib.validate_mode(config, mode)
+  parallel.configure_compilation_cache(config.compilation_cache_dir)
   if mode in ("encode", "decode", "reconstruct"):  # one process, one device
     workdir = os.path.abspath(_WORKDIR.value)
     logging.info("JAX %s on %s; model of %s", jax.__version__, jax.local_devices()[0], workdir)

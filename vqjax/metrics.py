@@ -8,7 +8,8 @@ Two kinds of functions:
   * jnp, jit-friendly (usable inside a jitted train/eval step):
     `to_unit_range`, `per_image_mse`, `per_image_psnr`, `code_counts`,
     `batch_perplexity`, `perplexity_from_counts`.
-  * NumPy, host side, on a code histogram `counts` [K] (number of assignments
+  * NumPy, host side: `per_image_ssim` (scikit-image) on image batches, and
+    on a code histogram `counts` [K] (number of assignments
     per code, e.g. accumulated over an eval set): `perplexity`,
     `normalized_perplexity`, `unused_codes`, `lorenz_curve`, `gini`,
     `code_usage_summary`.
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import entr
 import numpy as np
+from skimage.metrics import structural_similarity
 
 # PSNR of a perfect reconstruction: the MSE is floored at 10^(-MAX_PSNR_DB/10)
 # = 1e-10 before the log, so mse == 0 gives exactly MAX_PSNR_DB instead of inf
@@ -73,6 +75,25 @@ def per_image_psnr(x: jax.Array, x_hat: jax.Array) -> jax.Array:
   Identical images give MAX_PSNR_DB (100 dB) instead of inf.
   """
   return psnr_from_mse(per_image_mse(x, x_hat))
+
+
+def per_image_ssim(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+  """SSIM per image (NumPy, host side) -> [B] float64.
+
+  x, x_hat: [B, H, W, C] in [-1, 1]; both mapped to [0, 1] and x_hat clipped
+  (as `per_image_mse`). skimage.metrics.structural_similarity with its
+  defaults: data_range 1, a 7x7 uniform window, K1 = 0.01, K2 = 0.03, sample
+  covariances, the mean over the window positions (borders of 3 pixels
+  cropped) and over channels. Needs H, W >= 7.
+  """
+  x, x_hat = np.asarray(x, np.float64), np.asarray(x_hat, np.float64)
+  if x.shape != x_hat.shape or x.ndim != 4:
+    raise ValueError(f"SSIM needs x and x_hat of one shape [B, H, W, C]; got "
+                     f"{x.shape} and {x_hat.shape}.")
+  x = np.clip((x + 1.0) * 0.5, 0.0, 1.0)
+  x_hat = np.clip((x_hat + 1.0) * 0.5, 0.0, 1.0)
+  return np.array([structural_similarity(a, b, data_range=1.0, channel_axis=-1)
+                   for a, b in zip(x, x_hat)], np.float64)
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import plots, sweep
+from vqjax import plots, sweep_spec
 
 STAGES = ("none", "init", "reset", "lowdim")  # configs/sweeps/figure1.py, in order
 ARCHS = {"hier": "hierarchical", "single": "single-level"}
@@ -428,8 +428,8 @@ def write_report(dirs: list[str], out_dir: str, expected: dict | None = None,
 
 def expected_members(base: ml_collections.ConfigDict, sweep_file: str) -> dict:
   """{member name: config dict} of a sweep applied to its base config."""
-  return {sweep.member_name(m): sweep.apply_overrides(base, m).to_dict()
-          for m in sweep.load_sweep(sweep_file, base)}
+  return {sweep_spec.member_name(m): sweep_spec.apply_overrides(base, m).to_dict()
+          for m in sweep_spec.load_sweep(sweep_file, base)}
 
 
 def _define_flags() -> dict:
@@ -453,7 +453,7 @@ def main(argv, flag_values: dict):
     if f["config"] is None:
       raise app.UsageError("--sweep needs --config (the sweep's base config).")
     expected = expected_members(f["config"], f["sweep"])
-  print(write_report(dirs, f["out"], expected, sweep.parse_seeds(f["seeds"])))
+  print(write_report(dirs, f["out"], expected, sweep_spec.parse_seeds(f["seeds"])))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,26 @@ def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   return max(1, math.ceil(examples / config.data.batch_size))
 
 
+def resolve_durations(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy with train.num_epochs / eval_every_epochs turned into steps.
+
+  The one place where epochs become steps: `steps_per_epoch(config)` steps
+  per epoch (config.train.steps_per_epoch, else the train split's size over
+  the global batch). Configs without epochs are returned unchanged.
+  """
+  t = config.train
+  if not t.get("num_epochs", 0) and not t.get("eval_every_epochs", 0):
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  per_epoch = steps_per_epoch(config)
+  if config.train.num_epochs:
+    config.train.num_steps = config.train.num_epochs * per_epoch
+  if config.train.eval_every_epochs:
+    config.train.eval_every = config.train.eval_every_epochs * per_epoch
+  config.train.num_epochs = config.train.eval_every_epochs = 0
+  return config
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """learning_rate * lr_decay_rate ** epoch, the epoch counted in whole epochs."""
   return optax.exponential_decay(
@@ -52,8 +72,31 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with the learning rate decayed by `lr_decay_rate` once per epoch."""
-  return optax.adam(learning_rate_schedule(config))
+  """Adam(b1 0.9, b2 train.adam_b2) with the learning rate of train.lr_schedule.
+
+  'exponential': decayed by `lr_decay_rate` once per epoch. 'plateau' (HQ-VAE):
+  constant, times optax.contrib.reduce_on_plateau's scale, which multiplies by
+  plateau_factor once the epoch-mean *training* loss (the `value` the train
+  step passes) has not improved by plateau_rtol for plateau_patience epochs.
+  The train step passes `value=loss` to every optimizer; Adam ignores it.
+  """
+  t = config.train
+  b2 = t.get("adam_b2", 0.999)
+  if t.get("lr_schedule", "exponential") == "exponential":
+    return optax.adam(learning_rate_schedule(config), b2=b2)
+  return optax.chain(
+      optax.adam(t.learning_rate, b2=b2),
+      optax.contrib.reduce_on_plateau(
+          factor=t.plateau_factor, patience=t.plateau_patience, rtol=t.plateau_rtol,
+          accumulation_size=steps_per_epoch(config)))
+
+
+def learning_rate_scale(opt_state) -> jax.Array:
+  """The reduce_on_plateau scale in opt_state ([] float32), 1.0 without one."""
+  scales = [s.scale for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
+            if isinstance(s, optax.contrib.ReduceLROnPlateauState)]
+  return jnp.asarray(scales[0] if scales else 1.0, jnp.float32)
 
 
 def create_train_state(model, tx: optax.GradientTransformation, image_size: int,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +19,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from vqjax import checkpointing, evaluate, input_pipeline, metrics, parallel, writers
+from vqjax import checkpointing, evaluate, input_pipeline, losses, metrics, parallel, writers
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
 from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
-                         create_train_state, learning_rate_schedule)
+                         create_train_state, learning_rate_scale, learning_rate_schedule,
+                         resolve_durations)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,46 +40,61 @@ def level_metrics(levels: dict) -> dict[str, jax.Array]:
           for name, aux in levels.items() for key, value in aux["metrics"].items()}
 
 
-def train_step(state: TrainState, batch: dict, *,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
-  """One step: loss = MSE(x, x_hat) + quantizer losses; Adam on params; EMA on codebooks.
+def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
+               reconstruction_loss: str = "mse") -> tuple[TrainState, dict]:
+  """One step: loss = reconstruction + quantizer losses; Adam on params; EMA on codebooks.
 
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
-  MSE is the mean over pixels and channels of the [-1, 1] images; `psnr` is on
-  [0, 1]. `nonfinite` is 1.0 when the loss, a gradient, or the new params or
+  The reconstruction term is `losses.reconstruction_loss(reconstruction_loss,
+  ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
+  'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
+  Logged: loss, mse, reconstruction, every quantizer loss term, psnr (on [0, 1]),
+  grad_norm, lr_scale (reduce_on_plateau; 1 otherwise), nonfinite and the
+  quantizers' metrics per level. PRNG streams: 'codebook' = fold_in(rng, step)
+  (EMA init / reset), 'sample' = fold_in of that key with 1 (Gumbel noise).
+  `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
   """
   x = input_pipeline.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
+  rngs = {COLLECTION: key, "sample": jax.random.fold_in(key, 1)}
 
   def loss_fn(params):
     (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
-        mutable=[COLLECTION], rngs={COLLECTION: key}, step=state.step)
+        mutable=[COLLECTION], rngs=rngs, step=state.step)
     mse = jnp.mean((x - x_hat) ** 2)
-    return mse + sum(aux["losses"].values()), (x_hat, aux, updates[COLLECTION], mse)
+    recon = mse if reconstruction_loss == "mse" else losses.reconstruction_loss(
+        reconstruction_loss, x, x_hat, params.get(losses.DECODER_LOG_VAR))
+    return recon + sum(aux["losses"].values()), (
+        x_hat, aux, updates.get(COLLECTION, {}), mse, recon)
 
-  (loss, (x_hat, aux, codebook, mse)), grads = jax.value_and_grad(
+  (loss, (x_hat, aux, codebook, mse, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads, codebook=codebook)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+  new_state = state.replace(step=state.step + 1,
+                            params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state, codebook=codebook)
   grad_norm = optax.tree.norm(grads)
   finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   step_metrics = dict(
-      loss=loss, mse=mse, **aux["losses"],
+      loss=loss, mse=mse, reconstruction=recon, **aux["losses"],
       psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
-      grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32),
+      grad_norm=grad_norm, lr_scale=learning_rate_scale(opt_state),
+      nonfinite=1.0 - finite.astype(jnp.float32),
       **level_metrics(aux["levels"]))
   return new_state, step_metrics
 
 
-def jit_train_step(mesh, *, skip_nonfinite: bool = False):
+def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse"):
   """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite),
+  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite,
+                                   reconstruction_loss=reconstruction_loss),
                  in_shardings=(repl, data), out_shardings=(repl, repl),
                  donate_argnums=0)
 
@@ -86,14 +103,23 @@ def jit_train_step(mesh, *, skip_nonfinite: bool = False):
 
 
 class _StopRequested:
-  """SIGTERM (e.g. SLURM pre-emption) -> save a checkpoint and stop cleanly."""
+  """SIGTERM (e.g. SLURM pre-emption) -> save a checkpoint and stop cleanly.
+
+  One process: a Python SIGTERM handler sets `requested`. Several processes:
+  JAX's preemption service (started by `jax.distributed.initialize`) owns
+  SIGTERM and tells every process; the loop asks orbax's
+  `reached_preemption(step)` each step, so all of them stop at the same step.
+  """
 
   def __init__(self):
     self.requested = False
+    self._previous = None
+    if jax.process_count() > 1:
+      return  # a Python handler would replace the preemption service's
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread
-      self._previous = None
+      pass
 
   def _handle(self, signum, frame):
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
@@ -159,6 +185,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Returns the evaluation metrics (also written to workdir/eval/metrics.json).
   """
+  started = time.monotonic()
+  config = resolve_durations(config)
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.data.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
@@ -190,25 +218,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           if isinstance(v, (int, float, str, bool))})
   state = parallel.replicate(state, mesh)
 
-  step_fn = jit_train_step(mesh, skip_nonfinite=config.train.skip_nonfinite > 0)
+  step_fn = jit_train_step(
+      mesh, skip_nonfinite=config.train.skip_nonfinite > 0,
+      reconstruction_loss=config.train.get("reconstruction_loss", "mse"))
   evaluator = evaluate.Evaluator(config, model, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
   num_steps = config.train.num_steps
-  reporter = writers.ProgressReporter(num_steps, writer) if is_main else None
+  periodic_actions = writers.periodic_actions()
+  # Steps/s, ETA and the share of time in each timed(...) section (data,
+  # train_step, eval, checkpoint) in every progress line: input- or compute-bound.
+  report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.train.log_every,
+      every_secs=None)
+  hooks = [report]
+  if config.train.profile and is_main:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=5,
+                                          first_profile=initial_step + 10))
   stop = _StopRequested()
   history, flags = [], []
   step = initial_step
   try:
     while step < num_steps and not stop.requested:
-      batch = parallel.global_batch(next(train_iter), mesh)
-      state, step_metrics = step_fn(state, batch)
+      with report.timed("data", wait_jax_async_dispatch=False):
+        batch = parallel.global_batch(next(train_iter), mesh)
+      with report.timed("train_step"):
+        state, step_metrics = step_fn(state, batch)
       history.append(step_metrics)
       flags.append(step_metrics["nonfinite"])
       step += 1
-      if reporter is not None:
-        reporter(step)
+      if step == initial_step + 1:
+        jax.block_until_ready(step_metrics)
+        logging.info("First train step done %.1f s after start (compilation or the "
+                     "compilation cache included).", time.monotonic() - started)
+      for hook in hooks:
+        hook(step)
       is_last = step == num_steps
-      is_save = step % config.train.checkpoint_every == 0 or is_last
+      is_save = manager.should_save(step) or is_last
       if step % config.train.log_every == 0 or is_last or is_save:
         # Never log or save past a diverged step (the flag covers the new state).
         guard.check([float(f) for f in jax.device_get(flags)], step)
@@ -220,11 +265,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary["skipped_steps"] = float(guard.skipped)
         writer.write_scalars(step, summary)
       if config.train.eval_every and step % config.train.eval_every == 0 and not is_last:
-        evaluate.evaluate_state(config, evaluator, state, step, workdir,
-                                writer=writer, write_files=False)
+        with report.timed("eval"):
+          evaluate.evaluate_state(config, evaluator, state, step, workdir,
+                                  writer=writer, write_files=False)
       if is_save:
-        checkpointing.save(manager, step, state, train_iter)
+        with report.timed("checkpoint"):
+          checkpointing.save(manager, step, state, train_iter, force=is_last)
       if jax.process_count() > 1 and manager.reached_preemption(step):
+        logging.warning("Preemption notice: every process stops at step %d.", step)
         stop.requested = True  # every process stops at this same step
   except KeyboardInterrupt:
     logging.warning("Interrupted at step %d: saving a checkpoint.", step)
@@ -242,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     guard.check([float(f) for f in jax.device_get(flags)], step)
     _save_unless_saved(manager, step, state, train_iter)
     manager.wait_until_finished()
-    logging.info("Stopped at step %d on request; resume with the same command.", step)
+    logging.warning("Stopped at step %d on request (checkpoint saved); resume with the "
+                    "same command.", step)
     return {}
   result = evaluate.evaluate_state(config, evaluator, state, step, workdir,
                                    writer=writer, write_files=True)

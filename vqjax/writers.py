@@ -1,11 +1,13 @@
 """Metric writers and progress reporting without TensorFlow.
 
 Decision: clu 0.0.12's `metric_writers.create_default_writer` (a TF summary
-writer) and `periodic_actions.ReportProgress` import TensorFlow. Rather than
-installing tensorflow-cpu (+1.3 GB) only to write event files, this module
-implements clu's `MetricWriter` interface on `tensorboardX.SummaryWriter`, which
-writes the same TensorBoard event files with just protobuf and NumPy, and
-replaces ReportProgress with the small `ProgressReporter` below.
+writer) imports TensorFlow. Rather than installing tensorflow-cpu (+1.3 GB)
+only to write event files, this module implements clu's `MetricWriter`
+interface on `tensorboardX.SummaryWriter`, which writes the same TensorBoard
+event files with just protobuf and NumPy. That writer is the only hand-written
+part here; progress, timing and profiling are clu's own `periodic_actions`
+(`ReportProgress`, `Profile`), importable without TensorFlow through
+`periodic_actions()`.
 
 Even `from clu.metric_writers import interface` runs the package's `__init__`,
 which imports the TF summary writer. When TensorFlow is missing,
@@ -16,8 +18,11 @@ with TensorFlow installed the real package is used unchanged.
 
 Usage:
   writer = create_writer(workdir, just_logging=jax.process_index() > 0)
-  report = ProgressReporter(num_train_steps, writer, every_steps=100)
+  report = periodic_actions().ReportProgress(num_train_steps=n, writer=writer,
+                                             every_steps=100)
   for step in range(1, num_train_steps + 1):
+    with report.timed("data", wait_jax_async_dispatch=False):
+      batch = next(it)
     ...
     report(step)
     if step % log_every == 0:
@@ -27,13 +32,12 @@ Usage:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 import importlib
 import importlib.machinery
 import importlib.util
 import os
 import sys
-import time
 from typing import Any
 import uuid
 
@@ -234,79 +238,8 @@ def create_writer(logdir: str | os.PathLike, *, just_logging: bool,
   return MultiWriter(writers)
 
 
-def format_duration(seconds: float) -> str:
-  """Seconds -> "h:mm:ss" (hours unbounded, e.g. "27:03:09"); "?" if not finite."""
-  if not np.isfinite(seconds):
-    return "?"
-  total = max(int(round(seconds)), 0)
-  hours, rest = divmod(total, 3600)
-  minutes, secs = divmod(rest, 60)
-  return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-class ProgressReporter:
-  """Logs throughput and ETA and writes `steps_per_sec`; replaces clu's ReportProgress.
-
-  Call `reporter(step)` after every train step. Per call it only reads a clock
-  and compares integers; it never blocks on device arrays. The first call just
-  starts the clock. A report is due when `step` reaches a multiple of
-  `every_steps` (also if steps were skipped), when `every_secs` have passed
-  since the last report, or at `num_train_steps`. It then logs
-  "step 200/1000 (20.0%), 12.3 steps/s, ETA 0:01:05" and writes the scalars
-  steps_per_sec (averaged since the last report, so the first one includes
-  compilation) and uptime (seconds since the reporter was created).
-  """
-
-  def __init__(self, num_train_steps: int | None,
-               writer: MetricWriter | None = None, *,
-               every_steps: int | None = None, every_secs: float | None = 60.0,
-               clock: Callable[[], float] = time.monotonic):
-    if every_steps is None and every_secs is None:
-      raise ValueError("set every_steps and/or every_secs")
-    if every_steps is not None and every_steps < 1:
-      raise ValueError(f"every_steps must be >= 1, got {every_steps}")
-    self._num_train_steps = (
-        num_train_steps if num_train_steps and num_train_steps > 0 else None)
-    self._writer = writer
-    self._every_steps = every_steps
-    self._every_secs = every_secs
-    self._clock = clock
-    self._start_time = clock()
-    self._last_step: int | None = None  # at the last report (or first call)
-    self._last_time = 0.0
-
-  def _due(self, step: int, t: float) -> bool:
-    if step <= self._last_step:
-      return False
-    if step == self._num_train_steps:
-      return True
-    if (self._every_steps is not None and
-        step // self._every_steps > self._last_step // self._every_steps):
-      return True
-    return self._every_secs is not None and t - self._last_time >= self._every_secs
-
-  def __call__(self, step: int, t: float | None = None) -> bool:
-    """Reports if due. t: optional clock reading (tests). Returns True if reported."""
-    if t is None:
-      t = self._clock()
-    if self._last_step is None:
-      self._last_step, self._last_time = step, t
-      return False
-    if not self._due(step, t):
-      return False
-    self._report(step, t)
-    self._last_step, self._last_time = step, t
-    return True
-
-  def _report(self, step: int, t: float):
-    steps_per_sec = (step - self._last_step) / max(t - self._last_time, 1e-9)
-    if self._num_train_steps:
-      eta = (self._num_train_steps - step) / steps_per_sec
-      logging.info("step %d/%d (%.1f%%), %.3g steps/s, ETA %s", step,
-                   self._num_train_steps, 100.0 * step / self._num_train_steps,
-                   steps_per_sec, format_duration(eta))
-    else:
-      logging.info("step %d, %.3g steps/s", step, steps_per_sec)
-    if self._writer is not None:
-      self._writer.write_scalars(step, {"steps_per_sec": steps_per_sec,
-                                        "uptime": t - self._start_time})
+def periodic_actions():
+  """clu's `periodic_actions` module (ReportProgress, Profile), imported without
+  TensorFlow: it only needs clu.metric_writers' TF-free interface."""
+  _import_clu_metric_writers()
+  return importlib.import_module("clu.periodic_actions")

@@ -12,6 +12,8 @@ ignore it. aux is a dict:
   indices  int32 [...] (or [..., G] for grouped quantizers): the discrete codes
   losses   {name: [] float32}: terms already weighted, added to the training loss
   metrics  {name: [] scalar}: logged per level (perplexity, codes used, ...)
+  posterior  (optional) float32 [..., K]: P(k | z) of a stochastic quantizer;
+             evaluation sums it over the data set (soft perplexity, entropy)
 
 `quantizer.codebook_size` (a Python int) is the size of the index space.
 Where a quantizer keeps its state is its own business: the EMA codebook lives

@@ -398,10 +398,12 @@ class VectorQuantizerEMA(nn.Module):
   def _ema_and_reset(self, v, z, indices, counts, key) -> jax.Array:
     """EMA update, then the dead-code reset. Returns codes reset.
 
-    reset_criterion='window' (the paper): a code is dead when it was assigned
-    fewer than reset_threshold times in the last reset_window batches, judged
-    once a full window has passed since its last (re)init; it restarts with one
-    pseudo-assignment. 'ema' (the authors' released code, vector-quantize-
+    reset_criterion='window' (the paper): a code is dead when its assignments
+    summed over the last reset_window batches (the total, not a per-batch
+    count) are fewer than reset_threshold, judged once a full window has passed
+    since its last (re)init; it restarts with one pseudo-assignment. A code in
+    use gets about W N / K assignments per window (N vectors per batch), so
+    threshold 2 catches only codes that are essentially never chosen. 'ema' (the authors' released code, vector-quantize-
     pytorch's threshold_ema_dead_code): dead when its EMA cluster size is below
     reset_threshold after this step's update, every step; it restarts with
     cluster size reset_threshold.

@@ -105,7 +105,9 @@ class StochasticQuantizer(nn.Module):
   needs the stream only for eval_mode='sample'.
 
   aux['indices'] int32 [B, ...]: the nearest code (train and 'det'), the
-  sampled code ('sample'). aux['losses']: neg_entropy, dequant (see the module
+  sampled code ('sample'). aux['posterior'] float32 [B, ..., K]: P(k | z) per
+  position (evaluation sums it over the data set for the soft perplexity
+  and the posterior entropy). aux['losses']: neg_entropy, dequant (see the module
   docstring). aux['metrics']: temperature, variance (s^2), entropy (mean
   posterior entropy per position, nats), perplexity_soft (exp H of the
   batch-mean posterior), perplexity (exp H of the batch's index histogram).
@@ -198,6 +200,7 @@ class StochasticQuantizer(nn.Module):
     marginal = jnp.mean(p, axis=0)
     aux = dict(
         indices=indices.reshape(lead_shape),
+        posterior=p.reshape(*lead_shape, self.num_codes),
         losses=losses,
         metrics=dict(temperature=tau, variance=s2,
                      entropy=-jnp.mean(jnp.sum(p * log_p, axis=-1)),

@@ -1,0 +1,29 @@
+"""SQ-VAE-2 on CIFAR-10 (HQ-VAE Table 5): layers (4x4, 512), (8x8, 512), d_b = 64.
+
+Injected top-down, 32 -> stem conv 16 -> pools 8, 4 (Table 5's resolutions;
+App. F.1.1's "w = 8, 16" would be num_pools=1 with 8x8/16x16 layers). ARELBO,
+Adam 1e-3 betas (0.9, 0.9), batch 32, 100 epochs of 1250 steps, LR halved
+after 3 epochs without improvement, tau = exp(-1e-5 t) (ends at 0.29).
+CIFAR-10 must be prepared for tfds (README, "Paper runs"); split as the paper:
+the first 40k training images train, the last 10k validate.
+
+  python -m vqjax.main --config=configs/hqvae/cifar10_sqvae2.py --workdir=runs/sqvae2
+  --config=configs/hqvae/cifar10_sqvae2.py:ema     VQ-VAE-2 on the same network
+  --config=configs/hqvae/cifar10_sqvae2.py:smoke   2 steps at tiny width
+"""
+
+from vqjax import config_lib
+
+
+def get_config(arg=None):
+  config = config_lib.hqvae_config("injected_topdown", num_codes=512, num_pools=2,
+                                   num_steps=125_000, steps_per_epoch=1250)
+  config.data.name = "tfds"
+  config.data.tfds_name = "cifar10"
+  config.data.train_split = "train[:40000]"
+  config.data.val_split = "train[40000:]"
+  config.model.sq_tau_rate = 1e-5       # the paper's r (125k steps: tau ends at 0.29)
+  config.train.log_every = 250
+  config.train.eval_every = 1250        # one validation per epoch
+  config.train.checkpoint_every = 12_500
+  return config_lib.apply_hqvae_options(config, arg)
