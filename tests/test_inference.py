@@ -78,6 +78,15 @@ def test_single_level_codes_are_the_nearest_codebook_rows(tmp_path):
   np.testing.assert_array_equal(model.encode(x)["codes"], dist.argmin(-1))
 
 
+def test_stochastic_quantizer_run_decodes_its_codes_to_reconstruct(tmp_path):
+  """SQ-VAE quantizer (codebook in params): codes are the nearest code at eval."""
+  _train(tmp_path, "hierarchical", quantizer="stochastic")
+  model = vqjax.load(str(tmp_path))
+  x = _val_crops(4)
+  np.testing.assert_array_equal(model.decode(model.encode(x)), model.reconstruct(x))
+  assert model.codebooks["bottom"].shape == (32, 8)
+
+
 def test_odd_batch_sizes_and_image_sizes_trace_once_per_shape(run):
   _, workdir = run
   model = vqjax.load(workdir, batch_size=8)
@@ -125,6 +134,11 @@ def test_workdir_without_checkpoint_or_config_is_a_clear_error(tmp_path):
     vqjax.load(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no run directory"):
     vqjax.load(str(tmp_path / "missing"))
+  hq = tiny_config()
+  hq.model.kind = "residual_topdown"
+  (tmp_path / "config.json").write_text(hq.to_json_best_effort())
+  with pytest.raises(ValueError, match="supports runs of model.kind 'single' and 'hierarchical'"):
+    vqjax.load(str(tmp_path))
 
 
 def test_encode_export_grain_decode_round_trip(run, tmp_path, monkeypatch):

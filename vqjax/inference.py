@@ -27,10 +27,13 @@ import orbax.checkpoint as ocp
 
 from vqjax import checkpointing, config_lib, input_pipeline
 from vqjax.models import create_model, level_names
+from vqjax.models.factory import level_codebook_sizes
 from vqjax.quantizers import COLLECTION
 
-# Quantizer module of each level (vqjax.models.vqvae).
-QUANTIZER_NAMES = {"codes": "quantizer", "top": "quantizer_top", "bottom": "quantizer_bottom"}
+# Quantizer module of each level (vqjax.models.vqvae), per model kind.
+QUANTIZER_NAMES_BY_KIND = {
+    "single": {"codes": "quantizer"},
+    "hierarchical": {"top": "quantizer_top", "bottom": "quantizer_bottom"}}
 
 
 def downsampling(model_config) -> int:
@@ -96,6 +99,12 @@ def load(workdir: str, step: int | None = None, batch_size: int = 16) -> "Model"
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"no run directory {workdir}.")
   config = load_config(workdir)
+  if config.model.kind not in QUANTIZER_NAMES_BY_KIND:
+    raise ValueError(
+        f"vqjax.load supports runs of model.kind 'single' and 'hierarchical'; {workdir} "
+        f"is a {config.model.kind!r} run (evaluate it with --mode=eval).")
+  if config.model.get("sq_eval_mode", "det") != "det":  # codes = the nearest code
+    config.model.sq_eval_mode = "det"
   model = create_model(config.model)
   size = downsampling(config.model) * 2
   variables = jax.eval_shape(lambda: model.init(
@@ -139,7 +148,7 @@ class Model:
     self.config, self.step, self.batch_size = config, int(step), int(batch_size)
     self.level_names = level_names(config.model)
     self.downsampling = downsampling(config.model)
-    self.num_codes = int(config.model.num_codes)
+    self.codebook_sizes = level_codebook_sizes(config.model)   # {level: K}
     self.variables = {"params": params, COLLECTION: codebook}
     self.traces = {"encode": 0, "decode": 0, "reconstruct": 0}
     model = self._model = create_model(config.model)
@@ -163,14 +172,14 @@ class Model:
 
   def __repr__(self) -> str:
     return (f"Model(kind={self.config.model.kind!r}, step={self.step}, "
-            f"levels={self.level_names}, num_codes={self.num_codes})")
+            f"codebook_sizes={self.codebook_sizes})")
 
   @property
   def codebooks(self) -> dict[str, np.ndarray]:
     """{level: float32 [K, D]}: the codes each level's indices point to."""
     out = {}
     for level in self.level_names:
-      name = QUANTIZER_NAMES[level]
+      name = QUANTIZER_NAMES_BY_KIND[self.config.model.kind][level]
       table = self.variables[COLLECTION].get(name) or self.variables["params"][name]
       out[level] = np.asarray(table["embedding"])
     return out
@@ -220,10 +229,11 @@ class Model:
       c = np.asarray(codes[name])
       if c.ndim != 3 or not np.issubdtype(c.dtype, np.integer):
         raise ValueError(f"codes[{name!r}] must be integer [N, h, w]; got {c.dtype} {c.shape}.")
-      if c.size and (c.min() < 0 or c.max() >= self.num_codes):
+      k = self.codebook_sizes[name]
+      if c.size and (c.min() < 0 or c.max() >= k):
         bad = c.min() if c.min() < 0 else c.max()
         raise ValueError(f"code index {bad} out of range in level {name!r}: valid "
-                         f"indices are 0 .. {self.num_codes - 1} (K = {self.num_codes}).")
+                         f"indices are 0 .. {k - 1} (K = {k}).")
       out[name] = c.astype(np.int32)
     if len(out) == 2 and (out["bottom"].shape[0] != out["top"].shape[0]
                           or out["bottom"].shape[1:] != tuple(2 * s for s in out["top"].shape[1:])):
