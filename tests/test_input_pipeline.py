@@ -134,7 +134,7 @@ def _locate(packed_photo, crop):
 
 
 def test_builtin_train_batches_are_random_crops_of_training_photos():
-  batches = _take(ip.create_train_loader(_cfg(), seed=0), 2)
+  batches = _take(ip.create_train_loader(_cfg(color_augment='off'), seed=0), 2)
   for b in batches:
     assert b.shape == (8, S, S, 3) and b.dtype == np.uint8
     assert b.std() > 10
@@ -504,3 +504,74 @@ def test_tfds_prepared_array_record_dataset(tmp_path):
   seen = [_colour_of(bt['image'][i])[0] for bt in batches for i in range(2)
           if bt['mask'][i]]
   assert sorted(seen) == [100, 120, 140] and len(batches) == 2
+
+
+# ----------------------------------------------------------------------------
+# Colour augmentation (vqjax.augment).
+
+
+def _colours():
+  """uint8 [4096 + 6, 1, 3]: random colours, greys, primaries and secondaries."""
+  rng = np.random.default_rng(0)
+  extra = np.array([[0, 0, 0], [255, 255, 255], [128, 128, 128], [255, 0, 0],
+                    [0, 255, 0], [255, 255, 0]], np.uint8)
+  return np.concatenate([rng.integers(0, 256, (4096, 3), np.uint8), extra])[:, None]
+
+
+def test_hue_rotation_by_zero_is_the_identity():
+  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  x = _colours()
+  np.testing.assert_array_equal(augment.rotate_hue(x, 0.0), x)
+  np.testing.assert_array_equal(augment.rotate_hue(x, 360.0), x)
+
+
+def test_hue_rotation_matches_colorsys():
+  import colorsys  # pylint: disable=import-outside-toplevel
+  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  x = _colours()
+  for degrees in (37.0, -100.0, 180.0):
+    want = []
+    for r, g, b in x[:, 0] / 255.0:
+      h, s, v = colorsys.rgb_to_hsv(r, g, b)
+      want.append(colorsys.hsv_to_rgb((h + degrees / 360.0) % 1.0, s, v))
+    want = np.rint(np.array(want) * 255).astype(np.uint8)
+    got = augment.rotate_hue(x, degrees)[:, 0]
+    assert np.abs(got.astype(int) - want).max() <= 1       # rounding ties only
+    assert np.mean(got == want) > 0.999
+  # 120 degrees turns red into green: the channel cycle (R, G, B) <- (B, R, G).
+  np.testing.assert_array_equal(augment.rotate_hue(x, 120.0), x[..., [2, 0, 1]])
+  np.testing.assert_array_equal(augment.rotate_hue(np.array([[[255, 0, 0]]], np.uint8), 120.0),
+                                [[[0, 255, 0]]])
+
+
+def test_channel_permutation_matches_numpy():
+  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  x = _colours()
+  assert len(augment.PERMUTATIONS) == 6 and augment.PERMUTATIONS[0] == (0, 1, 2)
+  for order in augment.PERMUTATIONS:
+    want = np.stack([x[..., order[0]], x[..., order[1]], x[..., order[2]]], axis=-1)
+    np.testing.assert_array_equal(augment.permute_channels(x, order), want)
+
+
+def test_color_augment_keeps_pixels_in_range_and_is_deterministic_per_seed():
+  on = lambda seed, **kw: np.concatenate(_take(ip.create_train_loader(
+      _cfg(color_augment='on', **kw), seed=seed), 3))
+  off = np.concatenate(_take(ip.create_train_loader(_cfg(color_augment='off'), seed=3), 3))
+  a, b, c = on(3), on(3), on(4)
+  assert a.dtype == np.uint8 and a.shape == off.shape
+  np.testing.assert_array_equal(a, b)                       # same seed, same colours
+  assert not np.array_equal(a, c)
+  # Same crops as without augmentation, only the colours change: hue rotation
+  # and channel order keep every pixel's max and min channel (HSV value and
+  # value * (1 - saturation)) up to rounding.
+  assert np.abs(a.max(-1).astype(int) - off.max(-1)).max() <= 1
+  assert np.abs(a.min(-1).astype(int) - off.min(-1)).max() <= 1
+  changed = np.mean(np.any(a != off, axis=(1, 2, 3)))
+  assert changed > 0.8
+  # Brightness statistics stay in range: mean value per crop as before (+-1).
+  np.testing.assert_allclose(a.max(-1).mean((1, 2)), off.max(-1).mean((1, 2)), atol=1.0)
+  # color_prob=0 and the default for folder sources leave the crops unchanged.
+  np.testing.assert_array_equal(on(3, color_prob=0.0), off)
+  assert ip.color_augment_on(_cfg()) and not ip.color_augment_on(_cfg(name='folder'))
+  with pytest.raises(ValueError, match='color_augment'):
+    ip.create_train_loader(_cfg(color_augment='yes'), seed=0)

@@ -124,6 +124,23 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_step=-1,       # -1: latest
       num_grid_images=8,
   ))
+
+  # Using a trained model (vqjax.export; checkpoint: eval.checkpoint_step).
+  c.encode = ml_collections.ConfigDict(dict(
+      split="validation",       # 'train' | 'validation' of config.data (records: vqjax.export)
+      output="",                # ArrayRecord file; '' = <workdir>/codes/<split>.array_record
+      batch_size=32,
+  ))
+  c.decode = ml_collections.ConfigDict(dict(
+      input="",                 # a codes file written by --mode=encode
+      output="",                # folder of PNGs; '' = <workdir>/decoded
+      batch_size=32,
+  ))
+  c.reconstruct = ml_collections.ConfigDict(dict(
+      input="",                 # an image file or a folder tree of images
+      output="",                # '' = <workdir>/reconstructions
+      batch_size=8,
+  ))
   return c
 
 
@@ -344,3 +361,33 @@ def _validate_ema(m, need) -> None:
   need(not m.search_chunk_size or all(k % m.search_chunk_size == 0 for k in codebook_sizes(m)),
        f"model.search_chunk_size={m.search_chunk_size} must divide "
        f"model.num_codes={m.num_codes} (or be 0).")
+
+
+MODES = ("train", "eval", "encode", "decode", "reconstruct")
+
+
+def validate_mode(config: ml_collections.ConfigDict, mode: str) -> None:
+  """Clear errors for the settings a --mode needs (after `validate`)."""
+  def need(ok: bool, msg: str):
+    if not ok:
+      raise ValueError(f"bad config for --mode={mode}: {msg}")
+
+  need(mode in MODES, f"unknown mode; use one of {MODES}.")
+  d = config.data
+  need(d.color_augment in ("auto", "on", "off"),
+       f"data.color_augment={d.color_augment!r}; use 'auto' (on for builtin), 'on' or 'off'.")
+  need(0.0 <= d.color_prob <= 1.0, f"data.color_prob={d.color_prob} must be in [0, 1].")
+  need(0.0 <= d.color_hue_degrees <= 180.0,
+       f"data.color_hue_degrees={d.color_hue_degrees} must be in [0, 180].")
+  if mode in ("encode", "decode", "reconstruct"):
+    group = config[mode]
+    need(group.batch_size >= 1, f"{mode}.batch_size={group.batch_size} must be >= 1.")
+  if mode == "encode":
+    need(config.encode.split in ("train", "validation"),
+         f"encode.split={config.encode.split!r}; use 'train' or 'validation'.")
+  if mode == "decode":
+    need(bool(config.decode.input),
+         "pass the codes file: --config.decode.input=PATH (written by --mode=encode).")
+  if mode == "reconstruct":
+    need(bool(config.reconstruct.input),
+         "pass the images: --config.reconstruct.input=FILE_OR_FOLDER.")

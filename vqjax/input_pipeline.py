@@ -118,6 +118,8 @@ from absl import logging
 from PIL import Image
 from PIL import ImageOps
 
+from vqjax import augment
+
 Source = grain.sources.RandomAccessDataSource
 
 VALID_NAMES = ('builtin', 'folder', 'tfds')
@@ -129,6 +131,7 @@ BUILTIN_PHOTOS = (
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
 # data.on_bad_image: '' (or 'auto') = 'skip' in training, 'error' in evaluation.
 ON_BAD_IMAGE_CHOICES = ('', 'auto', 'skip', 'error')
+COLOR_AUGMENT_CHOICES = ('auto', 'on', 'off')
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -151,6 +154,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   # eval: left out, mask False; logged and counted) | 'error' (ValueError
   # naming it) | '' = auto: skip in training, error in evaluation.
   c.on_bad_image = ''
+  # Training-time colour augmentation (vqjax.augment): 'auto' = on for builtin
+  # (its photos hold almost no green), off for folder/tfds | 'on' | 'off'.
+  c.color_augment = 'auto'
+  c.color_hue_degrees = 180.0  # hue rotated by U[-this, this] degrees (HSV)
+  c.color_permute = True       # and the RGB channels put in a random order
+  c.color_prob = 1.0           # fraction of training crops augmented
   return c
 
 
@@ -179,7 +188,21 @@ def _resolve(data_config) -> types.SimpleNamespace:
         f'data.on_bad_image={c.on_bad_image!r}; use one of '
         f'{list(ON_BAD_IMAGE_CHOICES)} (\'\' or \'auto\': skip undecodable files '
         'in training, raise in evaluation).')
+  if c.color_augment not in COLOR_AUGMENT_CHOICES:
+    raise ValueError(
+        f'data.color_augment={c.color_augment!r}; use one of '
+        f'{list(COLOR_AUGMENT_CHOICES)} (auto: on for builtin, off otherwise).')
+  if not 0.0 <= float(c.color_prob) <= 1.0 or not 0.0 <= float(c.color_hue_degrees) <= 180.0:
+    raise ValueError(
+        f'data.color_prob={c.color_prob} must be in [0, 1] and '
+        f'data.color_hue_degrees={c.color_hue_degrees} in [0, 180].')
   return c
+
+
+def color_augment_on(data_config) -> bool:
+  """Whether the training loader applies colour augmentation (resolves 'auto')."""
+  c = _resolve(data_config)
+  return c.color_augment == 'on' or (c.color_augment == 'auto' and c.name == 'builtin')
 
 
 def _on_bad_image(c, train: bool) -> str:
@@ -804,7 +827,9 @@ def create_train_loader(data_config, *, seed: int, shard_index: int = 0,
 
   Yields {'image': uint8 [b, S, S, 3]} with
   b = batch_size // shard_count. Random crop (after optional resize for
-  folder/tfds), random horizontal flip; order and crops are a pure function
+  folder/tfds), random horizontal flip, colour augmentation if
+  `color_augment_on` (random hue rotation and channel order,
+  `vqjax.augment.ColorAugment`); order, crops and colours are a pure function
   of `seed` (0 <= seed < 2**32) and the position in the stream. Iterate with
   `it = iter(loader)`; `it` supports get_state/set_state (see module doc).
   """
@@ -824,11 +849,16 @@ def create_train_loader(data_config, *, seed: int, shard_index: int = 0,
   transform = _TrainTransform(image_size=c.image_size,
                               resize_size=c.resize_size,
                               fit=c.name != 'builtin')
+  operations = [transform]
+  if color_augment_on(c.__dict__):
+    operations.append(augment.ColorAugment(
+        max_hue_degrees=float(c.color_hue_degrees), permute=bool(c.color_permute),
+        prob=float(c.color_prob)))
   return grain.DataLoader(
       data_source=train_source,
       sampler=sampler,
-      operations=[transform,
-                  grain.transforms.Batch(local_batch, drop_remainder=True)],
+      operations=operations + [
+          grain.transforms.Batch(local_batch, drop_remainder=True)],
       worker_count=int(c.num_workers),
       shard_options=shard_options,
   )

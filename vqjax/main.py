@@ -5,8 +5,17 @@
   python -m vqjax.main --config=configs/paper_single.py --workdir=runs/x \\
       --config.model.code_dim=16 --config.model.num_codes=4096
 
+  python -m vqjax.main --config=configs/default.py --workdir=runs/default \\
+      --mode=encode --config.encode.split=train --config.encode.output=codes.array_record
+  python -m vqjax.main --config=configs/default.py --workdir=runs/default \\
+      --mode=decode --config.decode.input=codes.array_record --config.decode.output=decoded
+  python -m vqjax.main --config=configs/default.py --workdir=runs/default \\
+      --mode=reconstruct --config.reconstruct.input=photos/ --config.reconstruct.output=recon
+
 `train` resumes from the latest checkpoint in --workdir and evaluates at the
 end; `eval` evaluates the latest (or --config.eval.checkpoint_step) checkpoint.
+encode / decode / reconstruct use the model of --workdir (its config.json and
+checkpoint, vqjax.export) and leave its config.json as it is.
 """
 
 from __future__ import annotations
@@ -19,12 +28,15 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, evaluate, parallel, train
+from vqjax import config_lib, evaluate, export, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (+ final eval) or eval only.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", list(config_lib.MODES),
+    "train (+ final eval) | eval | encode (a split -> codes file) | decode (codes "
+    "file -> PNGs) | reconstruct (image files -> reconstructions, PSNR CSV).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-host: host:port of process 0 (else from the cluster env).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
@@ -50,9 +62,17 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   config_lib.validate(config)
+  mode = _MODE.value
+  config_lib.validate_mode(config, mode)
+  parallel.configure_compilation_cache(config.compilation_cache_dir)
+  if mode in ("encode", "decode", "reconstruct"):  # one process, one device
+    workdir = os.path.abspath(_WORKDIR.value)
+    logging.info("JAX %s on %s; model of %s", jax.__version__, jax.local_devices()[0], workdir)
+    {"encode": export.encode_split, "decode": export.decode_file,
+     "reconstruct": export.reconstruct_images}[mode](config, workdir)
+    return  # the run's own config.json stays as it is
   if not _COORDINATOR.value:
     parallel.configure_cpu_devices(config, _CPU_DEVICES.value)
-  parallel.configure_compilation_cache(config.compilation_cache_dir)
   parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                         _PROCESS_ID.value)
   if jax.process_index() != 0:
@@ -65,7 +85,7 @@ def main(argv):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  if _MODE.value == "train":
+  if mode == "train":
     train.train_and_evaluate(config, workdir)
   else:
     evaluate.evaluate_checkpoint(config, workdir)

@@ -9,6 +9,11 @@ The quantizers are built by the `quantizer` factory (e.g. a
 `functools.partial(VectorQuantizerEMA, num_codes=..., code_dim=...)`), which
 keeps the models independent of the quantizer family.
 
+For using a trained model, `model.apply(variables, x, method='encode_codes')`
+gives the code indices {level: int32 [B, h, w]} and
+`model.apply(variables, codes, method='decode_codes')` decodes them
+(`decode_codes(encode_codes(x))` is the x_hat of `__call__(x, train=False)`).
+
 Following the paper (Eq. 1), a 1x1 convolution projects the encoder output
 (C channels) to the code dimension D, and the decoder reads the D-dimensional
 codes; this reproduces the paper's parameter counts (Table 1).
@@ -28,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vqjax.models.blocks import Decoder, Encoder, up_conv
+from vqjax.quantizers import COLLECTION
 
 Dtype = Any
 
@@ -60,6 +66,31 @@ def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: b
   return codes, aux
 
 
+def codebook_of(module: nn.Module, name: str) -> jax.Array:
+  """The codes [K, D] of quantizer `name` of a bound model: its `embedding` in
+  the `codebook` collection (EMA) or in `params` (learned codebooks)."""
+  for collection in (COLLECTION, "params"):
+    table = module.variables.get(collection, {}).get(name, {})
+    if "embedding" in table:
+      return table["embedding"]
+  raise ValueError(f"quantizer {name!r} has no codebook 'embedding' in the "
+                   f"{COLLECTION!r} or 'params' collection; pass the variables the "
+                   "model was trained with.")
+
+
+def lookup(module: nn.Module, indices: jax.Array, *, name: str, factorized: bool,
+           width: int, dtype: Dtype) -> jax.Array:
+  """Codes of `indices` [...] -> [..., width]: what `quantize` returns for them.
+
+  Call from a model's compact method: the Dense `name + '_project_out'` of
+  factorized codes is the one `quantize` made. Indices must be in [0, K).
+  """
+  codes = codebook_of(module, name)[indices].astype(dtype)
+  if factorized:
+    codes = nn.Dense(width, dtype=dtype, name=f"{name}_project_out")(codes.astype(dtype))
+  return codes
+
+
 class SingleLevelVQVAE(nn.Module):
   """x -> Encoder (stride 4, C) -> 1x1 conv (D) -> VQ -> Decoder -> x_hat.
 
@@ -74,18 +105,41 @@ class SingleLevelVQVAE(nn.Module):
   factorized_codes: bool = False
   dtype: Dtype = jnp.float32
 
-  @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
+    return self._run(x, None, train=train, step=step)
+
+  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Images [B, H, W, 3] in [-1, 1] -> {'codes': int32 [B, H/4, W/4]} (frozen codebook)."""
+    return self._run(x, None, train=False, stage="encode")
+
+  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
+    """{'codes': int32 [B, h, w]} -> x_hat float32 [B, 4h, 4w, out_channels] (unclipped)."""
+    return self._run(None, codes, train=False, out_channels=out_channels)
+
+  @nn.compact
+  def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
+           out_channels: int = 3):
+    """The forward pass: x -> (x_hat, aux) ('all'), x -> indices ('encode'),
+    or indices `codes` -> x_hat (x None)."""
     res = self.res_channels or self.channels // 2
     width = self.channels if self.factorized_codes else self.code_dim
-    h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
-                name="encoder")(x)
-    z_e = nn.Conv(width, (1, 1), dtype=self.dtype, name="pre_quant")(h)
-    z_q, q_aux = quantize(z_e, quantizer=self.quantizer, name="quantizer",
-                          code_dim=self.code_dim, factorized=self.factorized_codes,
-                          dtype=self.dtype, train=train, step=step)
-    x_hat = Decoder(self.channels, res, x.shape[-1], self.num_res_blocks, 4,
+    if codes is None:
+      h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
+                  name="encoder")(x)
+      z_e = nn.Conv(width, (1, 1), dtype=self.dtype, name="pre_quant")(h)
+      z_q, q_aux = quantize(z_e, quantizer=self.quantizer, name="quantizer",
+                            code_dim=self.code_dim, factorized=self.factorized_codes,
+                            dtype=self.dtype, train=train, step=step)
+      if stage == "encode":
+        return dict(codes=q_aux["indices"])
+      out_channels = x.shape[-1]
+    else:
+      z_q = lookup(self, codes["codes"], name="quantizer",
+                   factorized=self.factorized_codes, width=width, dtype=self.dtype)
+    x_hat = Decoder(self.channels, res, out_channels, self.num_res_blocks, 4,
                     self.dtype, name="decoder")(z_q.astype(self.dtype))
+    if codes is not None:
+      return x_hat.astype(jnp.float32)
     return x_hat.astype(jnp.float32), level_losses(dict(codes=q_aux))
 
 
@@ -109,29 +163,55 @@ class HierarchicalVQVAE(nn.Module):
   factorized_codes: bool = False
   dtype: Dtype = jnp.float32
 
-  @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
+    return self._run(x, None, train=train, step=step)
+
+  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Images [B, H, W, 3] in [-1, 1] -> {'top': int32 [B, H/8, W/8],
+    'bottom': int32 [B, H/4, W/4]} (frozen codebooks)."""
+    return self._run(x, None, train=False, stage="encode")
+
+  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
+    """{'top': [B, h, w], 'bottom': [B, 2h, 2w]} int32 -> x_hat float32
+    [B, 8h, 8w, out_channels] (unclipped)."""
+    return self._run(None, codes, train=False, out_channels=out_channels)
+
+  @nn.compact
+  def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
+           out_channels: int = 3):
+    """The forward pass: x -> (x_hat, aux) ('all'), x -> indices ('encode'),
+    or indices `codes` -> x_hat (x None)."""
     c, dt = self.channels, self.dtype
     width = c if self.factorized_codes else self.code_dim
     res = self.res_channels or c // 2
-    level = lambda z, name: quantize(z, quantizer=self.quantizer, name=name,
-                                     code_dim=self.code_dim,
-                                     factorized=self.factorized_codes, dtype=dt,
-                                     train=train, step=step)
-    enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
-    enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
+    if codes is None:
+      level = lambda z, name: quantize(z, quantizer=self.quantizer, name=name,
+                                       code_dim=self.code_dim,
+                                       factorized=self.factorized_codes, dtype=dt,
+                                       train=train, step=step)
+      enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
+      enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
 
-    z_t = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
-    q_t, aux_t = level(z_t, "quantizer_top")
-    q_t = q_t.astype(dt)
+      z_t = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
+      q_t, aux_t = level(z_t, "quantizer_top")
+      q_t = q_t.astype(dt)
 
-    if self.conditioned:
-      dec_t = Decoder(c, res, c, self.num_res_blocks, 2, dt, name="decoder_top")(q_t)
-      enc_b = jnp.concatenate([enc_b, dec_t], axis=-1)
-    z_b = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
-    q_b, aux_b = level(z_b, "quantizer_bottom")
+      if self.conditioned:
+        dec_t = Decoder(c, res, c, self.num_res_blocks, 2, dt, name="decoder_top")(q_t)
+        enc_b = jnp.concatenate([enc_b, dec_t], axis=-1)
+      z_b = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
+      q_b, aux_b = level(z_b, "quantizer_bottom")
+      if stage == "encode":
+        return dict(top=aux_t["indices"], bottom=aux_b["indices"])
+      out_channels = x.shape[-1]
+    else:
+      look = lambda name: lookup(self, codes[name.removeprefix("quantizer_")], name=name,
+                                 factorized=self.factorized_codes, width=width, dtype=dt)
+      q_t, q_b = look("quantizer_top").astype(dt), look("quantizer_bottom")
 
     up_t = up_conv(width, dt, name="upsample_top")(q_t)
-    x_hat = Decoder(c, res, x.shape[-1], self.num_res_blocks, 4, dt,
+    x_hat = Decoder(c, res, out_channels, self.num_res_blocks, 4, dt,
                     name="decoder")(jnp.concatenate([up_t, q_b.astype(dt)], -1))
+    if codes is not None:
+      return x_hat.astype(jnp.float32)
     return x_hat.astype(jnp.float32), level_losses(dict(top=aux_t, bottom=aux_b))

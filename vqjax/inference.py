@@ -1,0 +1,259 @@
+"""Use a trained model: load a checkpoint, images -> codes -> images.
+
+  model = vqjax.load("runs/default")            # latest checkpoint; step=... for another
+  codes = model.encode(images)                  # uint8 [N, H, W, 3] -> {level: int32 [N, h, w]}
+  images_hat = model.decode(codes)              # -> uint8 [N, H, W, 3]
+  images_hat = model.reconstruct(images)        # the same as decode(encode(images))
+  model.codebooks                               # {level: float32 [K, D]}
+
+Levels are named as in metrics.json: `codes` (single-level, h = H/4) or `top`
+(H/8) and `bottom` (H/4). Only params and codebooks are restored (no optimizer
+state, no data source), onto the first local device, so a checkpoint written on
+8 devices loads on 1. Every function is jitted once per image (or code map)
+shape: batches of any size are cut into, and padded up to, `batch_size` images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vqjax import checkpointing, config_lib, input_pipeline
+from vqjax.models import create_model, level_names
+from vqjax.models.factory import level_codebook_sizes
+from vqjax.quantizers import COLLECTION
+
+# Quantizer module of each level (vqjax.models.vqvae), per model kind.
+QUANTIZER_NAMES_BY_KIND = {
+    "single": {"codes": "quantizer"},
+    "hierarchical": {"top": "quantizer_top", "bottom": "quantizer_bottom"}}
+
+
+def downsampling(model_config) -> int:
+  """Image pixels per code along each side of the finest level: 4 or 8 (H, W must divide)."""
+  return 4 if model_config.kind == "single" else 8
+
+
+def to_uint8(x_hat: jax.Array) -> jax.Array:
+  """Model range [-1, 1] -> uint8 [0, 255] (clipped, rounded half to even)."""
+  return jnp.round((jnp.clip(x_hat, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
+
+
+def _merge(defaults: dict, saved: dict) -> dict:
+  """`saved` over `defaults`, recursively (fields added since the run keep defaults)."""
+  out = dict(defaults)
+  for key, value in saved.items():
+    out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                and isinstance(out.get(key), dict) else value)
+  return out
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with: workdir/config.json (written by vqjax.main and sweep)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no config.json in {workdir}: vqjax.load needs a run directory written by "
+        "`python -m vqjax.main --workdir=...` (or vqjax.sweep).")
+  with open(path) as f:
+    saved = json.load(f)
+  defaults = config_lib.base_config().to_dict()
+  kind = saved.get("model", {}).get("kind", "single")
+  defaults["model"] = config_lib.hierarchical_model(2, 1).to_dict()
+  defaults["model"]["kind"] = kind
+  return ml_collections.ConfigDict(_merge(defaults, saved))
+
+
+def _check_checkpoint_shapes(state_dir: str, abstract: dict) -> None:
+  """ValueError naming the first params/codebook array that the checkpoint lacks
+  or holds with another shape (the run's config.json does not match it)."""
+  metadata = ocp.StandardCheckpointer().metadata(state_dir)
+  metadata = getattr(metadata, "item_metadata", metadata)
+  saved = {checkpointing._path_name(p): tuple(m.shape)  # pylint: disable=protected-access
+           for p, m in jax.tree_util.tree_leaves_with_path(metadata) if hasattr(m, "shape")}
+  for path, x in jax.tree_util.tree_leaves_with_path(abstract):
+    name = checkpointing._path_name(path)  # pylint: disable=protected-access
+    if saved.get(name) != tuple(x.shape):
+      found = "no such array" if name not in saved else f"shape {saved[name]}"
+      raise ValueError(f"the checkpoint in {state_dir} does not fit the run's "
+                       f"config.json: {name} has {found} there and shape "
+                       f"{tuple(x.shape)} in the model config.json describes.")
+
+
+def load(workdir: str, step: int | None = None, batch_size: int = 16) -> "Model":
+  """A trained model from `workdir` (its config.json and orbax checkpoints).
+
+  Args:
+    workdir: a run directory (`--workdir` of vqjax.main).
+    step: checkpoint step; None (or < 0): the latest.
+    batch_size: images per compiled call (inputs are cut and padded to it).
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"no run directory {workdir}.")
+  config = load_config(workdir)
+  if config.model.kind not in QUANTIZER_NAMES_BY_KIND:
+    raise ValueError(
+        f"vqjax.load supports runs of model.kind 'single' and 'hierarchical'; {workdir} "
+        f"is a {config.model.kind!r} run (evaluate it with --mode=eval).")
+  if config.model.get("sq_eval_mode", "det") != "det":  # codes = the nearest code
+    config.model.sq_eval_mode = "det"
+  model = create_model(config.model)
+  size = downsampling(config.model) * 2
+  variables = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.key(0)}, jnp.zeros((1, size, size, 3)), train=False))
+  device = jax.local_devices()[0]
+  sharding = jax.sharding.SingleDeviceSharding(device)
+  abstract = {"params": variables["params"], "codebook": variables.get(COLLECTION, {})}
+  abstract = checkpointing.abstract_like(abstract, sharding)
+
+  directory = checkpointing.checkpoint_dir(workdir)
+  steps = []
+  if os.path.isdir(directory):
+    manager = checkpointing.create_manager(workdir, config, read_only=True)
+    steps = list(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(
+        f"no checkpoint in {directory}: train first (python -m vqjax.main "
+        f"--config=... --workdir={workdir}) or point at a run that has one.")
+  if step is None or step < 0:
+    step = max(steps)
+  elif step not in steps:
+    raise ValueError(f"checkpoint step {step} not in {directory}; available steps: "
+                     f"{sorted(steps)}.")
+  _check_checkpoint_shapes(os.path.join(directory, str(step), "state"), abstract)
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True)))["state"]
+  return Model(config, restored["params"], restored["codebook"], step, batch_size)
+
+
+class Model:
+  """A restored model: encode / decode / reconstruct uint8 images, frozen codebooks.
+
+  Attributes: config (the run's), step (checkpoint), level_names, downsampling,
+  batch_size, traces ({function: times traced}, for tests).
+  """
+
+  def __init__(self, config, params, codebook, step: int, batch_size: int = 16):
+    if batch_size < 1:
+      raise ValueError(f"batch_size={batch_size} must be >= 1.")
+    self.config, self.step, self.batch_size = config, int(step), int(batch_size)
+    self.level_names = level_names(config.model)
+    self.downsampling = downsampling(config.model)
+    self.codebook_sizes = level_codebook_sizes(config.model)   # {level: K}
+    self.variables = {"params": params, COLLECTION: codebook}
+    self.traces = {"encode": 0, "decode": 0, "reconstruct": 0}
+    model = self._model = create_model(config.model)
+
+    def encode(variables, images):
+      self.traces["encode"] += 1
+      x = input_pipeline.to_model_range(images)
+      return model.apply(variables, x, method="encode_codes")
+
+    def decode(variables, codes):
+      self.traces["decode"] += 1
+      return to_uint8(model.apply(variables, codes, method="decode_codes"))
+
+    def reconstruct(variables, images):
+      self.traces["reconstruct"] += 1
+      x_hat, _ = model.apply(variables, input_pipeline.to_model_range(images), train=False)
+      return to_uint8(x_hat)
+
+    self._encode, self._decode = jax.jit(encode), jax.jit(decode)
+    self._reconstruct = jax.jit(reconstruct)
+
+  def __repr__(self) -> str:
+    return (f"Model(kind={self.config.model.kind!r}, step={self.step}, "
+            f"codebook_sizes={self.codebook_sizes})")
+
+  @property
+  def codebooks(self) -> dict[str, np.ndarray]:
+    """{level: float32 [K, D]}: the codes each level's indices point to."""
+    out = {}
+    for level in self.level_names:
+      name = QUANTIZER_NAMES_BY_KIND[self.config.model.kind][level]
+      table = self.variables[COLLECTION].get(name) or self.variables["params"][name]
+      out[level] = np.asarray(table["embedding"])
+    return out
+
+  def _check_images(self, images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 3:
+      raise ValueError(f"images must be a batch [N, H, W, 3]; got one image {images.shape} "
+                       "(use images[None]).")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"images must be uint8 [N, H, W, 3]; got {images.dtype} {images.shape}.")
+    return images
+
+  def _batched(self, fn, tree, n: int):
+    """fn over `tree` (leaves [n, ...]) in padded batches of batch_size; numpy out."""
+    outs = []
+    for start in range(0, n, self.batch_size):
+      chunk = jax.tree.map(lambda a: a[start:start + self.batch_size], tree)
+      k = jax.tree.leaves(chunk)[0].shape[0]
+      pad = lambda a: np.concatenate(  # zero rows up to batch_size (results dropped)
+          [a, np.zeros((self.batch_size - k,) + a.shape[1:], a.dtype)])
+      out = fn(self.variables, jax.tree.map(pad, chunk) if k < self.batch_size else chunk)
+      outs.append(jax.tree.map(lambda a: np.asarray(a)[:k], out))
+    if not outs:
+      raise ValueError("got an empty batch (N = 0).")
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+
+  def encode(self, images) -> dict[str, np.ndarray]:
+    """uint8 [N, H, W, 3] (H, W divisible by `downsampling`) -> {level: int32 [N, h, w]}."""
+    images = self._check_images(images)
+    h, w = images.shape[1:3]
+    if h % self.downsampling or w % self.downsampling:
+      raise ValueError(
+          f"image size {h}x{w} is not divisible by {self.downsampling}, the model's "
+          "downsampling; crop or pad the images (reconstruct() pads by itself).")
+    codes = self._batched(self._encode, images, images.shape[0])
+    return {name: codes[name] for name in self.level_names}
+
+  def check_codes(self, codes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """codes as int32 arrays; ValueError for missing levels, shapes or out-of-range indices."""
+    missing = [n for n in self.level_names if n not in codes]
+    if missing:
+      raise ValueError(f"codes lack level(s) {missing}; this model needs "
+                       f"{list(self.level_names)}.")
+    out = {}
+    for name in self.level_names:
+      c = np.asarray(codes[name])
+      if c.ndim != 3 or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"codes[{name!r}] must be integer [N, h, w]; got {c.dtype} {c.shape}.")
+      k = self.codebook_sizes[name]
+      if c.size and (c.min() < 0 or c.max() >= k):
+        bad = c.min() if c.min() < 0 else c.max()
+        raise ValueError(f"code index {bad} out of range in level {name!r}: valid "
+                         f"indices are 0 .. {k - 1} (K = {k}).")
+      out[name] = c.astype(np.int32)
+    if len(out) == 2 and (out["bottom"].shape[0] != out["top"].shape[0]
+                          or out["bottom"].shape[1:] != tuple(2 * s for s in out["top"].shape[1:])):
+      raise ValueError(f"codes['bottom'] must be [N, 2h, 2w] for codes['top'] [N, h, w]; "
+                       f"got {out['bottom'].shape} and {out['top'].shape}.")
+    return out
+
+  def decode(self, codes: Mapping[str, np.ndarray]) -> np.ndarray:
+    """{level: int [N, h, w]} -> uint8 [N, H, W, 3] (H = 4h for `codes`/`bottom`)."""
+    codes = self.check_codes(codes)
+    return self._batched(self._decode, codes, next(iter(codes.values())).shape[0])
+
+  def reconstruct(self, images) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 reconstructions of the same shape.
+
+    Any H, W: images whose size is not divisible by `downsampling` are padded
+    (edge values) at the bottom/right and the result cropped back.
+    """
+    images = self._check_images(images)
+    h, w = images.shape[1:3]
+    m = self.downsampling
+    padded = np.pad(images, ((0, 0), (0, -h % m), (0, -w % m), (0, 0)), mode="edge")
+    return self._batched(self._reconstruct, padded, images.shape[0])[:, :h, :w]
