@@ -30,23 +30,32 @@ from ml_collections import config_flags
 
 from vqjax import config_lib, evaluate, export, parallel, train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval outputs.")
-_MODE = flags.DEFINE_enum(
-    "mode", "train", list(config_lib.MODES),
-    "train (+ final eval) | eval | encode (a split -> codes file) | decode (codes "
-    "file -> PNGs) | reconstruct (image files -> reconstructions, PSNR CSV).")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "Multi-host: host:port of process 0 (else from the cluster env).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
-_CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 0,
-    "On CPU only: split the host into this many XLA devices (0: one per core, "
-    "the largest count that divides the batch sizes). XLA:CPU runs one device's "
-    "step mostly on one core; one device per core uses them all (data parallel).")
-flags.mark_flags_as_required(["config", "workdir"])
+def _define_flags() -> dict:
+  """The command line's flags; defined only when run as a program, so importing
+  vqjax.main (tests, other entry points) leaves absl's flags alone."""
+  fv = dict(
+      config=config_flags.DEFINE_config_file(
+          "config", None, "Experiment config file (configs/*.py).", lock_config=True),
+      workdir=flags.DEFINE_string(
+          "workdir", None, "Directory for checkpoints, logs and eval outputs."),
+      mode=flags.DEFINE_enum(
+          "mode", "train", list(config_lib.MODES),
+          "train (+ final eval) | eval | encode (a split -> codes file) | decode "
+          "(codes file -> PNGs) | reconstruct (image files -> reconstructions, PSNR CSV)."),
+      coordinator=flags.DEFINE_string(
+          "coordinator_address", "",
+          "Multi-host: host:port of process 0 (else from the cluster env)."),
+      num_processes=flags.DEFINE_integer("num_processes", 0,
+                                         "Multi-host: number of processes."),
+      process_id=flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index."),
+      cpu_devices=flags.DEFINE_integer(
+          "cpu_devices", 0,
+          "On CPU only: split the host into this many XLA devices (0: one per core, "
+          "the largest count that divides the batch sizes). XLA:CPU runs one device's "
+          "step mostly on one core; one device per core uses them all (data parallel)."),
+  )
+  flags.mark_flags_as_required(["config", "workdir"])
+  return fv
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -56,28 +65,29 @@ class _QuietLibraries(logging_std.Filter):
     return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
 
 
-def main(argv):
+def main(argv, fv: dict):
+  """Runs --mode for --config in --workdir; fv: the flag holders of _define_flags."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = _CONFIG.value
+  config = fv["config"].value
   config_lib.validate(config)
-  mode = _MODE.value
+  mode = fv["mode"].value
   config_lib.validate_mode(config, mode)
   parallel.configure_compilation_cache(config.compilation_cache_dir)
   if mode in ("encode", "decode", "reconstruct"):  # one process, one device
-    workdir = os.path.abspath(_WORKDIR.value)
+    workdir = os.path.abspath(fv["workdir"].value)
     logging.info("JAX %s on %s; model of %s", jax.__version__, jax.local_devices()[0], workdir)
     {"encode": export.encode_split, "decode": export.decode_file,
      "reconstruct": export.reconstruct_images}[mode](config, workdir)
     return  # the run's own config.json stays as it is
-  if not _COORDINATOR.value:
-    parallel.configure_cpu_devices(config, _CPU_DEVICES.value)
-  parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                        _PROCESS_ID.value)
+  if not fv["coordinator"].value:
+    parallel.configure_cpu_devices(config, fv["cpu_devices"].value)
+  parallel.maybe_initialize_distributed(fv["coordinator"].value, fv["num_processes"].value,
+                                        fv["process_id"].value)
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = os.path.abspath(fv["workdir"].value)
   os.makedirs(workdir, exist_ok=True)
   logging.info("JAX %s on %d %s device(s), %d process(es); workdir %s",
                jax.__version__, jax.device_count(), jax.default_backend(),
@@ -107,8 +117,9 @@ def _unknown_config_key(error: Exception, argv: list[str]) -> str | None:
 
 if __name__ == "__main__":
   import sys
+  _FLAGS = _define_flags()
   try:
-    app.run(main)
+    app.run(lambda argv: main(argv, _FLAGS))
   except (AttributeError, KeyError) as e:
     message = None if flags.FLAGS.is_parsed() else _unknown_config_key(e, sys.argv)
     if message is None:
