@@ -202,8 +202,8 @@ def write_jpegs(root: Path, count: int, size: tuple[int, int], quality: int = 90
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image
 
-  from vqjax import input_pipeline
-  photos = [input_pipeline.builtin_photo(n) for n in input_pipeline.BUILTIN_PHOTOS]
+  from vqjax import data
+  photos = [data.builtin_photo(n) for n in data.BUILTIN_PHOTOS]
   rng = np.random.default_rng(0)
   w, h = size
   total = 0
@@ -233,21 +233,21 @@ def _measure_folder(root: Path, args) -> dict:
   """Per-process decode / transform rates and the grain loader's rate per worker count."""
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from vqjax import input_pipeline
-  paths = input_pipeline.list_image_files(str(root))[:200]
+  from vqjax import data
+  paths = data.list_image_files(str(root))[:200]
   rng = np.random.default_rng(0)
-  out = dict(decode_img_s=_rate(len(paths), lambda: [input_pipeline.load_image_file(p)
+  out = dict(decode_img_s=_rate(len(paths), lambda: [data.load_image_file(p)
                                                      for p in paths]),
              transform_img_s=_rate(len(paths), lambda: [
-                 input_pipeline.random_fitted_crop_flip(
-                     input_pipeline.load_image_file(p), 256, 256, rng) for p in paths]),
+                 data.random_fitted_crop_flip(
+                     data.load_image_file(p), 256, 256, rng) for p in paths]),
              loader={})
   for workers in args.workers:
-    config = input_pipeline.default_data_config()
+    config = data.default_data_config()
     config.name, config.train_dir, config.val_fraction = "folder", str(root), 0.0
     config.image_size, config.resize_size = 256, 256
     config.batch_size, config.num_workers = args.input_batch, workers
-    it = iter(input_pipeline.create_train_loader(config, seed=0))
+    it = iter(data.create_train_loader(config, seed=0))
     for _ in range(args.input_warmup):
       next(it)
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ For each run (vqjax.load, latest checkpoint) reports the mean per-image PSNR
 (dB; uint8 reconstructions of vqjax.load, pixels on [0, 1]) on
   builtin      the builtin validation crops (data.image_size grid of chelsea, coffee)
   hue+<a>      the same crops with every pixel's HSV hue turned by a degrees
-               (vqjax.augment.rotate_hue; saturation and value kept)
+               (vqjax.data.augment.rotate_hue; saturation and value kept)
   corpus       the 64x64 crops in --corpus (real photos never used in training)
   corpus_green the corpus crops whose pixels are mostly green (HSV hue in
                [75, 165) degrees with saturation >= 0.25 for >= half the pixels)
@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import vqjax  # noqa: E402
-from vqjax import augment, export  # noqa: E402
+from vqjax.data import augment, export  # noqa: E402
 
 ANGLES = (90, 180, 270)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqjax import input_pipeline as ip
+from vqjax import data as ip
 
 S = 32  # crop side
 PALETTE = [255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]

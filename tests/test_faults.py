@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from vqjax import checkpointing, evaluate, input_pipeline, train, writers
+from vqjax import checkpointing, data, evaluate, train, writers
 
 from conftest import tiny_config
 
@@ -46,7 +46,7 @@ def saved_steps(workdir) -> list[int]:
 
 def poison_batches(monkeypatch, bad_steps):
   """Training batches at the given 1-based steps become NaN images."""
-  real_loader = input_pipeline.create_train_loader
+  real_loader = data.create_train_loader
 
   class PoisonedIterator:  # keeps the grain iterator's get/set_state for checkpoints
     def __init__(self, it):
@@ -69,7 +69,7 @@ def poison_batches(monkeypatch, bad_steps):
     def __iter__(self):
       return PoisonedIterator(iter(self.loader))
 
-  monkeypatch.setattr(input_pipeline, "create_train_loader",
+  monkeypatch.setattr(data, "create_train_loader",
                       lambda *a, **k: PoisonedLoader(real_loader(*a, **k)))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import vqjax
 from conftest import tiny_config
-from vqjax import export, inference, input_pipeline, train
+from vqjax import data, export, inference, train
 
 S = 32
 
@@ -70,7 +70,7 @@ def test_single_level_codes_are_the_nearest_codebook_rows(tmp_path):
   model = vqjax.load(str(tmp_path))
   x = _val_crops(6)
   _, state = model._model.apply(  # pylint: disable=protected-access
-      model.variables, input_pipeline.to_model_range(x), train=False,
+      model.variables, data.to_model_range(x), train=False,
       capture_intermediates=lambda mdl, _: mdl.name == "pre_quant", mutable=["intermediates"])
   z = np.asarray(state["intermediates"]["pre_quant"]["__call__"][0], np.float64)
   book = model.codebooks["codes"].astype(np.float64)
@@ -219,7 +219,7 @@ _EIGHT_DEVICE_CODES = """
 import json, sys, jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
-from vqjax import checkpointing, export, inference, input_pipeline, parallel
+from vqjax import checkpointing, data, export, inference, parallel
 from vqjax.models import create_model
 from vqjax.state import create_optimizer, create_train_state
 workdir, out = sys.argv[1:]
@@ -232,7 +232,7 @@ abstract = checkpointing.abstract_like(abstract, parallel.replicated(mesh))
 state, _ = checkpointing.restore_state(
     checkpointing.create_manager(workdir, config, read_only=True), abstract)
 crops = np.stack([c for _, c in export.split_records(config.data, "validation")][:32])
-x = jax.device_put(input_pipeline.to_model_range(crops), NamedSharding(mesh, P("data")))
+x = jax.device_put(data.to_model_range(crops), NamedSharding(mesh, P("data")))
 codes = jax.jit(lambda v, x: model.apply(v, x, method="encode_codes"))(
     {"params": state.params, "codebook": state.codebook}, x)
 np.savez(out, crops=crops, **{k: np.asarray(v) for k, v in codes.items()})

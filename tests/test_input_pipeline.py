@@ -1,4 +1,4 @@
-"""Tests for vqjax.input_pipeline (offline: builtin photos, tmp folders, tmp tfds)."""
+"""Tests for vqjax.data (offline: builtin photos, tmp folders, tmp tfds)."""
 
 import os
 import time
@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from vqjax import input_pipeline as ip
+from vqjax import data as ip
 
 from conftest import write_tiny_tfds
 
@@ -507,7 +507,7 @@ def test_tfds_prepared_array_record_dataset(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Colour augmentation (vqjax.augment).
+# Colour augmentation (vqjax.data.augment).
 
 
 def _colours():
@@ -519,7 +519,7 @@ def _colours():
 
 
 def test_hue_rotation_by_zero_is_the_identity():
-  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  from vqjax.data import augment  # pylint: disable=import-outside-toplevel
   x = _colours()
   np.testing.assert_array_equal(augment.rotate_hue(x, 0.0), x)
   np.testing.assert_array_equal(augment.rotate_hue(x, 360.0), x)
@@ -527,7 +527,7 @@ def test_hue_rotation_by_zero_is_the_identity():
 
 def test_hue_rotation_matches_colorsys():
   import colorsys  # pylint: disable=import-outside-toplevel
-  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  from vqjax.data import augment  # pylint: disable=import-outside-toplevel
   x = _colours()
   for degrees in (37.0, -100.0, 180.0):
     want = []
@@ -545,7 +545,7 @@ def test_hue_rotation_matches_colorsys():
 
 
 def test_channel_permutation_matches_numpy():
-  from vqjax import augment  # pylint: disable=import-outside-toplevel
+  from vqjax.data import augment  # pylint: disable=import-outside-toplevel
   x = _colours()
   assert len(augment.PERMUTATIONS) == 6 and augment.PERMUTATIONS[0] == (0, 1, 2)
   for order in augment.PERMUTATIONS:

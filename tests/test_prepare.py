@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqjax import input_pipeline, prepare
+from vqjax import data, prepare
 
 from conftest import write_tiny_tfds
 
@@ -105,10 +105,10 @@ def test_command_line_writes_both_splits_with_worker_processes(tmp_path):
   assert not set(train) & set(val)
   assert all(min(Image.open(out / "train" / p).size) == 256 for p in train)
   # The copy is a folder dataset the loaders read as it is.
-  cfg = input_pipeline.default_data_config()
+  cfg = data.default_data_config()
   cfg.name, cfg.train_dir, cfg.val_dir = "folder", str(out / "train"), str(out / "val")
   cfg.image_size, cfg.resize_size = 64, 256
-  assert len(input_pipeline.create_sources(cfg)[1]) == len(val)
+  assert len(data.create_sources(cfg)[1]) == len(val)
 
 
 def test_tfds_records_are_written_by_index(tmp_path):

@@ -134,17 +134,17 @@ def test_seeds_give_one_workdir_and_seed_per_member_and_seed(tmp_path):
 
 
 def test_distinct_seeds_give_distinct_first_training_batches():
-  from vqjax import input_pipeline
+  from vqjax import data
   runs = sweep_spec.expand_runs(_two_members()[:1], [0, 1])
   first = []
   for r in runs:
     config = sweep_spec.run_config(tiny_config("single"), r)
-    loader = input_pipeline.create_train_loader(config.data, seed=config.seed)
+    loader = data.create_train_loader(config.data, seed=config.seed)
     first.append(np.asarray(next(iter(loader))["image"]))
   assert first[0].shape == first[1].shape == (8, 32, 32, 3)
   assert not np.array_equal(first[0], first[1])
   again = sweep_spec.run_config(tiny_config("single"), runs[0])
-  same = next(iter(input_pipeline.create_train_loader(again.data, seed=again.seed)))
+  same = next(iter(data.create_train_loader(again.data, seed=again.seed)))
   np.testing.assert_array_equal(np.asarray(same["image"]), first[0])
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vqjax import checkpointing, evaluate, input_pipeline, parallel, train
+from vqjax import checkpointing, data, evaluate, parallel, train
 from vqjax import state as state_lib
 from vqjax.models import create_model
 
@@ -26,7 +26,7 @@ def test_loss_falls_over_30_steps_on_tiny_data():
   mesh = parallel.create_mesh()
   state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
   step = train.jit_train_step(mesh)
-  batch = next(iter(input_pipeline.create_train_loader(config.data, seed=0)))
+  batch = next(iter(data.create_train_loader(config.data, seed=0)))
   batch = parallel.global_batch(batch, mesh)
   losses = []
   for _ in range(30):
@@ -42,7 +42,7 @@ def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   mesh = parallel.create_mesh()
   state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
   step = train.jit_train_step(mesh)
-  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  it = iter(data.create_train_loader(config.data, seed=0))
   for _ in range(3):
     state, _ = step(state, parallel.global_batch(next(it), mesh))
   manager = checkpointing.create_manager(str(tmp_path), config)
@@ -50,7 +50,7 @@ def test_save_restore_is_bit_identical_and_data_position_is_kept(tmp_path):
   manager.wait_until_finished()
   expected_next = next(it)["image"]
 
-  fresh_it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  fresh_it = iter(data.create_train_loader(config.data, seed=0))
   template = state_lib.create_train_state(model, tx, 32, 123)
   restored, fresh_it = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config), template, fresh_it,
@@ -121,7 +121,7 @@ def test_eval_on_a_folder_writes_metrics_json(tmp_path, kind):
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path, monkeypatch):
   config = tiny_config("single")
   config.train.checkpoint_every = 1
-  real_loader = input_pipeline.create_train_loader
+  real_loader = data.create_train_loader
 
   def poisoned_loader(*args, **kwargs):
     for i, batch in enumerate(real_loader(*args, **kwargs)):
@@ -129,7 +129,7 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path, monkeypat
         batch = {"image": np.full(batch["image"].shape, np.nan, np.float32)}
       yield batch
 
-  monkeypatch.setattr(input_pipeline, "create_train_loader", poisoned_loader)
+  monkeypatch.setattr(data, "create_train_loader", poisoned_loader)
   monkeypatch.setattr(checkpointing, "save",
                       lambda manager, step, state, it, force=False:
                       manager.save(step, args=checkpointing.ocp.args.Composite(
@@ -201,7 +201,7 @@ def trained_tiny_state(config, steps=2):
   mesh = parallel.create_mesh()
   state = parallel.replicate(state_lib.create_train_state(model, tx, 32, 0), mesh)
   step = train.jit_train_step(mesh)
-  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  it = iter(data.create_train_loader(config.data, seed=0))
   for _ in range(steps):
     state, _ = step(state, parallel.global_batch(next(it), mesh))
   return model, state, mesh
@@ -217,7 +217,7 @@ def test_eval_histogram_counts_each_image_once_and_psnr_is_per_image(tmp_path):
   psnr, mse, counts, _ = evaluate.Evaluator(config, model, mesh)(state.params, state.codebook)
   latent_positions = (32 // 4) ** 2
   assert int(counts["codes"].sum()) == 5 * latent_positions
-  images = np.concatenate([b["image"][b["mask"]] for b in input_pipeline.create_eval_batches(
+  images = np.concatenate([b["image"][b["mask"]] for b in data.create_eval_batches(
       config.data, batch_size=4)])
   assert images.shape == (5, 32, 32, 3)
   want_psnr, want_codes = [], np.zeros(config.model.num_codes, np.int64)
@@ -245,7 +245,7 @@ def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkey
   model, tx = create_model(config.model), state_lib.create_optimizer(config)
   state = state_lib.create_train_state(model, tx, 32, 0)
   step = jax.jit(chex.assert_max_traces(train.train_step, n=1))
-  it = iter(input_pipeline.create_train_loader(config.data, seed=0))
+  it = iter(data.create_train_loader(config.data, seed=0))
   for _ in range(3):
     batch = next(it)
     state, metrics = step(state, batch)
@@ -255,7 +255,7 @@ def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkey
              if jnp.issubdtype(x.dtype, jnp.floating))
   # The same params and codebooks in float32 and bfloat16 on the same batch:
   # the loss differs by bfloat16 rounding (8 bits of mantissa), under 5%.
-  x = input_pipeline.to_model_range(batch["image"])
+  x = data.to_model_range(batch["image"])
   losses = {}
   for dtype in ("float32", "bfloat16"):
     config.model.dtype = dtype

@@ -11,12 +11,78 @@ import math
 
 import ml_collections
 
-from vqjax import capacity, input_pipeline, losses
+from vqjax import capacity, losses
 from vqjax.models.factory import HQVAE_KINDS, MODEL_KINDS, QUANTIZERS, codebook_sizes
 from vqjax.quantizers.ema_vq import INIT_CHOICES, RESET_CRITERIA, RESET_RULES
 from vqjax.quantizers.stochastic import EVAL_MODES
 
 LR_SCHEDULES = ("exponential", "plateau")
+
+DATA_NAMES = ('builtin', 'folder', 'tfds')
+# Colour photos that scikit-image ships inside its wheel (no download).
+BUILTIN_PHOTOS = (
+    'astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field',
+    'immunohistochemistry', 'retina', 'stereo_motorcycle',
+)
+IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
+# data.on_bad_image: '' (or 'auto') = 'skip' in training, 'error' in evaluation.
+ON_BAD_IMAGE_CHOICES = ('', 'auto', 'skip', 'error')
+COLOR_AUGMENT_CHOICES = ('auto', 'on', 'off')
+
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Returns the data config with every field at its default."""
+  c = ml_collections.ConfigDict()
+  c.name = "builtin"           # "builtin" | "folder" | "tfds"
+  c.image_size = 64            # S: square crop side, pixels
+  c.resize_size = 0            # folder/tfds: shorter side first resized to this; 0 = off
+  c.batch_size = 32            # global batch (all processes together)
+  c.num_workers = 0            # grain worker processes; 0 = in-process
+  c.train_dir = ""             # folder: root of training images
+  c.val_dir = ""               # folder: root of validation images ("" = split train_dir)
+  c.val_fraction = 0.1         # folder without val_dir: held-out fraction
+  c.tfds_name = ""             # tfds: e.g. "imagenet2012"
+  c.tfds_data_dir = ""         # tfds: "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.train_split = "train"      # tfds split names (tfds slicing syntax allowed)
+  c.val_split = "validation"
+  c.builtin_val_images = ("chelsea", "coffee")
+  # folder: an undecodable file: "skip" (training: next decodable file instead;
+  # eval: left out, mask False; logged and counted) | "error" (ValueError
+  # naming it) | "" = auto: skip in training, error in evaluation.
+  c.on_bad_image = ""
+  # Training-time colour augmentation (vqjax.data.augment): "auto" = on for builtin
+  # (its photos hold almost no green), off for folder/tfds | "on" | "off".
+  c.color_augment = "auto"
+  c.color_hue_degrees = 180.0  # hue rotated by U[-this, this] degrees (HSV)
+  c.color_permute = True       # and the RGB channels put in a random order
+  c.color_prob = 1.0           # fraction of training crops augmented
+  return c
+
+
+def validate_data(d) -> None:
+  """Clear errors for data fields that cannot work (ConfigDict or attributes)."""
+  if d.name not in DATA_NAMES:
+    raise ValueError(f"bad config: data.name={d.name!r}; use one of {list(DATA_NAMES)}.")
+  if int(d.image_size) <= 0:
+    raise ValueError(f"bad config: data.image_size={d.image_size} must be positive.")
+  if d.resize_size and int(d.resize_size) < int(d.image_size):
+    raise ValueError(f"bad config: data.resize_size={d.resize_size} must be 0 (off) or "
+                     f">= data.image_size={d.image_size}.")
+  if (d.on_bad_image or "") not in ON_BAD_IMAGE_CHOICES:
+    raise ValueError(
+        f"bad config: data.on_bad_image={d.on_bad_image!r}; use one of "
+        f"{list(ON_BAD_IMAGE_CHOICES)} ('' or 'auto': skip undecodable files in "
+        "training, raise in evaluation).")
+  if d.color_augment not in COLOR_AUGMENT_CHOICES:
+    raise ValueError(
+        f"bad config: data.color_augment={d.color_augment!r}; use one of "
+        f"{list(COLOR_AUGMENT_CHOICES)} (auto: on for builtin, off otherwise).")
+  if not 0.0 <= float(d.color_prob) <= 1.0 or not 0.0 <= float(d.color_hue_degrees) <= 180.0:
+    raise ValueError(
+        f"bad config: data.color_prob={d.color_prob} must be in [0, 1] and "
+        f"data.color_hue_degrees={d.color_hue_degrees} in [0, 180].")
+
 
 # Paper, Sec. 4: C_h = 128 at both levels; single-level C_s follows from Eq. 4.
 PAPER_HIER_CHANNELS = 128
@@ -96,7 +162,7 @@ def base_config() -> ml_collections.ConfigDict:
   # second launch with the same shapes skips compilation.
   c.compilation_cache_dir = "~/.cache/vqjax/jax_cache"
 
-  c.data = input_pipeline.default_data_config()  # builtin photos, 64x64, batch 32
+  c.data = default_data_config()  # builtin photos, 64x64, batch 32
 
   c.train = ml_collections.ConfigDict(dict(
       num_steps=300,
@@ -238,7 +304,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     m.channels, m.code_dim, m.num_res_blocks = 8, 8, 1
   else:
     m.channels = 16
-  config.data = input_pipeline.default_data_config()
+  config.data = default_data_config()
   config.data.image_size = 32
   config.data.batch_size = config.eval.batch_size = 8
   t.num_steps, t.log_every, t.checkpoint_every, t.eval_every = 2, 1, 2, 0
@@ -313,6 +379,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"{t.plateau_patience} and plateau_rtol={t.plateau_rtol} >= 0.")
   need(0 <= t.get("adam_b2", 0.999) < 1, f"train.adam_b2={t.get('adam_b2')} must be in [0, 1).")
   need(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be >= 1.")
+  validate_data(d)
   need(t.num_steps >= 1 or t.get("num_epochs", 0) >= 1,
        f"train.num_steps={t.num_steps} must be >= 1 (or set train.num_epochs).")
   need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
@@ -373,12 +440,6 @@ def validate_mode(config: ml_collections.ConfigDict, mode: str) -> None:
       raise ValueError(f"bad config for --mode={mode}: {msg}")
 
   need(mode in MODES, f"unknown mode; use one of {MODES}.")
-  d = config.data
-  need(d.color_augment in ("auto", "on", "off"),
-       f"data.color_augment={d.color_augment!r}; use 'auto' (on for builtin), 'on' or 'off'.")
-  need(0.0 <= d.color_prob <= 1.0, f"data.color_prob={d.color_prob} must be in [0, 1].")
-  need(0.0 <= d.color_hue_degrees <= 180.0,
-       f"data.color_hue_degrees={d.color_hue_degrees} must be in [0, 180].")
   if mode in ("encode", "decode", "reconstruct"):
     group = config[mode]
     need(group.batch_size >= 1, f"{mode}.batch_size={group.batch_size} must be >= 1.")

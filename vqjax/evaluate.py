@@ -23,7 +23,7 @@ from absl import logging
 from jax.scipy.special import entr
 from jax.experimental import multihost_utils
 
-from vqjax import checkpointing, input_pipeline, metrics, parallel, plots, writers
+from vqjax import checkpointing, data, metrics, parallel, plots, writers
 from vqjax.models import create_model, level_codebook_sizes
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
@@ -55,7 +55,7 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -
   variance: {level: s^2 []} of the stochastic levels. key: the `sample` PRNG
   stream (sq_eval_mode='sample'); batch['image'] as in the train step.
   """
-  x = input_pipeline.to_model_range(batch["image"])
+  x = data.to_model_range(batch["image"])
   rngs = {} if key is None else {"sample": key}
   x_hat, aux = model.apply({"params": params, COLLECTION: codebook}, x, train=False,
                            rngs=rngs)
@@ -96,11 +96,12 @@ class Evaluator:
     self.config, self.mesh = config, mesh
     self.num_codes = level_codebook_sizes(config.model)
     self.stochastic = config.model.get("quantizer", "ema") == "stochastic"
-    repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+    repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
     jitted = jax.jit(
         functools.partial(eval_step, model=model),
-        in_shardings=(repl, repl, repl, data, repl),
-        out_shardings=dict(psnr=data, mse=data, counts=repl, x_hat=data, variance=repl),
+        in_shardings=(repl, repl, repl, batch_sharding, repl),
+        out_shardings=dict(psnr=batch_sharding, mse=batch_sharding, counts=repl,
+                           x_hat=batch_sharding, variance=repl),
         donate_argnums=2)
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
     self.step = lambda params, codebook, counts, batch, key=None: jitted(
@@ -118,9 +119,9 @@ class Evaluator:
     config = self.config
     counts = self._zero_counts()
     psnr, mse, ssim, grid, variance = [], [], [], None, {}
-    batches = input_pipeline.create_eval_batches(
+    batches = data.create_eval_batches(
         config.data,
-        batch_size=input_pipeline.per_process_batch_size(config.eval.batch_size,
+        batch_size=data.per_process_batch_size(config.eval.batch_size,
                                                          jax.process_count()),
         shard_index=jax.process_index(), shard_count=jax.process_count())
     for i, local in enumerate(batches):
@@ -131,7 +132,7 @@ class Evaluator:
       mask = np.asarray(_gather(batch["mask"]))
       psnr.append(np.asarray(_gather(out["psnr"]))[mask])
       mse.append(np.asarray(_gather(out["mse"]))[mask])
-      images = input_pipeline.to_model_range(np.asarray(_gather(batch["image"])))[mask]
+      images = data.to_model_range(np.asarray(_gather(batch["image"])))[mask]
       x_hat = np.asarray(_gather(out["x_hat"]))[mask]
       ssim.append(metrics.per_image_ssim(images, x_hat))
       if grid is None:

@@ -43,7 +43,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from vqjax import inference, input_pipeline
+from vqjax import data, inference
 
 SPLITS = ("train", "validation")
 
@@ -78,14 +78,14 @@ def split_records(data_config, split: str) -> Iterator[tuple[str, np.ndarray]]:
   if c.name == "builtin":
     val = tuple(c.builtin_val_images)
     names = val if split == "validation" else tuple(
-        n for n in input_pipeline.BUILTIN_PHOTOS if n not in val)
+        n for n in data.BUILTIN_PHOTOS if n not in val)
     for name in names:
-      photo = input_pipeline.builtin_photo(name)
+      photo = data.builtin_photo(name)
       for r in range(photo.shape[0] // s):
         for col in range(photo.shape[1] // s):
           yield f"{name}/r{r:02d}_c{col:02d}", photo[r * s:(r + 1) * s, col * s:(col + 1) * s]
     return
-  train, val = input_pipeline.create_sources(c)
+  train, val = data.create_sources(c)
   source = train if split == "train" else val
   for i in range(len(source)):
     if hasattr(source, "load"):  # folder: None for an undecodable file
@@ -97,8 +97,8 @@ def split_records(data_config, split: str) -> Iterator[tuple[str, np.ndarray]]:
       image, name = source[i], f"{split}/{i}"
     if image is None:
       continue
-    image = input_pipeline.fit_image(image, s, int(c.resize_size))
-    yield name, np.ascontiguousarray(input_pipeline.center_crop(image, s))
+    image = data.fit_image(image, s, int(c.resize_size))
+    yield name, np.ascontiguousarray(data.center_crop(image, s))
 
 
 class _Progress:
@@ -220,7 +220,7 @@ def reconstruct_images(config, workdir: str) -> str:
   r = config.reconstruct
   src = os.path.expanduser(r.input)
   if os.path.isdir(src):
-    paths, root = input_pipeline.list_image_files(src), src
+    paths, root = data.list_image_files(src), src
   elif os.path.isfile(src):
     paths, root = [src], os.path.dirname(src)
   else:
@@ -231,7 +231,7 @@ def reconstruct_images(config, workdir: str) -> str:
   model = inference.load(workdir, config.eval.checkpoint_step, batch_size=r.batch_size)
   rows, progress = [], _Progress("reconstruct", len(paths))
   for start in range(0, len(paths), r.batch_size):
-    chunk = [(p, input_pipeline.load_image_file(p)) for p in paths[start:start + r.batch_size]]
+    chunk = [(p, data.load_image_file(p)) for p in paths[start:start + r.batch_size]]
     groups: dict[tuple, list] = {}
     for path, image in chunk:  # one padded batch per image size
       groups.setdefault(image.shape, []).append((path, image))

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vqjax import checkpointing, config_lib, input_pipeline
+from vqjax import checkpointing, config_lib, data
 from vqjax.models import create_model, level_names
 from vqjax.models.factory import level_codebook_sizes
 from vqjax.quantizers import COLLECTION
@@ -155,7 +155,7 @@ class Model:
 
     def encode(variables, images):
       self.traces["encode"] += 1
-      x = input_pipeline.to_model_range(images)
+      x = data.to_model_range(images)
       return model.apply(variables, x, method="encode_codes")
 
     def decode(variables, codes):
@@ -164,7 +164,7 @@ class Model:
 
     def reconstruct(variables, images):
       self.traces["reconstruct"] += 1
-      x_hat, _ = model.apply(variables, input_pipeline.to_model_range(images), train=False)
+      x_hat, _ = model.apply(variables, data.to_model_range(images), train=False)
       return to_uint8(x_hat)
 
     self._encode, self._decode = jax.jit(encode), jax.jit(decode)

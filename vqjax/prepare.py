@@ -41,7 +41,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image
 
-from vqjax import input_pipeline
+from vqjax import data
 
 FORMATS = {"jpeg": ".jpg", "png": ".png"}
 SPLITS = ("train", "val")
@@ -62,7 +62,7 @@ def shrink(image: np.ndarray, shorter_side: int) -> np.ndarray:
   """uint8 HxWx3 -> shorter side == shorter_side if it was larger, else unchanged."""
   if min(image.shape[:2]) <= shorter_side:
     return image
-  return input_pipeline.resize_shorter_side(image, shorter_side)
+  return data.resize_shorter_side(image, shorter_side)
 
 
 def write_image(image: np.ndarray, path: str, quality: int) -> None:
@@ -81,7 +81,10 @@ _WORKER: dict = {}
 
 
 def _init_worker(data_config: dict, split: str) -> None:
-  train_source, val_source = input_pipeline.create_sources(data_config)
+  # A copy must be complete: an undecodable file stops it with its name unless
+  # data.on_bad_image='skip' was asked for explicitly.
+  data_config = dict(data_config, on_bad_image=data_config.get("on_bad_image") or "error")
+  train_source, val_source = data.create_sources(data_config)
   _WORKER["source"] = train_source if split == "train" else val_source
   root = data_config.get("val_dir") if split == "val" else ""
   _WORKER["folder_root"] = os.path.expanduser(str(root or data_config.get("train_dir", "")))
@@ -189,9 +192,9 @@ def main(argv: Sequence[str], flag_values: dict) -> None:
   unknown = set(f["splits"]) - set(SPLITS)
   if unknown:
     raise app.UsageError(f"--splits: unknown {sorted(unknown)}; choose from {SPLITS}.")
-  data = f["config"].data.to_dict()
+  data_config = f["config"].data.to_dict()
   for split in f["splits"]:
-    prepare_split(data, split, os.path.join(f["out_dir"], split),
+    prepare_split(data_config, split, os.path.join(f["out_dir"], split),
                   shorter_side=f["shorter_side"], image_format=f["format"],
                   quality=f["quality"], workers=f["workers"])
   out = os.path.abspath(f["out_dir"])

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from vqjax import input_pipeline
+from vqjax import data
 from vqjax.quantizers import COLLECTION
 
 
@@ -39,7 +39,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   """config.train.steps_per_epoch, or examples per epoch / global batch size."""
   if config.train.steps_per_epoch:
     return int(config.train.steps_per_epoch)
-  examples = input_pipeline.num_train_examples(config.data)
+  examples = data.num_train_examples(config.data)
   return max(1, math.ceil(examples / config.data.batch_size))
 
 

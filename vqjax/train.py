@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from vqjax import checkpointing, evaluate, input_pipeline, losses, metrics, parallel, writers
+from vqjax import checkpointing, data, evaluate, losses, metrics, parallel, writers
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
 from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
@@ -56,7 +56,7 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
   """
-  x = input_pipeline.to_model_range(batch["image"])
+  x = data.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
   rngs = {COLLECTION: key, "sample": jax.random.fold_in(key, 1)}
 
@@ -92,10 +92,10 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
 
 def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse"):
   """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
-  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite,
                                    reconstruction_loss=reconstruction_loss),
-                 in_shardings=(repl, data), out_shardings=(repl, repl),
+                 in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
                  donate_argnums=0)
 
 
@@ -197,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = create_model(config.model)
   tx = create_optimizer(config)
   schedule = learning_rate_schedule(config)
-  train_loader = input_pipeline.create_train_loader(
+  train_loader = data.create_train_loader(
       config.data, seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count())
   train_iter = iter(train_loader)

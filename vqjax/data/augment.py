@@ -7,7 +7,7 @@ codebook and the decoder every hue while keeping each crop's structure,
 brightness (HSV value) and saturation.
 
 Pure NumPy on uint8 [..., 3] images; `ColorAugment` is the grain RandomMap the
-training loader appends after the crop (`input_pipeline.create_train_loader`),
+training loader appends after the crop (`data.create_train_loader`),
 so the draws are a pure function of the loader seed and the record position.
 """
 
