@@ -144,13 +144,9 @@ class UpDecoder(nn.Module):
     return h
 
 
-class InjectedTopDownVAE(nn.Module):
-  """SQ-VAE-2 / VQ-VAE-2: layer l quantizes at 2^(l-1) times the top resolution.
-
-  num_codes: K_l per layer, top (coarsest) first; its length is L. Needs
-  num_pools >= L - 1; the top layer sits at H / 2^(stem_downsamples +
-  num_pools), the last at 2^(L-1) times that.
-  """
+class _TopDownVAE(nn.Module):
+  """The fields both HQ-VAE networks share (quantizer factory, layer sizes,
+  widths, bottom-up geometry, decoder variance, dtype)."""
 
   quantizer: Callable[..., nn.Module]
   num_codes: Sequence[int] = (512, 512)
@@ -165,6 +161,16 @@ class InjectedTopDownVAE(nn.Module):
   @property
   def level_names(self) -> tuple[str, ...]:
     return layer_names(len(self.num_codes))
+
+
+class InjectedTopDownVAE(_TopDownVAE):
+  """SQ-VAE-2 / VQ-VAE-2: layer l quantizes at 2^(l-1) times the top resolution.
+
+  num_codes: K_l per layer, top (coarsest) first; its length is L. Needs
+  num_pools >= L - 1; the top layer sits at H / 2^(stem_downsamples +
+  num_pools), the last at 2^(L-1) times that.
+  """
+
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
@@ -255,27 +261,15 @@ class ResidualQuantizer(nn.Module):
                              train=train, step=step)
 
 
-class ResidualTopDownVAE(nn.Module):
+class ResidualTopDownVAE(_TopDownVAE):
   """RSQ-VAE / RQ-VAE: L = len(num_codes) residual layers at H / 2^(stem + pools).
 
   Bottom-up as InjectedTopDownVAE (its coarsest feature), EncodeBlock to
   code_dim, `residual_quantize`, UpDecoder of the summed codes.
   """
 
-  quantizer: Callable[..., nn.Module]
   num_codes: Sequence[int] = (32, 32)
-  code_dim: int = 64
-  width: int = 64
-  num_res_blocks: int = 2
-  stem_downsamples: int = 1
-  num_pools: int = 1
   shared_codebook: bool = False
-  decoder_variance: bool = False
-  dtype: Dtype = jnp.float32
-
-  @property
-  def level_names(self) -> tuple[str, ...]:
-    return layer_names(len(self.num_codes))
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
