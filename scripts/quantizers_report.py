@@ -69,6 +69,15 @@ def timings(runs: str, member: str, seed: int) -> dict:
   return out
 
 
+def used(level: dict) -> float:
+  """Bits per position the validation histogram uses: log2 perplexity, summed over
+  groups for grouped levels (the sum of the groups' marginal entropies, an upper
+  bound of their joint entropy, which is not measured)."""
+  if "groups" in level:
+    return float(sum(np.log2(g["perplexity"]) for g in level["groups"].values()))
+  return float(np.log2(level["perplexity"]))
+
+
 def fmt(values, digits: int = 2) -> str:
   values = [v for v in values if v is not None]
   if not values:
@@ -95,12 +104,13 @@ def main(runs: str, out: str) -> None:
         model = json.load(f)["model"]
       times.append(timings(runs, member, seed))
     if not results:
-      rows.append(f"| {member} | — | 0 | — | — | — | — | — | — | — |")
+      rows.append(f"| {member} | — | 0 | — | — | — | — | — | — | — | — |")
       continue
     bits, how = budget(model)
     level = [r["levels"]["codes"] for r in results]
     psnr = [r["psnr"]["mean"] for r in results]
     usage = [lv["normalized_perplexity"] for lv in level]
+    used_bits = [used(lv) for lv in level]
     groups = "—"
     if "groups" in level[0]:
       groups = " / ".join(fmt([lv["groups"][g]["normalized_perplexity"] for lv in level], 3)
@@ -113,12 +123,13 @@ def main(runs: str, out: str) -> None:
         f"| {member} | {model['quantizer']} | {len(results)} | {bits:.2f} ({how}) "
         f"| {fmt(psnr)} | {fmt([r['ssim']['mean'] for r in results], 3)} "
         f"| {fmt(usage, 3)} (K = {level[0]['num_codes']}, unused {fmt([lv['unused_codes'] for lv in level], 0)}) "
-        f"| {groups} | {first_k} "
+        f"| {fmt(used_bits)} | {groups} | {first_k} "
         f"| {fmt([t.get('train') for t in times], 0)} / {fmt([t.get('wall') for t in times], 0)} |")
-    points[member] = (usage, psnr, model["quantizer"])
+    points[member] = (usage, used_bits, psnr, model["quantizer"])
   header = ("| member | quantizer | seeds | bits / position | PSNR dB | SSIM "
-            "| perplexity / K | per group perplexity / (K/G) | PSNR first k = 1..G groups "
-            "| train s / process wall s |\n|---|---|---|---|---|---|---|---|---|---|")
+            "| perplexity / K | used bits | per group perplexity / (K/G) "
+            "| PSNR first k = 1..G groups | train s / process wall s |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|")
   table = header + "\n" + "\n".join(rows) + "\n"
   with open(os.path.join(out, "table.md"), "w") as f:
     f.write(table)
@@ -127,17 +138,23 @@ def main(runs: str, out: str) -> None:
 
 
 def plot(points: dict, path: str) -> None:
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
   markers = {"ema": "o", "grouped": "s", "fsq": "^", "lfq": "v", "stochastic": "D",
              "learned": "P"}
-  for i, (member, (usage, psnr, quantizer)) in enumerate(points.items()):
-    ax.scatter(usage, psnr, marker=markers.get(quantizer, "o"), color=f"C{i}", s=45,
-               label=member)
-  ax.set(xscale="log", xlabel="validation perplexity / K (code usage; log scale)",
-         ylabel="validation PSNR (dB)",
-         title="12 bits per latent position, 32x32 built-in photos, 600 steps")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="best")
+  for i, (member, (usage, bits, psnr, quantizer)) in enumerate(points.items()):
+    for ax, x in zip(axes, (usage, bits)):
+      ax.scatter(x, psnr, marker=markers.get(quantizer, "o"), color=f"C{i}", s=45,
+                 label=member)
+  axes[0].set(xscale="log", xlabel="perplexity / K (log scale)", ylabel="validation PSNR (dB)",
+              title="code usage (fraction of the index space)")
+  axes[1].set(xlabel="used bits per position (log2 perplexity; grouped: sum over groups)",
+              title="bits used of the 12-bit budget")
+  axes[1].axvline(12, color="grey", lw=0.8, ls="--")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8, loc="best")
+  fig.suptitle("12 bits per latent position, single-level model, 32x32 built-in photos, "
+               "600 steps (each point one seed)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

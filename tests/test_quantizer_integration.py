@@ -303,3 +303,20 @@ def test_grouped_model_on_eight_devices_matches_one(tmp_path):
       np.testing.assert_array_equal(one[name], eight[name], err_msg=name)
     elif name != "resets":
       np.testing.assert_allclose(one[name], eight[name], atol=1e-5, rtol=0, err_msg=name)
+
+
+@pytest.mark.slow
+def test_group_dropout_stage_then_fine_tuning_resumes_the_same_workdir(tmp_path):
+  # MGVQ's two stages: nested group dropout, then the same run continued
+  # without it (the checkpoint's structure does not depend on the switch).
+  config = os.path.join(REPO, "configs/quantizers.py:grouped_g2,smoke")
+  run_main(tmp_path / "run", config)
+  cmd = [sys.executable, "-m", "vqjax.main", f"--config={config}",
+         f"--workdir={tmp_path / 'run'}", "--cpu_devices=1",
+         "--config.model.group_dropout=False", "--config.train.num_steps=4"]
+  proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+  assert "Resumed from checkpoint at step 2" in proc.stderr
+  with open(tmp_path / "run" / "eval" / "metrics.json") as f:
+    assert json.load(f)["checkpoint_step"] == 4
