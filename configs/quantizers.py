@@ -15,6 +15,7 @@ positions per image):
   fsq       levels (7, 5, 5, 5, 5): 4375 codes, 12.09 bits (FSQ's recommended
             levels for a 2^12 codebook)
   lfq       D = 12 sign bits, entropy penalty 0.1, commitment 0.25
+  lfq_noentropy  the same without the entropy penalty
   sq        SQ-VAE, K = 4096, D = 8, ARELBO reconstruction, temperature
             exp(-1.25 t / steps) as configs/hqvae
 
@@ -40,6 +41,8 @@ MEMBERS = {
     "fsq": {"model.quantizer": "fsq", "model.fsq_levels": (7, 5, 5, 5, 5),
             "model.code_dim": 5},
     "lfq": {"model.quantizer": "lfq", "model.code_dim": BITS},
+    "lfq_noentropy": {"model.quantizer": "lfq", "model.code_dim": BITS,
+                      "model.lfq_entropy_weight": 0.0},
     "sq": {**VQ, "model.quantizer": "stochastic", "train.reconstruction_loss": "arelbo"},
 }
 OPTIONS = tuple(MEMBERS) + ("smoke",)

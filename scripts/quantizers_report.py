@@ -22,12 +22,13 @@ import sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vqjax import capacity  # noqa: E402
 
 ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "fsq", "lfq",
-         "sq"]
+         "lfq_noentropy", "sq"]
 
 
 def budget(model: dict) -> tuple[float, str]:
@@ -90,6 +91,10 @@ def fmt(values, digits: int = 2) -> str:
 def main(runs: str, out: str) -> None:
   os.makedirs(os.path.join(out, "metrics"), exist_ok=True)
   rows, points = [], {}
+  step_time = {}  # scripts/quantizers_step_time.py, if run
+  if os.path.exists(os.path.join(out, "step_time.json")):
+    with open(os.path.join(out, "step_time.json")) as f:
+      step_time = json.load(f)
   for member in ORDER:
     results, times, model = [], [], None
     for seed_dir in sorted(glob.glob(os.path.join(runs, member, "seed*"))):
@@ -104,9 +109,10 @@ def main(runs: str, out: str) -> None:
         model = json.load(f)["model"]
       times.append(timings(runs, member, seed))
     if not results:
-      rows.append(f"| {member} | — | 0 | — | — | — | — | — | — | — | — |")
+      rows.append(f"| {member} | — | 0 | — | — | — | — | — | — | — | — | — |")
       continue
     bits, how = budget(model)
+    ms = f"{1000 * step_time[member]['median_s']:.0f}" if member in step_time else "—"
     level = [r["levels"]["codes"] for r in results]
     psnr = [r["psnr"]["mean"] for r in results]
     usage = [lv["normalized_perplexity"] for lv in level]
@@ -124,12 +130,13 @@ def main(runs: str, out: str) -> None:
         f"| {fmt(psnr)} | {fmt([r['ssim']['mean'] for r in results], 3)} "
         f"| {fmt(usage, 3)} (K = {level[0]['num_codes']}, unused {fmt([lv['unused_codes'] for lv in level], 0)}) "
         f"| {fmt(used_bits)} | {groups} | {first_k} "
-        f"| {fmt([t.get('train') for t in times], 0)} / {fmt([t.get('wall') for t in times], 0)} |")
+        f"| {fmt([t.get('train') for t in times], 0)} / {fmt([t.get('wall') for t in times], 0)} "
+        f"| {ms} |")
     points[member] = (usage, used_bits, psnr, model["quantizer"])
   header = ("| member | quantizer | seeds | bits / position | PSNR dB | SSIM "
             "| perplexity / K | used bits | per group perplexity / (K/G) "
-            "| PSNR first k = 1..G groups | train s / process wall s |"
-            "\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "| PSNR first k = 1..G groups | train s / process wall s | ms / step interleaved |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
   table = header + "\n" + "\n".join(rows) + "\n"
   with open(os.path.join(out, "table.md"), "w") as f:
     f.write(table)
@@ -147,6 +154,9 @@ def plot(points: dict, path: str) -> None:
                  label=member)
   axes[0].set(xscale="log", xlabel="perplexity / K (log scale)", ylabel="validation PSNR (dB)",
               title="code usage (fraction of the index space)")
+  ticks = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+  axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
+  axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   axes[1].set(xlabel="used bits per position (log2 perplexity; grouped: sum over groups)",
               title="bits used of the 12-bit budget")
   axes[1].axvline(12, color="grey", lw=0.8, ls="--")

@@ -1,6 +1,6 @@
 """Every quantizer at 12 bits per latent position (docs/QUANTIZERS.md), base
 config configs/quantizers.py (its MEMBERS: VQ, VQ + rotation trick, grouped
-G = 2 (+- group dropout) and G = 4, FSQ, LFQ, SQ-VAE).
+G = 2 (+- group dropout) and G = 4, FSQ, LFQ (+- entropy penalty), SQ-VAE).
 
 Bits per position (capacity.bits_per_position): VQ and SQ log2 K; grouped
 G log2(K / G); FSQ sum_i log2 L_i; LFQ D.
