@@ -17,7 +17,9 @@ positions per image):
   lfq       D = 12 sign bits, entropy penalty 0.1, commitment 0.25
   lfq_noentropy  the same without the entropy penalty
   sq        SQ-VAE, K = 4096, D = 8, ARELBO reconstruction, temperature
-            exp(-1.25 t / steps) as configs/hqvae
+            exp(-1.25 t / steps) as configs/hqvae, s^2 initialised at 20
+  sq_var1   the same with s^2 initialised at 1 (Adam moves log s^2 by at most
+            ~lr per step: 600 steps cannot anneal s^2 = 20 by much)
 
   python -m vqjax.main --config=configs/quantizers.py:grouped_g2 --workdir=runs/q_g2
   --config=configs/quantizers.py:fsq,smoke     2 steps at tiny width (tests, CI)
@@ -44,6 +46,8 @@ MEMBERS = {
     "lfq_noentropy": {"model.quantizer": "lfq", "model.code_dim": BITS,
                       "model.lfq_entropy_weight": 0.0},
     "sq": {**VQ, "model.quantizer": "stochastic", "train.reconstruction_loss": "arelbo"},
+    "sq_var1": {**VQ, "model.quantizer": "stochastic", "train.reconstruction_loss": "arelbo",
+                "model.sq_log_var_init": 0.0},
 }
 OPTIONS = tuple(MEMBERS) + ("smoke",)
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from vqjax import capacity  # noqa: E402
 
 ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "fsq", "lfq",
-         "lfq_noentropy", "sq"]
+         "lfq_noentropy", "sq", "sq_var1"]
 
 
 def budget(model: dict) -> tuple[float, str]:

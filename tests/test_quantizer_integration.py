@@ -116,7 +116,7 @@ def test_bits_per_position_of_the_sweep_members():
   spec.loader.exec_module(module)
   want = {"vq": 12, "vq_rotation": 12, "grouped_g2": 2 * 6, "grouped_g2_nodrop": 2 * 6,
           "grouped_g4": 4 * 3, "fsq": np.log2(7) + 4 * np.log2(5), "lfq": 12, "lfq_noentropy": 12,
-          "sq": 12}
+          "sq": 12, "sq_var1": 12}
   assert set(module.MEMBERS) == set(want)
   for name, bits in want.items():
     config = module.get_config(name)
