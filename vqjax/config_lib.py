@@ -12,9 +12,17 @@ import math
 import ml_collections
 
 from vqjax import capacity, losses
-from vqjax.models.factory import HQVAE_KINDS, MODEL_KINDS, QUANTIZERS, codebook_sizes
+from vqjax.models.factory import (GROUP_QUANTIZERS, HQVAE_KINDS, HQVAE_QUANTIZERS,
+                                  MODEL_KINDS, QUANTIZERS, codebook_sizes)
+from vqjax.quantizers import fsq, lfq
 from vqjax.quantizers.ema_vq import INIT_CHOICES, RESET_CRITERIA, RESET_RULES
+from vqjax.quantizers.gradients import GRADIENT_ESTIMATORS
+from vqjax.quantizers.grouped import DROPOUT_SCOPES
 from vqjax.quantizers.stochastic import EVAL_MODES
+
+# Evaluation sums a dense float32 histogram of every level's index space on the
+# device (and an int64 copy on the host): at most 2^24 codes, 64 MiB per level.
+MAX_HISTOGRAM_CODES = 2**24
 
 LR_SCHEDULES = ("exponential", "plateau")
 
@@ -89,10 +97,13 @@ PAPER_HIER_CHANNELS = 128
 
 
 def quantizer_defaults() -> dict:
-  """Quantizer hyper-parameters: EMA (paper Sec. 3-4, DESIGN.md) and SQ-VAE (sq_*)."""
+  """Quantizer hyper-parameters: EMA (paper Sec. 3-4, DESIGN.md), SQ-VAE (sq_*),
+  grouped (MGVQ), FSQ (fsq_*) and LFQ (lfq_*); docs/QUANTIZERS.md."""
   return dict(
-      quantizer="ema",          # 'ema' (VectorQuantizerEMA) | 'stochastic' (SQ-VAE, HQ-VAE)
-      beta=0.25,                # commitment weight
+      quantizer="ema",          # 'ema' (VectorQuantizerEMA) | 'stochastic' (SQ-VAE, HQ-VAE) |
+                                # 'learned' | 'grouped' (MGVQ) | 'fsq' | 'lfq' (models/factory.py)
+      gradient_estimator="ste", # 'ste' | 'rotation' (rotation trick) for ema, learned, grouped
+      beta=0.25,                # commitment weight (ema, learned, grouped)
       decay=0.99,               # EMA decay of counts and sums
       eps=1e-5,                 # Laplace smoothing of the counts
       codebook_init="data",     # 'data' (first batch's encoder outputs) | 'kmeans' (+ Lloyd) | 'uniform'
@@ -112,6 +123,22 @@ def quantizer_defaults() -> dict:
       sq_tau_rate=1e-5,         # r per train step (the paper's value; rescale for short runs)
       sq_tau_min=0.0,
       sq_eval_mode="det",       # evaluation: 'det' nearest code | 'sample' k ~ P(k | z)
+      # quantizer='learned' (and grouped with group_quantizer='learned'):
+      l2_normalize=False,       # cosine-similarity look-up on the unit sphere (MGVQ's codebooks)
+      # quantizer='grouped': G groups of num_codes / G codes of dim code_dim / G each
+      num_groups=1,             # G; divides num_codes, code_dim and channels
+      group_quantizer="ema",    # sub-quantizer per group: 'ema' (fields above) | 'learned'
+      group_dropout=True,       # nested group dropout (MGVQ stage 1); False: fine-tuning stage
+      group_drop_probs=(0.0, 0.2, 0.3, 0.4),  # group i dropped when u < p_i (released values)
+      group_dropout_scope="batch",  # one u per step ('batch', released) | per image ('example')
+      # quantizer='fsq': code_dim must equal len(fsq_levels); prod(levels) implicit codes
+      fsq_levels=(8, 5, 5, 5),
+      fsq_eps=1e-3,
+      # quantizer='lfq': code_dim bits, 2^code_dim implicit codes
+      lfq_entropy_weight=0.1,   # 0: no entropy penalty (needs code_dim <= 16 when > 0)
+      lfq_diversity_weight=1.0,
+      lfq_temperature=0.01,
+      lfq_commitment_weight=0.25,
   )
 
 
@@ -338,6 +365,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   hq = m.kind in HQVAE_KINDS
   quantizer = m.get("quantizer", "ema")
   need(quantizer in QUANTIZERS, f"model.quantizer={quantizer!r}; use one of {QUANTIZERS}.")
+  need(not hq or quantizer in HQVAE_QUANTIZERS,
+       f"model.quantizer={quantizer!r} with kind {m.kind!r}: the HQ-VAE kinds take "
+       f"{HQVAE_QUANTIZERS}; use kind 'single' or 'hierarchical' for {quantizer!r}.")
+  if quantizer in ("fsq", "lfq", "grouped"):
+    _validate_codebook_free_or_grouped(m, quantizer, need)
   if hq:
     _validate_hqvae(m, d, need)
   else:
@@ -348,6 +380,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"model.num_codes={m.num_codes!r} must be one int for kind {m.kind!r}.")
   for k in codebook_sizes(m):
     need(k >= 2, f"model.num_codes={m.num_codes} must be >= 2 (every level).")
+    need(k <= MAX_HISTOGRAM_CODES,
+         f"model.quantizer={quantizer!r} has an index space of {k} codes per level; "
+         f"evaluation's dense histogram holds at most {MAX_HISTOGRAM_CODES} (2^24, 64 MiB): "
+         "use fewer codes (bits, levels).")
   need(m.code_dim >= 1, f"model.code_dim={m.code_dim} must be >= 1.")
   need(m.channels >= 2 and m.channels % 2 == 0,
        f"model.channels={m.channels} must be an even number >= 2.")
@@ -359,7 +395,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"model.sq_variance_offset={m.sq_variance_offset} must be >= 0.")
     need(m.sq_eval_mode in EVAL_MODES,
          f"model.sq_eval_mode={m.sq_eval_mode!r}; use one of {EVAL_MODES}.")
-  else:
+  elif quantizer in ("ema", "learned", "grouped"):
     _validate_ema(m, need)
   need(m.dtype in ("float32", "bfloat16"),
        f"model.dtype={m.dtype!r}; use 'float32' or 'bfloat16'.")
@@ -409,7 +445,64 @@ def _validate_hqvae(m, d, need) -> None:
          f"model.shared_codebook=True needs one K for every layer; got {m.num_codes}.")
 
 
+def _validate_codebook_free_or_grouped(m, quantizer: str, need) -> None:
+  """model.quantizer 'fsq', 'lfq' or 'grouped'."""
+  if quantizer == "fsq":
+    levels = tuple(m.fsq_levels)
+    try:
+      fsq.check_levels(levels, m.fsq_eps)
+    except ValueError as e:
+      need(False, f"model.fsq_levels / fsq_eps: {e}")
+    need(m.code_dim == len(levels),
+         f"model.code_dim={m.code_dim} with model.fsq_levels={levels}: FSQ quantizes one "
+         f"channel per level, set model.code_dim={len(levels)}.")
+  elif quantizer == "lfq":
+    need(1 <= m.code_dim <= lfq.MAX_BITS,
+         f"model.code_dim={m.code_dim}: LFQ's code_dim is its bits, 1..{lfq.MAX_BITS}.")
+    need(m.lfq_entropy_weight == 0 or m.code_dim <= lfq.MAX_ENTROPY_BITS,
+         f"model.code_dim={m.code_dim} > {lfq.MAX_ENTROPY_BITS} with lfq_entropy_weight="
+         f"{m.lfq_entropy_weight}: the entropy penalty enumerates 2^code_dim codes; "
+         "set model.lfq_entropy_weight=0 or use fewer bits.")
+    need(m.lfq_entropy_weight >= 0 and m.lfq_commitment_weight >= 0
+         and m.lfq_temperature > 0,
+         f"model.lfq_entropy_weight={m.lfq_entropy_weight}, lfq_commitment_weight="
+         f"{m.lfq_commitment_weight} must be >= 0 and lfq_temperature="
+         f"{m.lfq_temperature} > 0.")
+  else:
+    g = m.num_groups
+    need(isinstance(g, int) and g >= 1, f"model.num_groups={g!r} must be an int >= 1.")
+    for field in ("num_codes", "code_dim", "channels"):
+      need(m[field] % g == 0,
+           f"model.{field}={m[field]} is not divisible by model.num_groups={g}; "
+           f"each group takes {field} / num_groups (e.g. num_codes=128, num_groups=2: "
+           "2 codebooks of 64).")
+    need(m.num_codes // g >= 2, f"model.num_codes={m.num_codes} / num_groups={g} must be "
+         ">= 2 codes per group.")
+    need(m.group_quantizer in GROUP_QUANTIZERS,
+         f"model.group_quantizer={m.group_quantizer!r}; use one of {GROUP_QUANTIZERS}.")
+    need(not m.factorized_codes,
+         "model.factorized_codes=True with quantizer='grouped': the factorized Dense "
+         "projections would mix the groups; set model.factorized_codes=False.")
+    p = [float(x) for x in m.group_drop_probs]
+    need(not p or (p[0] == 0.0 and all(b >= a for a, b in zip(p, p[1:]))
+                   and all(0.0 <= x <= 1.0 for x in p)),
+         f"model.group_drop_probs={tuple(m.group_drop_probs)} must be non-decreasing in "
+         "[0, 1] with the first 0 (only suffixes of groups are dropped).")
+    need(m.group_dropout_scope in DROPOUT_SCOPES,
+         f"model.group_dropout_scope={m.group_dropout_scope!r}; use one of {DROPOUT_SCOPES}.")
+
+
 def _validate_ema(m, need) -> None:
+  """quantizer 'ema', 'learned' or 'grouped' (the EMA fields for its sub-quantizers)."""
+  estimator = m.get("gradient_estimator", "ste")
+  need(estimator in GRADIENT_ESTIMATORS,
+       f"model.gradient_estimator={estimator!r}; use one of {GRADIENT_ESTIMATORS}.")
+  quantizer = m.get("quantizer", "ema")
+  learned = quantizer == "learned" or (quantizer == "grouped"
+                                       and m.group_quantizer == "learned")
+  need(learned or not m.get("l2_normalize", False),
+       "model.l2_normalize=True needs a learned codebook: quantizer='learned', or "
+       "quantizer='grouped' with group_quantizer='learned'.")
   need(0.0 < m.decay < 1.0, f"model.decay={m.decay} must be in (0, 1).")
   need(m.eps > 0, f"model.eps={m.eps} must be > 0.")
   need(m.beta >= 0, f"model.beta={m.beta} must be >= 0.")

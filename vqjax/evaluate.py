@@ -5,7 +5,13 @@ Reports per-image PSNR (pixels on [0, 1], reconstructions clipped), MSE (on
 level the dataset-wide code histogram, perplexity = exp(entropy), normalized
 perplexity = perplexity / K, unused codes, Gini coefficient and Lorenz curve;
 stochastic levels add the soft perplexity of the data-set posterior marginal,
-the mean posterior entropy and s^2. Writes
+the mean posterior entropy and s^2. Grouped levels (MGVQ) keep one histogram of
+K codes, group i's K/G codes at offset i K/G, and add the usage of each group
+under `levels.<level>.groups.group_<i>` (perplexity / (K/G) as its
+normalized_perplexity); grouped models add `psnr_first_k_groups` {k: {mean,
+std}}, the PSNR when every level decodes from only its first k groups (k =
+1..G, the rest zeros). FSQ/LFQ levels count their implicit codebook of
+prod(levels) / 2^D codes (config_lib.MAX_HISTOGRAM_CODES bounds it). Writes
 `workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png`.
 """
 
@@ -25,6 +31,7 @@ from jax.experimental import multihost_utils
 
 from vqjax import checkpointing, data, metrics, parallel, plots, writers
 from vqjax.models import create_model, level_codebook_sizes
+from vqjax.models.factory import level_num_groups
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
 
@@ -42,7 +49,8 @@ def dataset_name(data_config: ml_collections.ConfigDict) -> str:
   return data_config.name
 
 
-def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -> dict:
+def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
+              num_groups: dict | None = None) -> dict:
   """Frozen-codebook forward pass over one batch.
 
   Returns per-image `psnr` and `mse` [B] (pixels on [0, 1]), the reconstructions
@@ -54,6 +62,8 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -
   summed posterior entropy in nats), which are accumulated the same way.
   variance: {level: s^2 []} of the stochastic levels. key: the `sample` PRNG
   stream (sq_eval_mode='sample'); batch['image'] as in the train step.
+  num_groups: {level: G}; a level with G > 1 has indices [B, ..., G] in [0, K/G),
+  counted at index + i K/G for group i (one [K] histogram per level).
   """
   x = data.to_model_range(batch["image"])
   rngs = {} if key is None else {"sample": key}
@@ -62,7 +72,11 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -
   new_counts, variance = dict(counts), {}
   mask = batch["mask"].astype(jnp.float32)
   for name, level in aux["levels"].items():
-    idx = level["indices"].reshape(x.shape[0], -1)
+    idx = level["indices"]
+    g = (num_groups or {}).get(name, 1)
+    if g > 1:
+      idx = idx + jnp.arange(g, dtype=idx.dtype) * (counts[name].shape[0] // g)
+    idx = idx.reshape(x.shape[0], -1)
     weights = jnp.broadcast_to(mask[:, None], idx.shape)
     new_counts[name] = counts[name] + jax.ops.segment_sum(
         weights.reshape(-1), idx.reshape(-1), num_segments=counts[name].shape[0])
@@ -79,6 +93,16 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model) -
               counts=new_counts, x_hat=x_hat, variance=variance)
 
 
+def first_k_psnr_step(params, codebook, batch: dict, *, models: dict) -> dict:
+  """{k: per-image PSNR [B]} of the models decoding from the first k groups."""
+  x = data.to_model_range(batch["image"])
+  out = {}
+  for k, model in models.items():
+    x_hat, _ = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
+    out[k] = metrics.per_image_psnr(x, x_hat)
+  return out
+
+
 class Evaluator:
   """The eval step, jitted once per run: every evaluation reuses the compiled step.
 
@@ -86,7 +110,8 @@ class Evaluator:
   counts {level: int64 [K]}, (originals, reconstructions) of the first
   `config.eval.num_grid_images` images in [-1, 1], extra). extra: per-image
   `ssim` [N] and, per stochastic level, {'posterior': [K] summed posterior,
-  'entropy': mean posterior entropy per position (nats), 'variance': s^2}.
+  'entropy': mean posterior entropy per position (nats), 'variance': s^2};
+  grouped models add 'psnr_first_k_groups' {k: per-image PSNR [N]}, k = 1..G.
   The histograms are summed on the device (float32 counts are exact below
   2**24 per code). `step(params, codebook, counts, batch, key=None)` is the
   jitted eval_step.
@@ -96,13 +121,21 @@ class Evaluator:
     self.config, self.mesh = config, mesh
     self.num_codes = level_codebook_sizes(config.model)
     self.stochastic = config.model.get("quantizer", "ema") == "stochastic"
+    self.num_groups = level_num_groups(config.model)
     repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
     jitted = jax.jit(
-        functools.partial(eval_step, model=model),
+        functools.partial(eval_step, model=model, num_groups=self.num_groups),
         in_shardings=(repl, repl, repl, batch_sharding, repl),
         out_shardings=dict(psnr=batch_sharding, mse=batch_sharding, counts=repl,
                            x_hat=batch_sharding, variance=repl),
         donate_argnums=2)
+    self.first_k = None  # grouped: {k: model decoding from the first k groups}
+    groups = max(self.num_groups.values())
+    if groups > 1:
+      models = {k: create_model(config.model, active_groups=k) for k in range(1, groups + 1)}
+      self.first_k = jax.jit(functools.partial(first_k_psnr_step, models=models),
+                             in_shardings=(repl, repl, batch_sharding),
+                             out_shardings=batch_sharding)
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
     self.step = lambda params, codebook, counts, batch, key=None: jitted(
         params, codebook, counts, batch, self._base_key if key is None else key)
@@ -118,7 +151,7 @@ class Evaluator:
   def __call__(self, params, codebook):
     config = self.config
     counts = self._zero_counts()
-    psnr, mse, ssim, grid, variance = [], [], [], None, {}
+    psnr, mse, ssim, grid, variance, first_k = [], [], [], None, {}, []
     batches = data.create_eval_batches(
         config.data,
         batch_size=data.per_process_batch_size(config.eval.batch_size,
@@ -130,6 +163,9 @@ class Evaluator:
                       jax.random.fold_in(self._base_key, i))
       counts, variance = out["counts"], out["variance"]
       mask = np.asarray(_gather(batch["mask"]))
+      if self.first_k is not None:
+        first_k.append({k: np.asarray(_gather(v))[mask]
+                        for k, v in self.first_k(params, codebook, batch).items()})
       psnr.append(np.asarray(_gather(out["psnr"]))[mask])
       mse.append(np.asarray(_gather(out["mse"]))[mask])
       images = data.to_model_range(np.asarray(_gather(batch["image"])))[mask]
@@ -148,6 +184,9 @@ class Evaluator:
       levels[name] = dict(posterior=soft, variance=float(s2),
                           entropy=float(counts[f"{name}/entropy"]) / max(soft.sum(), 1.0))
     extra = dict(ssim=np.concatenate(ssim), levels=levels)
+    if first_k:
+      extra["psnr_first_k_groups"] = {k: np.concatenate([b[k] for b in first_k])
+                                      for k in first_k[0]}
     return np.concatenate(psnr), np.concatenate(mse), hard, grid, extra
 
 
@@ -156,7 +195,9 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
 
   extra (Evaluator): adds `ssim` {mean, std} and, to each stochastic level,
   perplexity_soft (exp H of the data-set posterior marginal), entropy (mean
-  posterior entropy per position, nats) and variance (s^2).
+  posterior entropy per position, nats) and variance (s^2). Grouped models
+  (config.model.quantizer='grouped') add `groups` {group_<i>: usage of its K/G
+  codes} to each level and, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}.
   """
   result = {
       "checkpoint_step": int(step),
@@ -169,8 +210,17 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
       "mse": {"mean": float(mse.mean()), "std": float(mse.std())},
       "levels": {name: metrics.code_usage_summary(c) for name, c in counts.items()},
   }
+  for name, g in level_num_groups(config.model).items():
+    if g > 1 and name in counts:
+      parts = np.split(np.asarray(counts[name]), g)
+      result["levels"][name]["groups"] = {
+          f"group_{i}": metrics.code_usage_summary(c) for i, c in enumerate(parts)}
   if extra is None:
     return result
+  if "psnr_first_k_groups" in extra:
+    result["psnr_first_k_groups"] = {
+        str(k): {"mean": float(v.mean()), "std": float(v.std())}
+        for k, v in extra["psnr_first_k_groups"].items()}
   result["ssim"] = {"mean": float(extra["ssim"].mean()), "std": float(extra["ssim"].std())}
   for name, soft in extra["levels"].items():
     result["levels"][name].update(
@@ -189,7 +239,9 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
        f"mse={result['mse']['mean']:.5f}", f"ssim={result['ssim']['mean']:.4f}"]
       + [f"{n}: perplexity={v['perplexity']:.1f} "
          f"({100 * v['normalized_perplexity']:.1f}% of K), unused={v['unused_codes']}"
-         for n, v in result["levels"].items()])
+         for n, v in result["levels"].items()]
+      + [f"psnr first {k} groups={v['mean']:.2f} dB"
+         for k, v in result.get("psnr_first_k_groups", {}).items()])
   logging.info("eval @ step %d on %d images: %s", step, result["num_images"], line)
   if writer is not None:
     scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"],
@@ -199,6 +251,8 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
                   "perplexity_soft", "entropy", "variance"):
         if key in v:
           scalars[f"eval/{name}/{key}"] = v[key]
+    for k, v in result.get("psnr_first_k_groups", {}).items():
+      scalars[f"eval/psnr_first_{k}_groups"] = v["mean"]
     writer.write_scalars(step, scalars)
     # TensorBoard at every evaluation: originals over reconstructions, and per
     # level the distribution of uses per code (a collapsed codebook piles up at 0).

@@ -22,6 +22,12 @@ factorized_codes=True is the authors' released code instead: the 1x1
 convolution keeps C channels, a linear layer projects them to D for the code
 lookup and another projects the codes back to C (vector-quantize-pytorch's
 `codebook_dim`), so the decoder always reads C channels.
+
+num_groups > 1 (grouped quantizers, MGVQ): the 1x1 convolutions before the
+quantizer are `GroupedProjection`s, so group j of the codes is computed from
+channel group j of the encoder output only and the groups stay independent up
+to the quantizer (the decoder mixes them). C and D must divide by num_groups;
+factorized_codes is not combined with groups.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import jax.numpy as jnp
 
 from vqjax.models.blocks import Decoder, Encoder, up_conv
 from vqjax.quantizers import COLLECTION
+from vqjax.quantizers.grouped import GroupedProjection
 
 Dtype = Any
 
@@ -44,6 +51,13 @@ def level_losses(levels: dict) -> dict:
   losses = {f"{name}/{term}": value for name, aux in levels.items()
             for term, value in aux["losses"].items()}
   return dict(losses=losses, levels=levels)
+
+
+def pre_quant(features: int, num_groups: int, dtype: Dtype, name: str) -> nn.Module:
+  """The 1x1 convolution before a quantizer: plain, or grouped for num_groups > 1."""
+  if num_groups > 1:
+    return GroupedProjection(features, num_groups, dtype=dtype, name=name)
+  return nn.Conv(features, (1, 1), dtype=dtype, name=name)
 
 
 def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: bool,
@@ -103,6 +117,7 @@ class SingleLevelVQVAE(nn.Module):
   res_channels: int | None = None  # default C / 2
   num_res_blocks: int = 2
   factorized_codes: bool = False
+  num_groups: int = 1  # > 1: grouped pre_quant (module docstring)
   dtype: Dtype = jnp.float32
 
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
@@ -126,7 +141,7 @@ class SingleLevelVQVAE(nn.Module):
     if codes is None:
       h = Encoder(self.channels, res, self.num_res_blocks, 4, self.dtype,
                   name="encoder")(x)
-      z_e = nn.Conv(width, (1, 1), dtype=self.dtype, name="pre_quant")(h)
+      z_e = pre_quant(width, self.num_groups, self.dtype, "pre_quant")(h)
       z_q, q_aux = quantize(z_e, quantizer=self.quantizer, name="quantizer",
                             code_dim=self.code_dim, factorized=self.factorized_codes,
                             dtype=self.dtype, train=train, step=step)
@@ -161,6 +176,7 @@ class HierarchicalVQVAE(nn.Module):
   res_channels: int | None = None
   num_res_blocks: int = 2
   factorized_codes: bool = False
+  num_groups: int = 1
   dtype: Dtype = jnp.float32
 
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
@@ -192,14 +208,14 @@ class HierarchicalVQVAE(nn.Module):
       enc_b = Encoder(c, res, self.num_res_blocks, 4, dt, name="encoder_bottom")(x)
       enc_t = Encoder(c, res, self.num_res_blocks, 2, dt, name="encoder_top")(enc_b)
 
-      z_t = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_top")(enc_t)
+      z_t = pre_quant(width, self.num_groups, dt, "pre_quant_top")(enc_t)
       q_t, aux_t = level(z_t, "quantizer_top")
       q_t = q_t.astype(dt)
 
       if self.conditioned:
         dec_t = Decoder(c, res, c, self.num_res_blocks, 2, dt, name="decoder_top")(q_t)
         enc_b = jnp.concatenate([enc_b, dec_t], axis=-1)
-      z_b = nn.Conv(width, (1, 1), dtype=dt, name="pre_quant_bottom")(enc_b)
+      z_b = pre_quant(width, self.num_groups, dt, "pre_quant_bottom")(enc_b)
       q_b, aux_b = level(z_b, "quantizer_bottom")
       if stage == "encode":
         return dict(top=aux_t["indices"], bottom=aux_b["indices"])
