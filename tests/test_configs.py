@@ -44,7 +44,22 @@ def test_every_config_file_is_covered():
   assert "configs/default.py" in CONFIG_FILES and len(CONFIG_FILES) >= 4
 
 
+# Training every smoke size takes ~10 s each: default.py in the quick suite,
+# the others with -m slow (the HQ-VAE and quantizer kinds also train through
+# `python -m vqjax.main` in test_hqvae_train.py / test_quantizer_integration.py).
+SMOKE_CASES = [p if p == "configs/default.py" else pytest.param(p, marks=pytest.mark.slow)
+               for p in CONFIG_FILES]
+
+
 @pytest.mark.parametrize("path", CONFIG_FILES)
+def test_config_builds_and_validates_at_full_and_smoke_size(path):
+  config_lib.validate(load_config(path))
+  config = load_config(with_smoke(path))
+  config_lib.validate(config)
+  assert config.train.num_steps == 2 and config.data.name == "builtin"
+
+
+@pytest.mark.parametrize("path", SMOKE_CASES)
 def test_config_builds_validates_and_its_smoke_size_trains(path, tmp_path):
   config_lib.validate(load_config(path))
   config = load_config(with_smoke(path))
