@@ -214,7 +214,8 @@ def test_eval_histogram_counts_each_image_once_and_psnr_is_per_image(tmp_path):
   config.data.val_dir = config.data.train_dir
   config.eval.batch_size = 4            # 5 images: the second batch has 3 padding rows
   model, state, mesh = trained_tiny_state(config)
-  psnr, mse, counts, _ = evaluate.Evaluator(config, model, mesh)(state.params, state.codebook)
+  psnr, mse, counts, _, _ = evaluate.Evaluator(config, model, mesh)(state.params,
+                                                                   state.codebook)
   latent_positions = (32 // 4) ** 2
   assert int(counts["codes"].sum()) == 5 * latent_positions
   images = np.concatenate([b["image"][b["mask"]] for b in data.create_eval_batches(
