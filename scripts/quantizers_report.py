@@ -145,7 +145,7 @@ def main(runs: str, out: str) -> None:
 
 
 def plot(points: dict, path: str) -> None:
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
   markers = {"ema": "o", "grouped": "s", "fsq": "^", "lfq": "v", "stochastic": "D",
              "learned": "P"}
   for i, (member, (usage, bits, psnr, quantizer)) in enumerate(points.items()):
@@ -154,7 +154,7 @@ def plot(points: dict, path: str) -> None:
                  label=member)
   axes[0].set(xscale="log", xlabel="perplexity / K (log scale)", ylabel="validation PSNR (dB)",
               title="code usage (fraction of the index space)")
-  ticks = [0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+  ticks = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
   axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
   axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   axes[1].set(xlabel="used bits per position (log2 perplexity; grouped: sum over groups)",
@@ -162,7 +162,7 @@ def plot(points: dict, path: str) -> None:
   axes[1].axvline(12, color="grey", lw=0.8, ls="--")
   for ax in axes:
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8, loc="best")
+  axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.suptitle("12 bits per latent position, single-level model, 32x32 built-in photos, "
                "600 steps (each point one seed)", fontsize=10)
   fig.tight_layout()

@@ -210,7 +210,8 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
       "mse": {"mean": float(mse.mean()), "std": float(mse.std())},
       "levels": {name: metrics.code_usage_summary(c) for name, c in counts.items()},
   }
-  for name, g in level_num_groups(config.model).items():
+  model = getattr(config, "model", None)  # absent in configs that only name the data
+  for name, g in (level_num_groups(model) if model is not None else {}).items():
     if g > 1 and name in counts:
       parts = np.split(np.asarray(counts[name]), g)
       result["levels"][name]["groups"] = {
