@@ -10,6 +10,12 @@ from vqjax import config_lib
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long or fault-injection tests, off by default; run them with -m slow")
+  # Many tests compile the same tiny models: JAX's persistent compilation
+  # cache (as `python -m vqjax.main` uses it) compiles each program once.
+  import os
+  import tempfile
+  from vqjax import parallel
+  parallel.configure_compilation_cache(os.path.join(tempfile.gettempdir(), "vqjax-tests-jax-cache"))
 
 
 @pytest.fixture(autouse=True, scope="session")

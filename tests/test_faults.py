@@ -97,6 +97,7 @@ def test_skip_nonfinite_skips_batches_and_counts_them(tmp_path, monkeypatch, rec
   assert saved_steps(tmp_path) == [3, 6]
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_stops_after_n_in_a_row(tmp_path, monkeypatch, recorded):
   config = tiny_config("single")
   config.train.skip_nonfinite = 2
@@ -172,6 +173,7 @@ def test_unwritable_workdir_fails_before_training(tmp_path, monkeypatch):
   assert not steps  # before the train step was even built
 
 
+@pytest.mark.slow
 def test_disk_too_small_for_a_checkpoint_fails_before_training(tmp_path, monkeypatch):
   usage = shutil.disk_usage(tmp_path)
   monkeypatch.setattr(shutil, "disk_usage",

@@ -299,6 +299,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_grouped_dropout_eight_devices_match_one(tmp_path):
   # Per-example draws over the sharded batch ('batch' scope draws one scalar).
   scope = "example"

@@ -78,6 +78,7 @@ def test_single_level_codes_are_the_nearest_codebook_rows(tmp_path):
   np.testing.assert_array_equal(model.encode(x)["codes"], dist.argmin(-1))
 
 
+@pytest.mark.slow
 def test_stochastic_quantizer_run_decodes_its_codes_to_reconstruct(tmp_path):
   """SQ-VAE quantizer (codebook in params): codes are the nearest code at eval."""
   _train(tmp_path, "hierarchical", quantizer="stochastic")
