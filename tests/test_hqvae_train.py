@@ -56,7 +56,8 @@ def check_metrics(result: dict, num_layers: int, num_codes: int, stochastic: boo
 
 # Each new kind with each quantizer family, from its config file's smoke size.
 CASES = [("configs/hqvae/cpu_sqvae2.py:smoke", 2, 64, True),
-         ("configs/hqvae/cpu_rsqvae.py:smoke,shared", 2, 32, True),
+         pytest.param("configs/hqvae/cpu_rsqvae.py:smoke,shared", 2, 32, True,
+                      marks=pytest.mark.slow),
          pytest.param("configs/hqvae/cpu_sqvae2.py:smoke,ema", 2, 64, False,
                       marks=pytest.mark.slow),
          pytest.param("configs/hqvae/cpu_rsqvae.py:smoke,ema,noreset", 2, 32, False,

@@ -160,6 +160,7 @@ def test_factorized_codes_add_the_released_projections():
       assert fact["codebook"][name]["embedding"].shape == (cfg.num_codes, d)
 
 
+@pytest.mark.slow
 def test_factorized_codes_train_and_project_in_gets_gradients():
   cfg = config_lib.single_model(64, 8, 32)
   cfg.factorized_codes = True

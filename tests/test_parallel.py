@@ -54,6 +54,7 @@ def test_eight_devices_match_one_device(tmp_path):
   assert_same_training(tmp_path / "one.npz", tmp_path / "eight.npz")
 
 
+@pytest.mark.slow
 def test_released_options_on_eight_devices_match_one_device(tmp_path):
   # The released code's k-means init, every-step EMA dead-code rule with
   # distinct batch samples (top-k over the sharded global batch) and factorized
@@ -73,6 +74,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
   run_worker(tmp_path / "single.npz", 1, 1)
   coordinator = f"127.0.0.1:{free_port()}"

@@ -53,7 +53,7 @@ def run_main(workdir, config_arg: str, *overrides: str) -> dict:
 # (member of configs/quantizers.py, extra flags, K of the histogram, groups, stochastic)
 CASES = [
     pytest.param("grouped_g2", (), 128, 2, False, marks=pytest.mark.slow),
-    ("lfq", (), 2**12, 1, False),
+    pytest.param("lfq", (), 2**12, 1, False, marks=pytest.mark.slow),
     pytest.param("fsq", (), 7 * 5**4, 1, False, marks=pytest.mark.slow),
     pytest.param("vq", ("--config.model.quantizer=learned",
                         "--config.model.gradient_estimator=rotation",

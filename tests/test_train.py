@@ -80,7 +80,7 @@ def test_resume_after_stop_equals_uninterrupted_run(tmp_path):
                               atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["single", "hierarchical"])
+@pytest.mark.parametrize("kind", ["single", pytest.param("hierarchical", marks=pytest.mark.slow)])
 def test_eval_on_a_folder_writes_metrics_json(tmp_path, kind):
   write_image_folder(tmp_path / "train", 12)
   write_image_folder(tmp_path / "val", 5, seed=1)
