@@ -2,8 +2,13 @@
 # The CPU-scale reproduction of the paper (docs/REPRODUCTION.md): Figure 1 for
 # both architectures with 3 seeds, Table 1's D = 8 rows with 2 seeds, the
 # Figure 2 grid with 1 seed; every member 300 steps on the photo corpus.
+#
 # Resumable: finished members are skipped, unfinished ones resume from their
-# checkpoints, so run the same command again after an interruption.
+# checkpoints, so run the same command again after an interruption. The
+# finished runs committed in docs/reproduction/runs (metrics, no checkpoints;
+# scripts/collect_runs.py) are copied in first, so a fresh checkout resumes too.
+# Runs go in order of what they answer: every figure's first seed before the
+# further seeds.
 #
 #   scripts/reproduction.sh [RUNS_DIR]     # default runs/reproduction
 #   python -m vqjax.report RUNS_DIR/* --out=docs/reproduction
@@ -12,13 +17,23 @@ cd "$(dirname "$0")/.."
 runs="${1:-runs/reproduction}"
 python="${PYTHON:-.venv/bin/python}"
 test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
+mkdir -p "$runs"
+if [[ -d docs/reproduction/runs ]]; then cp -rn docs/reproduction/runs/. "$runs"/; fi
 
 sweep() { "$python" -m vqjax.sweep "$@"; }
-sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/figure1.py \
-    --workdir="$runs/figure1" --seeds=0,1,2
-sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/table1.py \
-    --workdir="$runs/table1_single" --seeds=0,1 --members=D8_K1024,D8_K2048,D8_K4096,D8_K8192
-sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/table1.py \
-    --workdir="$runs/table1_hierarchical" --seeds=0,1 --members=D8_2x512,D8_2x1024,D8_2x2048,D8_2x4096
+figure1() {
+  sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/figure1.py \
+      --workdir="$runs/figure1" --seeds="$1"
+}
+table1() {
+  sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/table1.py \
+      --workdir="$runs/table1_single" --seeds="$1" --members=D8_K1024,D8_K2048,D8_K4096,D8_K8192
+  sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/table1.py \
+      --workdir="$runs/table1_hierarchical" --seeds="$1" --members=D8_2x512,D8_2x1024,D8_2x2048,D8_2x4096
+}
+figure1 0
+table1 0
+figure1 0,1,2
+table1 0,1
 sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/figure2.py \
     --workdir="$runs/figure2" --seeds=0
