@@ -3,6 +3,8 @@
 A config holds everything a run needs (data, model, optimizer, steps, seeds,
 cadences). The paper's models are built here once; the single-level model is
 always *derived* from the hierarchical one through `capacity.py`, never typed.
+The data section is `data_config.py`'s, the HQ-VAE configs are in
+`hqvae_configs.py`; `validate` checks a whole config before anything compiles.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import ml_collections
 
 from vqjax import capacity, losses
+from vqjax.data_config import default_data_config, validate_data
 from vqjax.models.factory import (GROUP_QUANTIZERS, HQVAE_KINDS, HQVAE_QUANTIZERS,
                                   MODEL_KINDS, QUANTIZERS, codebook_sizes)
 from vqjax.quantizers import fsq, lfq
@@ -25,72 +28,6 @@ from vqjax.quantizers.stochastic import EVAL_MODES
 MAX_HISTOGRAM_CODES = 2**24
 
 LR_SCHEDULES = ("exponential", "plateau")
-
-DATA_NAMES = ('builtin', 'folder', 'tfds')
-# Colour photos that scikit-image ships inside its wheel (no download).
-BUILTIN_PHOTOS = (
-    'astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field',
-    'immunohistochemistry', 'retina', 'stereo_motorcycle',
-)
-IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
-# data.on_bad_image: '' (or 'auto') = 'skip' in training, 'error' in evaluation.
-ON_BAD_IMAGE_CHOICES = ('', 'auto', 'skip', 'error')
-COLOR_AUGMENT_CHOICES = ('auto', 'on', 'off')
-
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-  """Returns the data config with every field at its default."""
-  c = ml_collections.ConfigDict()
-  c.name = "builtin"           # "builtin" | "folder" | "tfds"
-  c.image_size = 64            # S: square crop side, pixels
-  c.resize_size = 0            # folder/tfds: shorter side first resized to this; 0 = off
-  c.batch_size = 32            # global batch (all processes together)
-  c.num_workers = 0            # grain worker processes; 0 = in-process
-  c.train_dir = ""             # folder: root of training images
-  c.val_dir = ""               # folder: root of validation images ("" = split train_dir)
-  c.val_fraction = 0.1         # folder without val_dir: held-out fraction
-  c.tfds_name = ""             # tfds: e.g. "imagenet2012"
-  c.tfds_data_dir = ""         # tfds: "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.train_split = "train"      # tfds split names (tfds slicing syntax allowed)
-  c.val_split = "validation"
-  c.builtin_val_images = ("chelsea", "coffee")
-  # folder: an undecodable file: "skip" (training: next decodable file instead;
-  # eval: left out, mask False; logged and counted) | "error" (ValueError
-  # naming it) | "" = auto: skip in training, error in evaluation.
-  c.on_bad_image = ""
-  # Training-time colour augmentation (vqjax.data.augment): "auto" = on for builtin
-  # (its photos hold almost no green), off for folder/tfds | "on" | "off".
-  c.color_augment = "auto"
-  c.color_hue_degrees = 180.0  # hue rotated by U[-this, this] degrees (HSV)
-  c.color_permute = True       # and the RGB channels put in a random order
-  c.color_prob = 1.0           # fraction of training crops augmented
-  return c
-
-
-def validate_data(d) -> None:
-  """Clear errors for data fields that cannot work (ConfigDict or attributes)."""
-  if d.name not in DATA_NAMES:
-    raise ValueError(f"bad config: data.name={d.name!r}; use one of {list(DATA_NAMES)}.")
-  if int(d.image_size) <= 0:
-    raise ValueError(f"bad config: data.image_size={d.image_size} must be positive.")
-  if d.resize_size and int(d.resize_size) < int(d.image_size):
-    raise ValueError(f"bad config: data.resize_size={d.resize_size} must be 0 (off) or "
-                     f">= data.image_size={d.image_size}.")
-  if (d.on_bad_image or "") not in ON_BAD_IMAGE_CHOICES:
-    raise ValueError(
-        f"bad config: data.on_bad_image={d.on_bad_image!r}; use one of "
-        f"{list(ON_BAD_IMAGE_CHOICES)} ('' or 'auto': skip undecodable files in "
-        "training, raise in evaluation).")
-  if d.color_augment not in COLOR_AUGMENT_CHOICES:
-    raise ValueError(
-        f"bad config: data.color_augment={d.color_augment!r}; use one of "
-        f"{list(COLOR_AUGMENT_CHOICES)} (auto: on for builtin, off otherwise).")
-  if not 0.0 <= float(d.color_prob) <= 1.0 or not 0.0 <= float(d.color_hue_degrees) <= 180.0:
-    raise ValueError(
-        f"bad config: data.color_prob={d.color_prob} must be in [0, 1] and "
-        f"data.color_hue_degrees={d.color_hue_degrees} in [0, 180].")
-
 
 # Paper, Sec. 4: C_h = 128 at both levels; single-level C_s follows from Eq. 4.
 PAPER_HIER_CHANNELS = 128
@@ -151,27 +88,6 @@ def hierarchical_model(num_codes: int, code_dim: int,
       factorized_codes=False,  # True: the released code's C -> D -> C projections
       num_codes=num_codes, code_dim=code_dim, dtype="float32",
       **quantizer_defaults()))
-
-
-def hqvae_model(kind: str, quantizer: str, num_codes, num_layers: int = 2,
-                width: int = 64, num_pools: int = 1) -> ml_collections.ConfigDict:
-  """An HQ-VAE top-down network (vqjax/models/hqvae.py), d_b = code_dim = width.
-
-  kind: 'injected_topdown' (SQ-VAE-2, or VQ-VAE-2 with quantizer='ema') or
-  'residual_topdown' (RSQ-VAE, or RQ-VAE with 'ema'). num_codes: K per layer
-  (an int for every layer, or a tuple top first). Layer 1 sits at
-  image / 2^(stem_downsamples + num_pools); injected layer l at 2^(l-1) times that.
-  """
-  return ml_collections.ConfigDict(dict(
-      kind=kind, num_layers=num_layers, num_codes=num_codes,
-      code_dim=width, channels=width,   # d_b and the network width (paper: both 64)
-      num_res_blocks=2,         # ResBlocks per bottom-up group and in the decoder
-      stem_downsamples=1,       # 4x4 stride-2 convs before the first group
-      num_pools=num_pools,      # 2x2 average pools between groups (resolutions - 1)
-      shared_codebook=False,    # residual_topdown: one codebook for every layer
-      decoder_variance=False,   # learned log sigma^2 (needs train.reconstruction_loss='gaussian_nll')
-      dtype="float32",
-      **dict(quantizer_defaults(), quantizer=quantizer)))
 
 
 def single_model(hier_num_codes: int, hier_code_dim: int, image_size: int,
@@ -263,60 +179,6 @@ def paper_config() -> ml_collections.ConfigDict:
 # the paper's tau = exp(-1e-5 t) ends at exp(-1.25) = 0.29. Shorter runs keep
 # that end point: sq_tau_rate = HQVAE_TAU_EXPONENT / train.num_steps.
 HQVAE_TAU_EXPONENT = 1.25
-HQVAE_OPTIONS = ("smoke", "ema", "shared", "noreset")
-
-
-def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
-                 steps_per_epoch: int = 0) -> ml_collections.ConfigDict:
-  """HQ-VAE's optimisation (App. F) around an SQ model of `hqvae_model`.
-
-  ARELBO reconstruction, Adam 1e-3 with betas (0.9, 0.9), batch 32, the
-  learning rate halved after 3 epochs without improvement (`lr_schedule=
-  'plateau'`, on the epoch-mean training loss: see state.create_optimizer),
-  validation once per epoch, the temperature rate rescaled to num_steps.
-  """
-  c = base_config()
-  c.model = hqvae_model(kind, "stochastic", num_codes, num_pools=num_pools)
-  c.model.sq_tau_rate = HQVAE_TAU_EXPONENT / num_steps
-  c.data.image_size = 32
-  c.data.batch_size = 32
-  c.eval.batch_size = 32
-  t = c.train
-  t.num_steps, t.steps_per_epoch = num_steps, steps_per_epoch
-  t.learning_rate, t.lr_decay_rate, t.adam_b2 = 1e-3, 1.0, 0.9
-  t.reconstruction_loss, t.lr_schedule = "arelbo", "plateau"
-  t.plateau_factor, t.plateau_patience, t.plateau_rtol = 0.5, 3, 1e-4
-  return c
-
-
-def apply_hqvae_options(config: ml_collections.ConfigDict,
-                        arg: str | None) -> ml_collections.ConfigDict:
-  """Options of configs/hqvae/*.py, e.g. `--config=configs/hqvae/cpu_rsqvae.py:ema,shared`.
-
-    ema      the deterministic baseline on the same network: EMA VQ (beta 0.25,
-             decay 0.99, data init, dead-code reset), MSE reconstruction
-             (VQ-VAE-2 for injected_topdown, RQ-VAE for residual_topdown)
-    shared   one codebook for every residual layer
-    noreset  no dead-code reset (reset_threshold = 0; for 'ema')
-    smoke    2 steps at tiny width on 32x32 built-in photo crops (tests, CI; any
-             data set of the config is replaced, so it runs offline)
-  """
-  options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-  unknown = sorted(set(options) - set(HQVAE_OPTIONS))
-  if unknown:
-    raise ValueError(f"unknown config option(s) {unknown}; choose from {HQVAE_OPTIONS}.")
-  m, t = config.model, config.train
-  if "ema" in options:
-    m.quantizer = "ema"
-    t.reconstruction_loss = "mse"
-  if "shared" in options:
-    m.shared_codebook = True
-  if "noreset" in options:
-    m.reset_threshold = 0.0
-  if "smoke" in options:
-    smoke(config)
-  return config
-
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks `config` in place to its smoke size (big_vision's `runlocal`).
