@@ -26,7 +26,7 @@ Variables of the `codebook` collection (K codes of dimension D, window W):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -74,16 +74,26 @@ def _nearest_in_block(z: jax.Array, codes: jax.Array,
   return best, jnp.minimum(idx, num - 1)  # NaN rows: clamp into range
 
 
+def check_chunk_size(chunk_size: int | None, num_codes: int,
+                     key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError unless `nearest_code` can search num_codes codes in blocks of
+  chunk_size (0 / None: no blocks; >= num_codes: one block; else a divisor).
+
+  `config_lib.validate` runs it per level, `key` naming the config keys.
+  """
+  if chunk_size and (chunk_size < 0 or (chunk_size < num_codes and num_codes % chunk_size)):
+    raise ValueError(
+        f"{key('search_chunk_size')}={chunk_size} must divide {key('num_codes')}="
+        f"{num_codes}; pick a divisor of num_codes (e.g. a power of two) or 0 to disable.")
+
+
 def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
                               chunk_size: int | None, use_argmin: bool) -> jax.Array:
   """Nearest code of z [n, D]; codes scanned in blocks with a running min/argmin."""
   num_codes = codebook.shape[0]
   if chunk_size is None or chunk_size >= num_codes:
     return _nearest_in_block(z, codebook, use_argmin)[1]
-  if num_codes % chunk_size:
-    raise ValueError(
-        f"search_chunk_size={chunk_size} must divide num_codes={num_codes}; "
-        "pick a divisor of num_codes (e.g. a power of two) or 0 to disable.")
+  check_chunk_size(chunk_size, num_codes)
   blocks = codebook.reshape(num_codes // chunk_size, chunk_size, -1)
 
   def scan_block(carry, block_and_offset):
@@ -247,6 +257,37 @@ def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
   return jnp.mean(z[idx], axis=1)
 
 
+def check_settings(*, decay: float, eps: float, beta: float, codebook_init: str,
+                   kmeans_iters: int, reset_threshold: float, reset_window: int,
+                   reset_rule: str, reset_criterion: str,
+                   key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError for EMA quantizer settings that cannot work.
+
+  The one check of these settings: `VectorQuantizerEMA` runs it, and
+  `config_lib.validate` runs it with `key` mapping each argument name to its
+  config key (e.g. 'model.decay'), which the messages name.
+  """
+  def need(ok: bool, msg: str):
+    if not ok:
+      raise ValueError(msg)
+
+  need(0.0 < decay < 1.0, f"{key('decay')}={decay} must be in (0, 1).")
+  need(eps > 0, f"{key('eps')}={eps} must be > 0.")
+  need(beta >= 0, f"{key('beta')}={beta} must be >= 0.")
+  need(codebook_init in INIT_CHOICES,
+       f"{key('codebook_init')}={codebook_init!r}; choose one of {INIT_CHOICES}.")
+  need(codebook_init != "kmeans" or kmeans_iters >= 1,
+       f"{key('kmeans_iters')}={kmeans_iters} must be >= 1 for codebook_init='kmeans'.")
+  need(reset_threshold >= 0,
+       f"{key('reset_threshold')}={reset_threshold} must be >= 0 (0: no dead-code reset).")
+  need(reset_window >= 1, f"{key('reset_window')}={reset_window} must be >= 1 batch.")
+  need(reset_rule in RESET_RULES,
+       f"{key('reset_rule')}={reset_rule!r}; choose one of {RESET_RULES}.")
+  need(reset_criterion in RESET_CRITERIA,
+       f"{key('reset_criterion')}={reset_criterion!r}; choose one of {RESET_CRITERIA} "
+       "('window': the paper's windowed count, 'ema': the released code's EMA cluster size).")
+
+
 # ---------------------------------------------------------------------------
 # The module.
 # ---------------------------------------------------------------------------
@@ -287,19 +328,10 @@ class VectorQuantizerEMA(nn.Module):
   gradient_estimator: str = "ste"  # 'ste' | 'rotation' (gradients.straight_through)
 
   def _codebook_variables(self):
-    if self.codebook_init not in INIT_CHOICES:
-      raise ValueError(f"codebook_init={self.codebook_init!r}; choose one of {INIT_CHOICES}.")
-    if self.codebook_init == "kmeans" and self.kmeans_iters < 1:
-      raise ValueError(f"kmeans_iters={self.kmeans_iters} must be >= 1 for "
-                       "codebook_init='kmeans'.")
-    if self.reset_criterion not in RESET_CRITERIA:
-      raise ValueError(f"reset_criterion={self.reset_criterion!r}; choose one of "
-                       f"{RESET_CRITERIA}.")
-    if self.reset_rule not in RESET_RULES:
-      raise ValueError(
-          f"reset_rule={self.reset_rule!r}; choose one of {RESET_RULES}.")
-    if self.reset_window < 1:
-      raise ValueError(f"reset_window={self.reset_window} must be >= 1 batch.")
+    check_settings(decay=self.decay, eps=self.eps, beta=self.beta,
+                   codebook_init=self.codebook_init, kmeans_iters=self.kmeans_iters,
+                   reset_threshold=self.reset_threshold, reset_window=self.reset_window,
+                   reset_rule=self.reset_rule, reset_criterion=self.reset_criterion)
     k, d, w = self.num_codes, self.code_dim, self.reset_window
 
     def uniform_codes():
