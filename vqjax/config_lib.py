@@ -17,7 +17,7 @@ from vqjax import capacity, losses
 from vqjax.data_config import default_data_config, validate_data
 from vqjax.models import hqvae
 from vqjax.models.factory import HQVAE_KINDS, check_buildable, codebook_sizes
-from vqjax.quantizers import ema_vq, fsq, gradients, grouped, lfq, stochastic
+from vqjax.quantizers import code_search, ema_vq, fsq, gradients, grouped, lfq, stochastic
 
 # Evaluation sums a dense float32 histogram of every level's index space on the
 # device (and an int64 copy on the host): at most 2^24 codes, 64 MiB per level.
@@ -354,7 +354,7 @@ def _validate_ema(m, need) -> None:
   key = _model_key if groups == 1 else (
       lambda name: "model.num_codes / num_groups" if name == "num_codes" else _model_key(name))
   for k in codebook_sizes(m):  # a grouped level searches K / G codes per group
-    _checked(ema_vq.check_chunk_size, m.search_chunk_size, k // groups, key=key)
+    _checked(code_search.check_chunk_size, m.search_chunk_size, k // groups, key=key)
 
 
 MODES = ("train", "eval", "encode", "decode", "reconstruct")

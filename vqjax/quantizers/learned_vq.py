@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
-from vqjax.quantizers.ema_vq import default_rows_per_block, nearest_code
+from vqjax.quantizers.code_search import default_rows_per_block, nearest_code
 from vqjax.quantizers.gradients import straight_through
 
 NORM_EPS = 1e-12
@@ -49,7 +49,7 @@ class LearnedCodebookQuantizer(nn.Module):
   l2_normalize: bool = False
   gradient_estimator: str = "ste"  # 'ste' | 'rotation'
   search_chunk_size: int = 0
-  search_rows_per_block: int = -1  # -1: auto, see ema_vq.default_rows_per_block
+  search_rows_per_block: int = -1  # -1: auto, see code_search.default_rows_per_block
 
   @property
   def codebook_size(self) -> int:

@@ -12,7 +12,7 @@ train=True: a Gumbel-softmax *soft* sample y = softmax((logits + g) / tau),
 z_q = y @ B, a convex combination of codes (no straight-through, no hard
 one-hot); tau = temperature(step, ...) from the traced `step`.
 train=False: eval_mode='det' (default) z_q = the nearest code (ties to the
-lowest index, as `ema_vq.nearest_code`); 'sample' draws k ~ Categorical(P).
+lowest index, as `code_search.nearest_code`); 'sample' draws k ~ Categorical(P).
 
 Variables (`params`, trained by the optimizer; no EMA, no reset, no data init):
   embedding [K, D] float32  codes, init N(0, 1) (absent with `shared_codebook`)
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 
 from vqjax import metrics
-from vqjax.quantizers.ema_vq import squared_distances
+from vqjax.quantizers.code_search import squared_distances
 
 RNG_STREAM = "sample"
 EVAL_MODES = ("det", "sample")
@@ -84,7 +84,7 @@ def first_argmin(dist: jax.Array) -> jax.Array:
   """Index of the first minimum of each row of dist [N, K] -> [N] int32.
 
   argmin on accelerators; min + first equal index on CPU, where XLA's variadic
-  argmin reduction is slow (as `ema_vq.nearest_code`). Same result either way.
+  argmin reduction is slow (as `code_search.nearest_code`). Same result either way.
   """
   if jax.default_backend() != "cpu":
     return jnp.argmin(dist, axis=-1).astype(jnp.int32)
