@@ -77,6 +77,17 @@ def fmt(stat, digits: int) -> str:
   return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
 
+def fmt_values(values, digits: int = 2) -> str:
+  """'mean ± std' (ddof 1) of the values that are not None, one value alone, '—'
+  for none (the tables of scripts/hqvae_report.py and scripts/quantizers_report.py)."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
 def fmt_images(member: Member, metric: str, digits: int) -> str:
   """Table 1's cell: mean ± std over images (each averaged over seeds), + seed std."""
   means = member.stat(lambda m: m[metric]["mean"])
