@@ -103,6 +103,24 @@ def default_rows_per_block(codes_per_block: int, backend: str | None = None,
   return max(1, ACCELERATOR_BLOCK_ELEMENTS // codes_per_block) * num_devices
 
 
+def search_vectors(z_e: jax.Array, code_dim: int) -> jax.Array:
+  """A quantizer's input z_e [..., code_dim] as the [N, code_dim] float32 vectors
+  it searches; ValueError if its last axis is not code_dim wide."""
+  if z_e.shape[-1] != code_dim:
+    raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
+                     f"expected code_dim={code_dim}.")
+  return z_e.reshape(-1, code_dim).astype(jnp.float32)
+
+
+def resolve_rows_per_block(rows_per_block: int, num_codes: int,
+                           chunk_size: int | None) -> int:
+  """A quantizer's search_rows_per_block setting as `nearest_code` takes it: -1
+  (auto) -> `default_rows_per_block` of its blocks of min(K, chunk_size) codes."""
+  if rows_per_block >= 0:
+    return rows_per_block
+  return default_rows_per_block(min(num_codes, chunk_size or num_codes))
+
+
 def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = None,
                  rows_per_block: int | None = None,
                  use_argmin: bool | None = None) -> jax.Array:

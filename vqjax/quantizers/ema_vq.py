@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
-from vqjax.quantizers.code_search import default_rows_per_block, nearest_code
+from vqjax.quantizers.code_search import (nearest_code, resolve_rows_per_block,
+                                          search_vectors)
 from vqjax.quantizers.gradients import straight_through
 
 COLLECTION = "codebook"
@@ -202,7 +203,7 @@ class VectorQuantizerEMA(nn.Module):
   reset_average_size: int = 4
   reset_criterion: str = "window"
   search_chunk_size: int = 0
-  search_rows_per_block: int = -1  # -1: auto, see default_rows_per_block
+  search_rows_per_block: int = -1  # -1: auto, see code_search.default_rows_per_block
   gradient_estimator: str = "ste"  # 'ste' | 'rotation' (gradients.straight_through)
 
   def _codebook_variables(self):
@@ -238,12 +239,9 @@ class VectorQuantizerEMA(nn.Module):
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,
                step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    if z_e.shape[-1] != self.code_dim:
-      raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
-                       f"expected code_dim={self.code_dim}.")
+    z = search_vectors(z_e, self.code_dim)
     v = self._codebook_variables()
     lead_shape = z_e.shape[:-1]
-    z = z_e.reshape(-1, self.code_dim).astype(jnp.float32)
     update = train and not self.is_initializing()
 
     if update:
@@ -273,9 +271,8 @@ class VectorQuantizerEMA(nn.Module):
     return z_q_st.reshape(z_e.shape).astype(z_e.dtype), aux
 
   def _rows_per_block(self) -> int:
-    codes_per_block = min(self.num_codes, self.search_chunk_size or self.num_codes)
-    return (default_rows_per_block(codes_per_block) if self.search_rows_per_block < 0
-            else self.search_rows_per_block)
+    return resolve_rows_per_block(self.search_rows_per_block, self.num_codes,
+                                  self.search_chunk_size)
 
   # -- state updates (all traced; no Python branching on values) -------------
 
