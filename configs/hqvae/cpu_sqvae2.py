@@ -13,14 +13,7 @@ Trains in a few minutes on CPU:
 
 from vqjax import hqvae_configs
 
-NUM_STEPS = 300
-
 
 def get_config(arg=None):
-  config = hqvae_configs.hqvae_config("injected_topdown", num_codes=64, num_pools=2,
-                                      num_steps=NUM_STEPS)
-  config.data.name = "builtin"
-  config.model.channels = 32
-  config.train.log_every = 20
-  config.train.checkpoint_every = 300
+  config = hqvae_configs.cpu_config("injected_topdown", num_codes=64, num_pools=2)
   return hqvae_configs.apply_hqvae_options(config, arg)
