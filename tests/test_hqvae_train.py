@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib
+from vqjax import config_lib, data
 from vqjax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,7 @@ def test_paper_configs_validate_and_shrink(name):
   assert (t.learning_rate, t.adam_b2, t.lr_schedule, t.plateau_factor,
           t.plateau_patience) == ((5e-4 if "imagenet" in name else 1e-3), 0.9, "plateau", 0.5, 3)
   assert m.code_dim == 64 and m.quantizer == "stochastic"
+  assert not data.color_augment_on(config.data)  # the paper trains on plain images
   # One validation round per epoch feeds the plateau rule.
   assert state_lib.resolve_durations(config).train.eval_every == state_lib.steps_per_epoch(config)
   # tau at the last step is the paper's CIFAR-10 end point exp(-1e-5 * 125000).

@@ -270,17 +270,19 @@ def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
                  steps_per_epoch: int = 0) -> ml_collections.ConfigDict:
   """HQ-VAE's optimisation (App. F) around an SQ model of `hqvae_model`.
 
-  ARELBO reconstruction, Adam 1e-3 with betas (0.9, 0.9), batch 32, the
-  learning rate halved after 3 validation rounds without improvement of the
-  validation MSE (`lr_schedule='plateau'`: state.plateau_rule,
-  train.plateau_value), validation once per epoch (every steps_per_epoch
-  steps, or eval_every_epochs=1), the temperature rate rescaled to num_steps.
+  ARELBO reconstruction, no colour augmentation, Adam 1e-3 with betas (0.9,
+  0.9), batch 32, the learning rate halved after 3 validation rounds without
+  improvement of the validation MSE (`lr_schedule='plateau'`:
+  state.plateau_rule, train.plateau_value), validation once per epoch (every
+  steps_per_epoch steps, or eval_every_epochs=1), the temperature rate
+  rescaled to num_steps.
   """
   c = base_config()
   c.model = hqvae_model(kind, "stochastic", num_codes, num_pools=num_pools)
   c.model.sq_tau_rate = HQVAE_TAU_EXPONENT / num_steps
   c.data.image_size = 32
   c.data.batch_size = 32
+  c.data.color_augment = "off"  # the paper has none ('auto' turns it on for builtin)
   c.eval.batch_size = 32
   t = c.train
   t.num_steps, t.steps_per_epoch = num_steps, steps_per_epoch
