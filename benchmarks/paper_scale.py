@@ -13,7 +13,7 @@ model  configs/paper_single.py and configs/paper_hierarchical.py at 256x256,
          because XLA counts a loop body once, not once per trip;
        - the compiled train step's memory analysis (temporaries per device) for
          the dense search and for the search blocked as vqjax does on
-         accelerators (ema_vq.default_rows_per_block; on a CPU host this is
+         accelerators (code_search.default_rows_per_block; on a CPU host this is
          XLA:CPU's buffer assignment, an estimate of the GPU's);
        - unless --steps 0: train img/s (median of the timed steps after warm-up,
          each waited for) and peak memory (accelerator: the device's
@@ -159,10 +159,10 @@ def child_model(spec: dict) -> dict:
   out["memory_dense"] = _memory(dense)
   del dense
   # The search as vqjax blocks it on accelerators (on a GPU: its default, -1).
-  from vqjax.quantizers import ema_vq  # pylint: disable=import-outside-toplevel
+  from vqjax.quantizers import code_search  # pylint: disable=import-outside-toplevel
   m = config.model
-  rows = ema_vq.default_rows_per_block(min(m.num_codes, m.search_chunk_size or m.num_codes),
-                                       backend="gpu", num_devices=num_devices)
+  rows = code_search.default_rows_per_block(min(m.num_codes, m.search_chunk_size or m.num_codes),
+                                            backend="gpu", num_devices=num_devices)
   blocked, out["compile_blocked_s"] = _compile(config, search_rows_per_block=rows)
   out["memory_blocked"] = _memory(blocked)
   out["search_rows_per_block"] = rows

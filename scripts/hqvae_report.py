@@ -1,9 +1,9 @@
 """docs/HQVAE.md's table, figure and copied metrics from the HQ-VAE sweep's run dirs.
 
-  python scripts/hqvae_report.py runs/hqvae docs/hqvae
+  PYTHONPATH=. python scripts/hqvae_report.py runs/hqvae docs/hqvae
 
 Reads RUNS/<member>/seed<s>/eval/metrics.json and the TensorBoard event files
-(tensorboardX protos, no TensorFlow), and writes OUT/metrics/<member>_seed<s>.json,
+(vqjax.writers.read_scalars, no TensorFlow), and writes OUT/metrics/<member>_seed<s>.json,
 OUT/training_<member>_seed<s>.json (the logged scalars we plot), OUT/table.md
 and OUT/self_annealing.png (per stochastic member, the mean over seeds with
 the seeds' range shaded: s_l^2 and mean posterior entropy per layer over
@@ -16,45 +16,19 @@ import glob
 import json
 import os
 import shutil
-import struct
 import sys
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tensorboardX.proto import event_pb2  # noqa: E402
+
+from vqjax.report import fmt_values as fmt  # noqa: E402
+from vqjax.writers import read_scalars  # noqa: E402
 
 ORDER = ["vqvae2_K16", "sqvae2_K16", "vqvae2_K128", "sqvae2_K128",
          "rqvae_noreset", "rqvae_reset", "rsqvae",
          "rqvae_noreset_shared", "rqvae_reset_shared", "rsqvae_shared"]
-
-
-def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} of every event file in run_dir (TFRecord framing)."""
-  out: dict[str, list[tuple[int, float]]] = {}
-  for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
-    with open(path, "rb") as f:
-      data = f.read()
-    pos = 0
-    while pos + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      record = data[pos + 12:pos + 12 + length]
-      pos += 12 + length + 4
-      event = event_pb2.Event()
-      event.ParseFromString(record)
-      for v in event.summary.value:
-        if v.HasField("simple_value"):
-          out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
-  return out
-
-
-def fmt(values: list[float], digits: int = 2) -> str:
-  if not values:
-    return "—"
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def main(runs: str, out: str) -> None:

@@ -1,6 +1,6 @@
 """docs/QUANTIZERS.md's table, figure and copied metrics from the quantizer sweep.
 
-  python scripts/quantizers_report.py runs/quantizers docs/quantizers
+  PYTHONPATH=. python scripts/quantizers_report.py runs/quantizers docs/quantizers
 
 Reads RUNS/<member>/seed<s>/{config.json,eval/metrics.json}, the sweep logs
 RUNS/log_<member>_seed<s>.txt (the training loop's last `uptime=` before the
@@ -26,6 +26,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vqjax import capacity  # noqa: E402
+from vqjax.report import fmt_values as fmt  # noqa: E402
 
 ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "fsq", "lfq",
          "lfq_noentropy", "sq", "sq_var1"]
@@ -77,15 +78,6 @@ def used(level: dict) -> float:
   if "groups" in level:
     return float(sum(np.log2(g["perplexity"]) for g in level["groups"].values()))
   return float(np.log2(level["perplexity"]))
-
-
-def fmt(values, digits: int = 2) -> str:
-  values = [v for v in values if v is not None]
-  if not values:
-    return "—"
-  if len(values) == 1:
-    return f"{values[0]:.{digits}f}"
-  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def main(runs: str, out: str) -> None:

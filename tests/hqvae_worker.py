@@ -19,7 +19,7 @@ import sys
 import jax
 import numpy as np
 
-from vqjax import config_lib, parallel, train
+from vqjax import config_lib, hqvae_configs, parallel, train
 from vqjax import state as state_lib
 from vqjax.models import create_model
 
@@ -33,9 +33,9 @@ def flat(prefix, tree):
 
 
 def run(num_devices: int, images: np.ndarray) -> dict:
-  config = config_lib.hqvae_config("injected_topdown", num_codes=16, num_pools=2,
-                                   num_steps=STEPS)
-  config = config_lib.apply_hqvae_options(config, "smoke")
+  config = hqvae_configs.hqvae_config("injected_topdown", num_codes=16, num_pools=2,
+                                      num_steps=STEPS)
+  config = hqvae_configs.apply_hqvae_options(config, "smoke")
   config.data.image_size = IMAGE
   config.model.sq_tau_rate = 0.1
   config.train.plateau_patience = 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vqjax import config_lib, evaluate, metrics
+from vqjax import evaluate, hqvae_configs, metrics
 
 
 def np_ssim(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
@@ -99,8 +99,8 @@ def test_eval_step_soft_histogram_and_entropy_skip_masked_images():
   class Config:  # the fields summarize reads
     class data:  # noqa: N801
       name, image_size = "builtin", 4
-    model = config_lib.hqvae_model("injected_topdown", "stochastic", (k,), num_layers=1,
-                                   num_pools=0)
+    model = hqvae_configs.hqvae_model("injected_topdown", "stochastic", (k,), num_layers=1,
+                                      num_pools=0)
 
   result = evaluate.summarize(Config, 7, np.array([20.0, 30.0]), np.array([0.01, 0.001]),
                               {"layer_1": hard}, extra)

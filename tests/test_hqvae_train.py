@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib, data
+from vqjax import config_lib, data, hqvae_configs
 from vqjax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +104,7 @@ def test_paper_configs_validate_and_shrink(name):
 
 def test_bad_hqvae_config_values_fail_with_the_field_name():
   def config(**model):
-    c = config_lib.hqvae_config("injected_topdown", 16, num_pools=2, num_steps=10)
+    c = hqvae_configs.hqvae_config("injected_topdown", 16, num_pools=2, num_steps=10)
     c.model.update(model)
     return c
 
@@ -125,7 +125,7 @@ def test_bad_hqvae_config_values_fail_with_the_field_name():
   c.train.reconstruction_loss = "l1"
   with pytest.raises(ValueError, match="reconstruction_loss"):
     config_lib.validate(c)
-  c = config_lib.hqvae_config("injected_topdown", (16, 16, 16), num_pools=2, num_steps=10)
+  c = hqvae_configs.hqvae_config("injected_topdown", (16, 16, 16), num_pools=2, num_steps=10)
   with pytest.raises(ValueError, match="num_layers"):   # 3 sizes for 2 layers
     config_lib.validate(c)
   c.model.num_layers = 3

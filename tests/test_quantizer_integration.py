@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from vqjax import capacity, config_lib, evaluate
+from vqjax import capacity, config_lib, evaluate, hqvae_configs
 from vqjax.models import create_model
 from vqjax.models.factory import bits_per_position, codebook_sizes, create_quantizer
 from vqjax.models.vqvae import SingleLevelVQVAE
@@ -152,7 +152,7 @@ def test_bad_quantizer_fields_fail_with_the_field_name(fields, message):
 
 
 def test_codebook_free_quantizers_are_refused_on_hqvae_kinds():
-  config = config_lib.hqvae_config("injected_topdown", 16, num_pools=1, num_steps=10)
+  config = hqvae_configs.hqvae_config("injected_topdown", 16, num_pools=1, num_steps=10)
   config.model.quantizer = "fsq"
   with pytest.raises(ValueError, match="HQ-VAE kinds take"):
     config_lib.validate(config)

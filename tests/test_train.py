@@ -236,10 +236,10 @@ def test_eval_histogram_counts_each_image_once_and_psnr_is_per_image(tmp_path):
 
 def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkeypatch):
   import chex
-  from vqjax.quantizers import ema_vq
+  from vqjax.quantizers import code_search
   seen = []
-  real = ema_vq.squared_distances
-  monkeypatch.setattr(ema_vq, "squared_distances",
+  real = code_search.squared_distances
+  monkeypatch.setattr(code_search, "squared_distances",
                       lambda z, cb: seen.append((z.dtype, cb.dtype)) or real(z, cb))
   config = tiny_config("hierarchical")
   config.model.dtype = "bfloat16"

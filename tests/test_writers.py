@@ -1,49 +1,13 @@
-"""Tests for vqjax.writers: event files read back record by record."""
+"""Tests for vqjax.writers: event files read back record by record (writers.read_events)."""
 
-import glob
 import logging as py_logging
 import os
-import struct
 
 from absl import logging
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
-from tensorboardX.record_writer import masked_crc32c
 
 from vqjax import writers
-
-
-def read_events(logdir):
-  """Parses every event file in logdir (TFRecord framing, CRCs checked)."""
-  paths = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
-  assert paths, f"no event file in {logdir}: {os.listdir(logdir)}"
-  events = []
-  for path in paths:
-    with open(path, "rb") as f:
-      data = f.read()
-    pos = 0
-    while pos < len(data):
-      header = data[pos:pos + 8]
-      (length,) = struct.unpack("<Q", header)
-      (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-      assert header_crc == masked_crc32c(header)
-      record = data[pos + 12:pos + 12 + length]
-      (record_crc,) = struct.unpack(
-          "<I", data[pos + 12 + length:pos + 16 + length])
-      assert record_crc == masked_crc32c(record)
-      events.append(event_pb2.Event.FromString(record))
-      pos += 16 + length
-  return events
-
-
-def scalars_by_tag(events):
-  out = {}
-  for event in events:
-    for value in event.summary.value:
-      if value.HasField("simple_value"):
-        out.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return out
 
 
 class RecordingWriter(writers.MetricWriter):
@@ -106,10 +70,27 @@ def test_scalars_round_trip(tmp_path):
   writer.write_scalars(1, {"loss": 0.5, "psnr": np.float32(21.25)})
   writer.write_scalars(7, {"loss": jnp.array(0.25)})
   writer.close()
-  events = read_events(tmp_path)
+  events = writers.read_events(tmp_path)
   assert events[0].file_version == "brain.Event:2"
-  assert scalars_by_tag(events) == {"loss": [(1, 0.5), (7, 0.25)],
-                                    "psnr": [(1, 21.25)]}
+  assert writers.read_scalars(tmp_path) == {"loss": [(1, 0.5), (7, 0.25)],
+                                            "psnr": [(1, 21.25)]}
+
+
+def test_read_events_checks_crcs_and_leaves_out_a_truncated_last_record(tmp_path):
+  writer = writers.TensorboardXWriter(tmp_path)
+  writer.write_scalars(1, {"loss": 0.5})
+  writer.write_scalars(2, {"loss": 0.25})
+  writer.close()
+  (path,) = [p for p in tmp_path.iterdir() if p.name.startswith("events.out.tfevents.")]
+  data = path.read_bytes()
+  path.write_bytes(data[:-3])                 # the last record cut short: left out
+  assert writers.read_scalars(tmp_path) == {"loss": [(1, 0.5)]}
+  corrupt = bytearray(data)
+  corrupt[-8] ^= 0xFF                         # a byte of the last record flipped
+  path.write_bytes(bytes(corrupt))
+  with pytest.raises(ValueError, match="CRC mismatch"):
+    writers.read_events(tmp_path)
+  assert writers.read_events(tmp_path / "nothing_here") == []
 
 
 def test_images_texts_histograms_hparams(tmp_path):
@@ -122,7 +103,7 @@ def test_images_texts_histograms_hparams(tmp_path):
   writer.write_histograms(3, {"codes": values}, num_buckets={"codes": 10})
   writer.write_hparams({"model": {"num_codes": 512}, "name": "vq", "lr": 1e-3})
   writer.close()
-  events = read_events(tmp_path)
+  events = writers.read_events(tmp_path)
   values_by_tag = {v.tag: (e.step, v) for e in events for v in e.summary.value}
 
   step, image = values_by_tag["recon"]
@@ -156,7 +137,7 @@ def test_create_writer_console_and_files(tmp_path, absl_info):
   writer.write_scalars(5, {"loss": np.float32(0.123456789), "psnr": 28.0})
   writer.close()
   assert "[5] loss=0.123457, psnr=28" in absl_info.text
-  assert scalars_by_tag(read_events(tmp_path / "run"))["psnr"] == [(5, 28.0)]
+  assert writers.read_scalars(tmp_path / "run")["psnr"] == [(5, 28.0)]
 
 
 def test_create_writer_just_logging_writes_no_files(tmp_path, absl_info):
@@ -202,7 +183,7 @@ def test_evaluation_writes_the_grid_and_code_histograms_to_tensorboard(tmp_path)
   evaluate.evaluate_state(config, FakeEvaluator(), State(), 7, str(tmp_path),
                           writer=writer, write_files=False)
   writer.close()
-  values = {v.tag: (e.step, v) for e in read_events(tmp_path) for v in e.summary.value}
+  values = {v.tag: (e.step, v) for e in writers.read_events(tmp_path) for v in e.summary.value}
   step, image = values["eval/reconstructions"]
   # 4 tiles of 32 with 2-pixel padding: 2 * 32 + 3 * 2 high, 4 * 32 + 5 * 2 wide.
   assert step == 7 and (image.image.height, image.image.width) == (70, 138)

@@ -3,6 +3,8 @@
 A config holds everything a run needs (data, model, optimizer, steps, seeds,
 cadences). The paper's models are built here once; the single-level model is
 always *derived* from the hierarchical one through `capacity.py`, never typed.
+The data section is `data_config.py`'s, the HQ-VAE configs are in
+`hqvae_configs.py`; `validate` checks a whole config before anything compiles.
 """
 
 from __future__ import annotations
@@ -12,85 +14,16 @@ import math
 import ml_collections
 
 from vqjax import capacity, losses
-from vqjax.models.factory import (GROUP_QUANTIZERS, HQVAE_KINDS, HQVAE_QUANTIZERS,
-                                  MODEL_KINDS, QUANTIZERS, codebook_sizes)
-from vqjax.quantizers import fsq, lfq
-from vqjax.quantizers.ema_vq import INIT_CHOICES, RESET_CRITERIA, RESET_RULES
-from vqjax.quantizers.gradients import GRADIENT_ESTIMATORS
-from vqjax.quantizers.grouped import DROPOUT_SCOPES
-from vqjax.quantizers.stochastic import EVAL_MODES
+from vqjax.data_config import default_data_config, validate_data
+from vqjax.models import hqvae
+from vqjax.models.factory import HQVAE_KINDS, check_buildable, codebook_sizes
+from vqjax.quantizers import code_search, ema_vq, fsq, gradients, grouped, lfq, stochastic
 
 # Evaluation sums a dense float32 histogram of every level's index space on the
 # device (and an int64 copy on the host): at most 2^24 codes, 64 MiB per level.
 MAX_HISTOGRAM_CODES = 2**24
 
 LR_SCHEDULES = ("exponential", "plateau")
-
-DATA_NAMES = ('builtin', 'folder', 'tfds')
-# Colour photos that scikit-image ships inside its wheel (no download).
-BUILTIN_PHOTOS = (
-    'astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field',
-    'immunohistochemistry', 'retina', 'stereo_motorcycle',
-)
-IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.png', '.webp')
-# data.on_bad_image: '' (or 'auto') = 'skip' in training, 'error' in evaluation.
-ON_BAD_IMAGE_CHOICES = ('', 'auto', 'skip', 'error')
-COLOR_AUGMENT_CHOICES = ('auto', 'on', 'off')
-
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-  """Returns the data config with every field at its default."""
-  c = ml_collections.ConfigDict()
-  c.name = "builtin"           # "builtin" | "folder" | "tfds"
-  c.image_size = 64            # S: square crop side, pixels
-  c.resize_size = 0            # folder/tfds: shorter side first resized to this; 0 = off
-  c.batch_size = 32            # global batch (all processes together)
-  c.num_workers = 0            # grain worker processes; 0 = in-process
-  c.train_dir = ""             # folder: root of training images
-  c.val_dir = ""               # folder: root of validation images ("" = split train_dir)
-  c.val_fraction = 0.1         # folder without val_dir: held-out fraction
-  c.tfds_name = ""             # tfds: e.g. "imagenet2012"
-  c.tfds_data_dir = ""         # tfds: "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.train_split = "train"      # tfds split names (tfds slicing syntax allowed)
-  c.val_split = "validation"
-  c.builtin_val_images = ("chelsea", "coffee")
-  # folder: an undecodable file: "skip" (training: next decodable file instead;
-  # eval: left out, mask False; logged and counted) | "error" (ValueError
-  # naming it) | "" = auto: skip in training, error in evaluation.
-  c.on_bad_image = ""
-  # Training-time colour augmentation (vqjax.data.augment): "auto" = on for builtin
-  # (its photos hold almost no green), off for folder/tfds | "on" | "off".
-  c.color_augment = "auto"
-  c.color_hue_degrees = 180.0  # hue rotated by U[-this, this] degrees (HSV)
-  c.color_permute = True       # and the RGB channels put in a random order
-  c.color_prob = 1.0           # fraction of training crops augmented
-  return c
-
-
-def validate_data(d) -> None:
-  """Clear errors for data fields that cannot work (ConfigDict or attributes)."""
-  if d.name not in DATA_NAMES:
-    raise ValueError(f"bad config: data.name={d.name!r}; use one of {list(DATA_NAMES)}.")
-  if int(d.image_size) <= 0:
-    raise ValueError(f"bad config: data.image_size={d.image_size} must be positive.")
-  if d.resize_size and int(d.resize_size) < int(d.image_size):
-    raise ValueError(f"bad config: data.resize_size={d.resize_size} must be 0 (off) or "
-                     f">= data.image_size={d.image_size}.")
-  if (d.on_bad_image or "") not in ON_BAD_IMAGE_CHOICES:
-    raise ValueError(
-        f"bad config: data.on_bad_image={d.on_bad_image!r}; use one of "
-        f"{list(ON_BAD_IMAGE_CHOICES)} ('' or 'auto': skip undecodable files in "
-        "training, raise in evaluation).")
-  if d.color_augment not in COLOR_AUGMENT_CHOICES:
-    raise ValueError(
-        f"bad config: data.color_augment={d.color_augment!r}; use one of "
-        f"{list(COLOR_AUGMENT_CHOICES)} (auto: on for builtin, off otherwise).")
-  if not 0.0 <= float(d.color_prob) <= 1.0 or not 0.0 <= float(d.color_hue_degrees) <= 180.0:
-    raise ValueError(
-        f"bad config: data.color_prob={d.color_prob} must be in [0, 1] and "
-        f"data.color_hue_degrees={d.color_hue_degrees} in [0, 180].")
-
 
 # Paper, Sec. 4: C_h = 128 at both levels; single-level C_s follows from Eq. 4.
 PAPER_HIER_CHANNELS = 128
@@ -151,27 +84,6 @@ def hierarchical_model(num_codes: int, code_dim: int,
       factorized_codes=False,  # True: the released code's C -> D -> C projections
       num_codes=num_codes, code_dim=code_dim, dtype="float32",
       **quantizer_defaults()))
-
-
-def hqvae_model(kind: str, quantizer: str, num_codes, num_layers: int = 2,
-                width: int = 64, num_pools: int = 1) -> ml_collections.ConfigDict:
-  """An HQ-VAE top-down network (vqjax/models/hqvae.py), d_b = code_dim = width.
-
-  kind: 'injected_topdown' (SQ-VAE-2, or VQ-VAE-2 with quantizer='ema') or
-  'residual_topdown' (RSQ-VAE, or RQ-VAE with 'ema'). num_codes: K per layer
-  (an int for every layer, or a tuple top first). Layer 1 sits at
-  image / 2^(stem_downsamples + num_pools); injected layer l at 2^(l-1) times that.
-  """
-  return ml_collections.ConfigDict(dict(
-      kind=kind, num_layers=num_layers, num_codes=num_codes,
-      code_dim=width, channels=width,   # d_b and the network width (paper: both 64)
-      num_res_blocks=2,         # ResBlocks per bottom-up group and in the decoder
-      stem_downsamples=1,       # 4x4 stride-2 convs before the first group
-      num_pools=num_pools,      # 2x2 average pools between groups (resolutions - 1)
-      shared_codebook=False,    # residual_topdown: one codebook for every layer
-      decoder_variance=False,   # learned log sigma^2 (needs train.reconstruction_loss='gaussian_nll')
-      dtype="float32",
-      **dict(quantizer_defaults(), quantizer=quantizer)))
 
 
 def single_model(hier_num_codes: int, hier_code_dim: int, image_size: int,
@@ -263,67 +175,6 @@ def paper_config() -> ml_collections.ConfigDict:
 # the paper's tau = exp(-1e-5 t) ends at exp(-1.25) = 0.29. Shorter runs keep
 # that end point: sq_tau_rate = HQVAE_TAU_EXPONENT / train.num_steps.
 HQVAE_TAU_EXPONENT = 1.25
-HQVAE_OPTIONS = ("smoke", "ema", "shared", "noreset")
-
-
-def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
-                 steps_per_epoch: int = 0) -> ml_collections.ConfigDict:
-  """HQ-VAE's optimisation (App. F) around an SQ model of `hqvae_model`.
-
-  ARELBO reconstruction, no colour augmentation, Adam 1e-3 with betas (0.9,
-  0.9), batch 32, the learning rate halved after 3 validation rounds without
-  improvement of the validation MSE (`lr_schedule='plateau'`:
-  state.plateau_rule, train.plateau_value), validation once per epoch (every
-  steps_per_epoch steps, or eval_every_epochs=1), the temperature rate
-  rescaled to num_steps.
-  """
-  c = base_config()
-  c.model = hqvae_model(kind, "stochastic", num_codes, num_pools=num_pools)
-  c.model.sq_tau_rate = HQVAE_TAU_EXPONENT / num_steps
-  c.data.image_size = 32
-  c.data.batch_size = 32
-  c.data.color_augment = "off"  # the paper has none ('auto' turns it on for builtin)
-  c.eval.batch_size = 32
-  t = c.train
-  t.num_steps, t.steps_per_epoch = num_steps, steps_per_epoch
-  t.learning_rate, t.lr_decay_rate, t.adam_b2 = 1e-3, 1.0, 0.9
-  t.reconstruction_loss, t.lr_schedule = "arelbo", "plateau"
-  t.plateau_factor, t.plateau_patience, t.plateau_rtol = 0.5, 3, 1e-4
-  if steps_per_epoch:
-    t.eval_every = steps_per_epoch
-  else:
-    t.eval_every_epochs = 1
-  return c
-
-
-def apply_hqvae_options(config: ml_collections.ConfigDict,
-                        arg: str | None) -> ml_collections.ConfigDict:
-  """Options of configs/hqvae/*.py, e.g. `--config=configs/hqvae/cpu_rsqvae.py:ema,shared`.
-
-    ema      the deterministic baseline on the same network: EMA VQ (beta 0.25,
-             decay 0.99, data init, dead-code reset), MSE reconstruction
-             (VQ-VAE-2 for injected_topdown, RQ-VAE for residual_topdown)
-    shared   one codebook for every residual layer
-    noreset  no dead-code reset (reset_threshold = 0; for 'ema')
-    smoke    2 steps at tiny width on 32x32 built-in photo crops (tests, CI; any
-             data set of the config is replaced, so it runs offline)
-  """
-  options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-  unknown = sorted(set(options) - set(HQVAE_OPTIONS))
-  if unknown:
-    raise ValueError(f"unknown config option(s) {unknown}; choose from {HQVAE_OPTIONS}.")
-  m, t = config.model, config.train
-  if "ema" in options:
-    m.quantizer = "ema"
-    t.reconstruction_loss = "mse"
-  if "shared" in options:
-    m.shared_codebook = True
-  if "noreset" in options:
-    m.reset_threshold = 0.0
-  if "smoke" in options:
-    smoke(config)
-  return config
-
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks `config` in place to its smoke size (big_vision's `runlocal`).
@@ -364,23 +215,22 @@ def config_options(arg: str | None, allowed: tuple[str, ...], path: str) -> list
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Clear errors for config values that cannot work (before anything compiles)."""
+  """Clear errors for config values that cannot work (before anything compiles).
+
+  The checks of a library class's own settings are that module's (e.g.
+  `ema_vq.check_settings`), run here with the config keys in the messages.
+  """
   m, d, t = config.model, config.data, config.train
 
   def need(ok: bool, msg: str):
     if not ok:
       raise ValueError(f"bad config: {msg}")
 
-  need(m.kind in MODEL_KINDS, f"model.kind={m.kind!r}; use one of {MODEL_KINDS}.")
-  hq = m.kind in HQVAE_KINDS
+  check_buildable(m)
   quantizer = m.get("quantizer", "ema")
-  need(quantizer in QUANTIZERS, f"model.quantizer={quantizer!r}; use one of {QUANTIZERS}.")
-  need(not hq or quantizer in HQVAE_QUANTIZERS,
-       f"model.quantizer={quantizer!r} with kind {m.kind!r}: the HQ-VAE kinds take "
-       f"{HQVAE_QUANTIZERS}; use kind 'single' or 'hierarchical' for {quantizer!r}.")
   if quantizer in ("fsq", "lfq", "grouped"):
     _validate_codebook_free_or_grouped(m, quantizer, need)
-  if hq:
+  if m.kind in HQVAE_KINDS:
     _validate_hqvae(m, d, need)
   else:
     need(d.image_size > 0 and d.image_size % 8 == 0,
@@ -398,17 +248,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(m.channels >= 2 and m.channels % 2 == 0,
        f"model.channels={m.channels} must be an even number >= 2.")
   if quantizer == "stochastic":
-    need(m.sq_tau0 > 0 and m.sq_tau_rate >= 0 and m.sq_tau_min >= 0,
-         f"model.sq_tau0={m.sq_tau0}, sq_tau_rate={m.sq_tau_rate}, sq_tau_min={m.sq_tau_min}: "
-         "need tau0 > 0, rate >= 0, tau_min >= 0.")
-    need(m.sq_variance_offset >= 0,
-         f"model.sq_variance_offset={m.sq_variance_offset} must be >= 0.")
-    need(m.sq_eval_mode in EVAL_MODES,
-         f"model.sq_eval_mode={m.sq_eval_mode!r}; use one of {EVAL_MODES}.")
+    _checked(stochastic.check_settings, eval_mode=m.sq_eval_mode, tau0=m.sq_tau0,
+             tau_rate=m.sq_tau_rate, tau_min=m.sq_tau_min,
+             variance_offset=m.sq_variance_offset, key=lambda name: f"model.sq_{name}")
   elif quantizer in ("ema", "learned", "grouped"):
     _validate_ema(m, need)
-  need(m.dtype in ("float32", "bfloat16"),
-       f"model.dtype={m.dtype!r}; use 'float32' or 'bfloat16'.")
   recon = t.get("reconstruction_loss", "mse")
   need(recon in losses.RECONSTRUCTION_LOSSES,
        f"train.reconstruction_loss={recon!r}; use one of {losses.RECONSTRUCTION_LOSSES}.")
@@ -439,6 +283,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "train.log_every and train.checkpoint_every must be >= 1.")
 
 
+def _model_key(name: str) -> str:
+  return f"model.{name}"
+
+
+def _checked(check, *args, **kwargs) -> None:
+  """Runs a library module's check of its settings; its ValueError as a config error."""
+  try:
+    check(*args, **kwargs)
+  except ValueError as e:
+    raise ValueError(f"bad config: {e}") from None
+
+
 def _validate_hqvae(m, d, need) -> None:
   need(m.num_layers >= 1, f"model.num_layers={m.num_layers} must be >= 1.")
   need(m.stem_downsamples >= 1 and m.num_pools >= 0,
@@ -449,13 +305,10 @@ def _validate_hqvae(m, d, need) -> None:
        f"data.image_size={d.image_size} must be a positive multiple of {factor} "
        f"(2^(stem_downsamples + num_pools) = 2^({m.stem_downsamples} + {m.num_pools})).")
   if m.kind == "injected_topdown":
-    need(m.num_pools >= m.num_layers - 1,
-         f"model.num_pools={m.num_pools}: {m.num_layers} injected layers need "
-         f"num_pools >= {m.num_layers - 1} (one resolution per layer).")
+    _checked(hqvae.check_injected_layers, m.num_layers, m.num_pools, key=_model_key)
     need(not m.shared_codebook, "model.shared_codebook=True is for kind 'residual_topdown'.")
   if m.shared_codebook:
-    need(len(set(codebook_sizes(m))) == 1,
-         f"model.shared_codebook=True needs one K for every layer; got {m.num_codes}.")
+    _checked(hqvae.check_shared_codebook, codebook_sizes(m), key=_model_key)
 
 
 def _validate_codebook_free_or_grouped(m, quantizer: str, need) -> None:
@@ -470,70 +323,44 @@ def _validate_codebook_free_or_grouped(m, quantizer: str, need) -> None:
          f"model.code_dim={m.code_dim} with model.fsq_levels={levels}: FSQ quantizes one "
          f"channel per level, set model.code_dim={len(levels)}.")
   elif quantizer == "lfq":
-    need(1 <= m.code_dim <= lfq.MAX_BITS,
-         f"model.code_dim={m.code_dim}: LFQ's code_dim is its bits, 1..{lfq.MAX_BITS}.")
-    need(m.lfq_entropy_weight == 0 or m.code_dim <= lfq.MAX_ENTROPY_BITS,
-         f"model.code_dim={m.code_dim} > {lfq.MAX_ENTROPY_BITS} with lfq_entropy_weight="
-         f"{m.lfq_entropy_weight}: the entropy penalty enumerates 2^code_dim codes; "
-         "set model.lfq_entropy_weight=0 or use fewer bits.")
-    need(m.lfq_entropy_weight >= 0 and m.lfq_commitment_weight >= 0
-         and m.lfq_temperature > 0,
-         f"model.lfq_entropy_weight={m.lfq_entropy_weight}, lfq_commitment_weight="
-         f"{m.lfq_commitment_weight} must be >= 0 and lfq_temperature="
-         f"{m.lfq_temperature} > 0.")
+    _checked(lfq.check_settings, code_dim=m.code_dim, entropy_weight=m.lfq_entropy_weight,
+             commitment_weight=m.lfq_commitment_weight, temperature=m.lfq_temperature,
+             key=lambda name: f"model.{'' if name == 'code_dim' else 'lfq_'}{name}")
   else:
     g = m.num_groups
     need(isinstance(g, int) and g >= 1, f"model.num_groups={g!r} must be an int >= 1.")
-    for field in ("num_codes", "code_dim", "channels"):
-      need(m[field] % g == 0,
-           f"model.{field}={m[field]} is not divisible by model.num_groups={g}; "
-           f"each group takes {field} / num_groups (e.g. num_codes=128, num_groups=2: "
-           "2 codebooks of 64).")
+    _checked(grouped.check_settings, num_groups=g, num_codes=m.num_codes,
+             code_dim=m.code_dim, drop_probs=m.group_drop_probs,
+             dropout_scope=m.group_dropout_scope,
+             key=lambda name: f"model.{'group_' if name.startswith('drop') else ''}{name}")
+    need(m.channels % g == 0,
+         f"model.channels={m.channels} is not divisible by model.num_groups={g}: the "
+         "grouped projections around the quantizer keep the groups apart.")
     need(m.num_codes // g >= 2, f"model.num_codes={m.num_codes} / num_groups={g} must be "
          ">= 2 codes per group.")
-    need(m.group_quantizer in GROUP_QUANTIZERS,
-         f"model.group_quantizer={m.group_quantizer!r}; use one of {GROUP_QUANTIZERS}.")
     need(not m.factorized_codes,
          "model.factorized_codes=True with quantizer='grouped': the factorized Dense "
          "projections would mix the groups; set model.factorized_codes=False.")
-    p = [float(x) for x in m.group_drop_probs]
-    need(not p or (p[0] == 0.0 and all(b >= a for a, b in zip(p, p[1:]))
-                   and all(0.0 <= x <= 1.0 for x in p)),
-         f"model.group_drop_probs={tuple(m.group_drop_probs)} must be non-decreasing in "
-         "[0, 1] with the first 0 (only suffixes of groups are dropped).")
-    need(m.group_dropout_scope in DROPOUT_SCOPES,
-         f"model.group_dropout_scope={m.group_dropout_scope!r}; use one of {DROPOUT_SCOPES}.")
 
 
 def _validate_ema(m, need) -> None:
   """quantizer 'ema', 'learned' or 'grouped' (the EMA fields for its sub-quantizers)."""
-  estimator = m.get("gradient_estimator", "ste")
-  need(estimator in GRADIENT_ESTIMATORS,
-       f"model.gradient_estimator={estimator!r}; use one of {GRADIENT_ESTIMATORS}.")
+  _checked(gradients.check_estimator, m.get("gradient_estimator", "ste"), key=_model_key)
   quantizer = m.get("quantizer", "ema")
   learned = quantizer == "learned" or (quantizer == "grouped"
                                        and m.group_quantizer == "learned")
   need(learned or not m.get("l2_normalize", False),
        "model.l2_normalize=True needs a learned codebook: quantizer='learned', or "
        "quantizer='grouped' with group_quantizer='learned'.")
-  need(0.0 < m.decay < 1.0, f"model.decay={m.decay} must be in (0, 1).")
-  need(m.eps > 0, f"model.eps={m.eps} must be > 0.")
-  need(m.beta >= 0, f"model.beta={m.beta} must be >= 0.")
-  need(m.reset_threshold >= 0,
-       f"model.reset_threshold={m.reset_threshold} must be >= 0 (0: no dead-code reset).")
-  need(m.reset_window >= 1, f"model.reset_window={m.reset_window} must be >= 1 batch.")
-  need(m.reset_rule in RESET_RULES,
-       f"model.reset_rule={m.reset_rule!r}; use one of {RESET_RULES}.")
-  need(m.reset_criterion in RESET_CRITERIA,
-       f"model.reset_criterion={m.reset_criterion!r}; use one of {RESET_CRITERIA} "
-       "('window': the paper's windowed count, 'ema': the released code's EMA cluster size).")
-  need(m.codebook_init in INIT_CHOICES,
-       f"model.codebook_init={m.codebook_init!r}; use one of {INIT_CHOICES}.")
-  need(m.codebook_init != "kmeans" or m.kmeans_iters >= 1,
-       f"model.kmeans_iters={m.kmeans_iters} must be >= 1 for codebook_init='kmeans'.")
-  need(not m.search_chunk_size or all(k % m.search_chunk_size == 0 for k in codebook_sizes(m)),
-       f"model.search_chunk_size={m.search_chunk_size} must divide "
-       f"model.num_codes={m.num_codes} (or be 0).")
+  _checked(ema_vq.check_settings, decay=m.decay, eps=m.eps, beta=m.beta,
+           codebook_init=m.codebook_init, kmeans_iters=m.kmeans_iters,
+           reset_threshold=m.reset_threshold, reset_window=m.reset_window,
+           reset_rule=m.reset_rule, reset_criterion=m.reset_criterion, key=_model_key)
+  groups = m.num_groups if quantizer == "grouped" else 1
+  key = _model_key if groups == 1 else (
+      lambda name: "model.num_codes / num_groups" if name == "num_codes" else _model_key(name))
+  for k in codebook_sizes(m):  # a grouped level searches K / G codes per group
+    _checked(code_search.check_chunk_size, m.search_chunk_size, k // groups, key=key)
 
 
 MODES = ("train", "eval", "encode", "decode", "reconstruct")

@@ -4,16 +4,15 @@
   python -m vqjax.report runs/figure1 --out=runs/figure1 \\
       --sweep=configs/sweeps/figure1.py --config=configs/paper_hierarchical.py
 
-A run dir is a dir holding config.json (its eval/metrics.json and
-eval/code_histograms.npz are read when present); dirs named seed<s> are seeds of
-the member dir above them. Writes OUT/REPORT.md (Figure 1, Table 1, Figure 2
+The runs are read by `vqjax.run_results` (a run dir holds config.json, and
+eval/metrics.json once finished; dirs named seed<s> are seeds of the member
+dir above them). Writes OUT/REPORT.md (Figure 1, Table 1, Figure 2
 and every run) and OUT/figure1_*.png, OUT/figure2_heatmaps.png. Given a sweep,
 its members that are not on disk are listed as missing. Re-run it any time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -24,125 +23,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vqjax import plots, sweep_spec
+from vqjax.run_results import Member, code_histograms, expected_members, find_members
 
 STAGES = ("none", "init", "reset", "lowdim")  # configs/sweeps/figure1.py, in order
 ARCHS = {"hier": "hierarchical", "single": "single-level"}
 TABLE1_ROWS = {(8, 1024), (8, 2048), (8, 4096), (8, 8192),  # configs/sweeps/table1.py
                (16, 8192), (32, 8192), (64, 8192), (128, 8192)}
 _FIGURE1 = re.compile(r"^(hier|single)_(none|init|reset|lowdim)$")
-_SEED_DIR = re.compile(r"^seed(\d+)$")
 NOISE_RULE = ("A difference is *within noise* when |difference of the seed means| <= the "
               "larger of the two seed stds; *—* when a side has fewer than 2 finished seeds.")
-
-
-@dataclasses.dataclass
-class RunResult:
-  """One run dir: its seed, config.json, and eval/metrics.json if finished."""
-  path: str
-  seed: int | None
-  config: dict | None
-  metrics: dict | None  # None unless finished
-  status: str           # 'finished' | 'unfinished (...)' | 'missing'
-
-
-@dataclasses.dataclass
-class Member:
-  """A sweep member: one run, or one run per seed."""
-  label: str
-  name: str  # the member dir's basename
-  config: dict | None
-  runs: list[RunResult]
-
-  @property
-  def finished(self) -> list[RunResult]:
-    return [r for r in self.runs if r.metrics is not None]
-
-  def stat(self, key) -> tuple[float, float | None, int] | None:
-    """(mean, std over seeds (ddof 1; None for one seed), n) of key(metrics)."""
-    values = [float(key(r.metrics)) for r in self.finished]
-    if not values:
-      return None
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return float(np.mean(values)), std, len(values)
-
-  def status(self) -> str:
-    if all(r.status == "missing" for r in self.runs):
-      return "missing"
-    done = len(self.finished)
-    if done == len(self.runs):
-      return "finished" if done == 1 else f"finished ({done} seeds)"
-    if len(self.runs) == 1:
-      return self.runs[0].status
-    others = "; ".join(f"{os.path.basename(r.path)} {r.status}"
-                       for r in self.runs if r.metrics is None)
-    return f"{done}/{len(self.runs)} finished; {others}" if done else others
-
-
-def _read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_run(path: str, seed: int | None = None) -> RunResult:
-  config = _read_json(os.path.join(path, "config.json"))
-  if config is None:
-    return RunResult(path, seed, None, None, "missing")
-  m = _read_json(os.path.join(path, "eval", "metrics.json"))
-  seed = int(config.get("seed", 0)) if seed is None else seed
-  steps = int(config["train"]["num_steps"])
-  if m is None:
-    return RunResult(path, seed, config, None, "unfinished (not evaluated)")
-  if int(m["checkpoint_step"]) < steps:
-    return RunResult(path, seed, config, None,
-                     f"unfinished (step {m['checkpoint_step']}/{steps})")
-  return RunResult(path, seed, config, m, "finished")
-
-
-def find_members(dirs: list[str], expected: dict | None = None,
-                 seeds: list[int] | None = None) -> list[Member]:
-  """Members under dirs (walked for config.json), plus the expected ones not found.
-
-  expected: {member name: config dict} of a sweep, whose member dirs are
-  dirs[0]/<name>; seeds: the seeds every member should have.
-  """
-  found: dict[str, dict[int | None, RunResult]] = {}
-  labels = {}
-  for root in dirs:
-    for path, subdirs, files in os.walk(root):
-      subdirs.sort()
-      if "config.json" not in files:
-        continue
-      subdirs[:] = []  # a run dir's checkpoints hold no runs
-      match = _SEED_DIR.match(os.path.basename(path))
-      member_dir = os.path.dirname(path) if match else path
-      run = read_run(path, int(match.group(1)) if match else None)
-      found.setdefault(os.path.normpath(member_dir), {})[run.seed] = run
-      rel = os.path.relpath(member_dir, root)
-      if rel == ".":
-        rel = os.path.basename(os.path.abspath(member_dir))
-      labels[os.path.normpath(member_dir)] = (
-          rel if len(dirs) == 1 else os.path.join(os.path.basename(os.path.normpath(root)), rel))
-  if expected:
-    for name in expected:
-      found.setdefault(os.path.normpath(os.path.join(dirs[0], name)), {})
-      labels.setdefault(os.path.normpath(os.path.join(dirs[0], name)), name)
-  members = []
-  for member_dir, runs in found.items():
-    name = os.path.basename(member_dir)
-    if seeds:
-      for s in seeds:
-        if s not in runs:
-          runs[s] = RunResult(os.path.join(member_dir, f"seed{s}"), s, None, None, "missing")
-    ordered = [runs[s] for s in sorted(runs, key=lambda s: -1 if s is None else s)]
-    config = next((r.config for r in ordered if r.config), None)
-    if config is None and expected and name in expected:
-      config = expected[name]
-    members.append(Member(labels[member_dir], name, config, ordered))
-  order = list(expected or [])
-  members.sort(key=lambda m: (order.index(m.name) if m.name in order else len(order), m.label))
-  return members
 
 
 # ---------------------------------------------------------------------------
@@ -188,6 +77,17 @@ def fmt(stat, digits: int) -> str:
   return f"{mean:.{digits}f} ± {std:.{digits}f} (n={n})"
 
 
+def fmt_values(values, digits: int = 2) -> str:
+  """'mean ± std' (ddof 1) of the values that are not None, one value alone, '—'
+  for none (the tables of scripts/hqvae_report.py and scripts/quantizers_report.py)."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
 def fmt_images(member: Member, metric: str, digits: int) -> str:
   """Table 1's cell: mean ± std over images (each averaged over seeds), + seed std."""
   means = member.stat(lambda m: m[metric]["mean"])
@@ -212,16 +112,6 @@ def compare(a, b, digits: int, names=("a", "b"), higher_is_better: bool = True) 
 
 def _kind(m: Member) -> str | None:
   return m.config["model"]["kind"] if m.config else None
-
-
-def _histograms(m: Member) -> dict[str, np.ndarray]:
-  """Level -> code histogram of the first finished seed (seed 0 when there)."""
-  for run in m.finished:
-    path = os.path.join(run.path, "eval", "code_histograms.npz")
-    if os.path.exists(path):
-      with np.load(path) as npz:
-        return {level: npz[level] for level in npz.files}
-  return {}
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +182,7 @@ def figure1_section(members: list[Member], out_dir: str) -> list[str]:
     curves = {}
     for stage in STAGES:
       m = by_name.get(f"{arch}_{stage}")
-      for lv, counts in (_histograms(m) if m else {}).items():
+      for lv, counts in (code_histograms(m) if m else {}).items():
         curves[stage if arch == "single" else f"{stage} / {lv}"] = counts
     panels[f"{arch_name} (first finished seed)"] = curves
   plots.save_lorenz_panels(panels, os.path.join(out_dir, "figure1_lorenz.png"))
@@ -424,12 +314,6 @@ def write_report(dirs: list[str], out_dir: str, expected: dict | None = None,
     f.write(text)
   logging.info("wrote %s", os.path.join(out_dir, "REPORT.md"))
   return text
-
-
-def expected_members(base: ml_collections.ConfigDict, sweep_file: str) -> dict:
-  """{member name: config dict} of a sweep applied to its base config."""
-  return {sweep_spec.member_name(m): sweep_spec.apply_overrides(base, m).to_dict()
-          for m in sweep_spec.load_sweep(sweep_file, base)}
 
 
 def _define_flags() -> dict:

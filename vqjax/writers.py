@@ -16,6 +16,8 @@ which imports the TF summary writer. When TensorFlow is missing,
 (`interface`, `logging_writer`, `multi_writer`, `async_writer`) import as usual;
 with TensorFlow installed the real package is used unchanged.
 
+`read_events` / `read_scalars` read the event files back (tests, reports).
+
 Usage:
   writer = create_writer(workdir, just_logging=jax.process_index() > 0)
   report = periodic_actions().ReportProgress(num_train_steps=n, writer=writer,
@@ -33,10 +35,12 @@ Usage:
 from __future__ import annotations
 
 from collections.abc import Mapping
+import glob
 import importlib
 import importlib.machinery
 import importlib.util
 import os
+import struct
 import sys
 from typing import Any
 import uuid
@@ -45,6 +49,8 @@ from absl import logging
 import numpy as np
 import tensorboardX
 from tensorboardX import summary as tbx_summary
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
 
 # Names of clu.metric_writers that need TensorFlow (see `_import_clu_metric_writers`).
 _TF_ONLY_NAMES = ("SummaryWriter", "create_default_writer", "write_values",
@@ -243,3 +249,41 @@ def periodic_actions():
   TensorFlow: it only needs clu.metric_writers' TF-free interface."""
   _import_clu_metric_writers()
   return importlib.import_module("clu.periodic_actions")
+
+
+def read_events(logdir: str | os.PathLike) -> list[event_pb2.Event]:
+  """Every event of logdir's event files (events.out.tfevents.*, in name order).
+
+  TFRecord framing: uint64 length, uint32 masked CRC-32C of the length, the
+  Event proto, uint32 masked CRC-32C of it. Both CRCs are checked (ValueError
+  naming the file); a truncated last record, of a file still being written, is
+  left out. No TensorFlow: tensorboardX's protos.
+  """
+  events = []
+  for path in sorted(glob.glob(os.path.join(os.fspath(logdir), "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+      header = data[pos:pos + 8]
+      (length,) = struct.unpack("<Q", header)
+      if pos + 16 + length > len(data):
+        break
+      (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+      record = data[pos + 12:pos + 12 + length]
+      (record_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
+      if header_crc != masked_crc32c(header) or record_crc != masked_crc32c(record):
+        raise ValueError(f"{path}: corrupt record at byte {pos} (CRC mismatch).")
+      events.append(event_pb2.Event.FromString(record))
+      pos += 16 + length
+  return events
+
+
+def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value)]} of the scalars in logdir's event files, in file order."""
+  out: dict[str, list[tuple[int, float]]] = {}
+  for event in read_events(logdir):
+    for value in event.summary.value:
+      if value.HasField("simple_value"):
+        out.setdefault(value.tag, []).append((int(event.step), float(value.simple_value)))
+  return out

@@ -11,18 +11,9 @@ variances, one entropy per layer). Optimisation as configs/hqvae/cifar10_sqvae2.
   --config=configs/hqvae/cifar10_rsqvae.py:smoke         2 steps at tiny width
 """
 
-from vqjax import config_lib
+from vqjax import hqvae_configs
 
 
 def get_config(arg=None):
-  config = config_lib.hqvae_config("residual_topdown", num_codes=32, num_pools=1,
-                                   num_steps=125_000, steps_per_epoch=1250)
-  config.data.name = "tfds"
-  config.data.tfds_name = "cifar10"
-  config.data.train_split = "train[:40000]"
-  config.data.val_split = "train[40000:]"
-  config.model.sq_tau_rate = 1e-5       # the paper's r (125k steps: tau ends at 0.29)
-  config.train.log_every = 250
-  config.train.eval_every = 1250        # one validation per epoch
-  config.train.checkpoint_every = 12_500
-  return config_lib.apply_hqvae_options(config, arg)
+  config = hqvae_configs.cifar10_config("residual_topdown", num_codes=32, num_pools=1)
+  return hqvae_configs.apply_hqvae_options(config, arg)

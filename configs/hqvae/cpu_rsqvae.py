@@ -10,16 +10,9 @@ Two residual layers (8x8, 32), d_b = 64 at width 32 [the paper: 64], batch 32,
   --config=configs/hqvae/cpu_rsqvae.py:smoke         2 steps at tiny width
 """
 
-from vqjax import config_lib
-
-NUM_STEPS = 300
+from vqjax import hqvae_configs
 
 
 def get_config(arg=None):
-  config = config_lib.hqvae_config("residual_topdown", num_codes=32, num_pools=1,
-                                   num_steps=NUM_STEPS)
-  config.data.name = "builtin"
-  config.model.channels = 32
-  config.train.log_every = 20
-  config.train.checkpoint_every = 300
-  return config_lib.apply_hqvae_options(config, arg)
+  config = hqvae_configs.cpu_config("residual_topdown", num_codes=32, num_pools=1)
+  return hqvae_configs.apply_hqvae_options(config, arg)

@@ -13,16 +13,9 @@ Trains in a few minutes on CPU:
   --config=configs/hqvae/cpu_sqvae2.py:smoke    2 steps at tiny width
 """
 
-from vqjax import config_lib
-
-NUM_STEPS = 300
+from vqjax import hqvae_configs
 
 
 def get_config(arg=None):
-  config = config_lib.hqvae_config("injected_topdown", num_codes=64, num_pools=2,
-                                   num_steps=NUM_STEPS)
-  config.data.name = "builtin"
-  config.model.channels = 32
-  config.train.log_every = 20
-  config.train.checkpoint_every = 300
-  return config_lib.apply_hqvae_options(config, arg)
+  config = hqvae_configs.cpu_config("injected_topdown", num_codes=64, num_pools=2)
+  return hqvae_configs.apply_hqvae_options(config, arg)

@@ -11,15 +11,15 @@ prepared for tfds (README, "Paper runs").
   --config=configs/hqvae/imagenet_sqvae2.py:smoke   2 steps at tiny width
 """
 
-from vqjax import config_lib
+from vqjax import config_lib, hqvae_configs
 
 
 def get_config(arg=None):
   paper = config_lib.paper_config()     # ImageNet 256x256 data and cadences
   steps_per_epoch = 1_281_167 // 512
-  config = config_lib.hqvae_config("injected_topdown", num_codes=512, num_pools=2,
-                                   num_steps=50 * steps_per_epoch,
-                                   steps_per_epoch=steps_per_epoch)
+  config = hqvae_configs.hqvae_config("injected_topdown", num_codes=512, num_pools=2,
+                                      num_steps=50 * steps_per_epoch,
+                                      steps_per_epoch=steps_per_epoch)
   config.data = paper.data
   config.data.batch_size = 512
   config.eval.batch_size = 256
@@ -30,4 +30,4 @@ def get_config(arg=None):
   config.train.log_every = 100
   config.train.eval_every = steps_per_epoch
   config.train.checkpoint_every = 2000
-  return config_lib.apply_hqvae_options(config, arg)
+  return hqvae_configs.apply_hqvae_options(config, arg)

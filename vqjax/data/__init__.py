@@ -7,12 +7,12 @@ NHWC images, with the pixel transforms and colour augmentation between.
   augment.py     training-time colour augmentation (hue rotation, channel order)
   loaders.py     create_train_loader, create_eval_batches, iterator state
 
-The data config's defaults and checks live in `vqjax.config_lib`
+The data config's defaults and checks live in `vqjax.data_config`
 (`default_data_config`, `validate_data`); the README's "Data" section says how
 to point vqjax at your images.
 """
 
-from vqjax.config_lib import BUILTIN_PHOTOS, IMAGE_EXTENSIONS, default_data_config
+from vqjax.data_config import BUILTIN_PHOTOS, IMAGE_EXTENSIONS, default_data_config
 from vqjax.data.folder import (ImageFolderSource, bad_image_files, list_image_files,
                                load_image_file, split_by_hash)
 from vqjax.data.loaders import (create_eval_batches, create_train_loader, iterator_state,

@@ -17,7 +17,7 @@ from absl import logging
 from PIL import Image
 from PIL import ImageOps
 
-from vqjax.config_lib import IMAGE_EXTENSIONS
+from vqjax.data_config import IMAGE_EXTENSIONS
 
 def on_bad_image(c, train: bool) -> str:
   """'skip' or 'error' for the training (train=True) or evaluation source."""

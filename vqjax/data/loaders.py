@@ -148,9 +148,6 @@ def restore_iterator_state(it: grain.DataLoaderIterator, state: bytes) -> None:
 
 
 __all__ = [
-    'BUILTIN_PHOTOS', 'IMAGE_EXTENSIONS', 'ON_BAD_IMAGE_CHOICES', 'Source',
-    'VALID_NAMES', 'bad_image_files', 'create_eval_batches',
-    'create_sources', 'create_train_loader', 'default_data_config',
-    'iterator_state', 'num_train_examples', 'per_process_batch_size',
-    'restore_iterator_state', 'to_model_range',
+    'create_eval_batches', 'create_sources', 'create_train_loader', 'iterator_state',
+    'per_process_batch_size', 'restore_iterator_state',
 ]

@@ -14,24 +14,23 @@ from typing import Sequence
 import grain
 import numpy as np
 
-from vqjax import config_lib
 from vqjax.data.folder import folder_sources
 from vqjax.data.transforms import as_rgb
+from vqjax.data_config import BUILTIN_PHOTOS, default_data_config, validate_data
 
 Source = grain.sources.RandomAccessDataSource
-BUILTIN_PHOTOS = config_lib.BUILTIN_PHOTOS
 
 
 def resolve(data_config) -> types.SimpleNamespace:
   """A data config (ConfigDict or dict, possibly partial: the fields not given
-  take config_lib's defaults, the one place they are defined) as attributes,
-  checked by config_lib.validate_data."""
-  merged = config_lib.default_data_config().to_dict()
+  take vqjax.data_config's defaults, the one place they are defined) as
+  attributes, checked by its validate_data."""
+  merged = default_data_config().to_dict()
   if data_config is not None:
     merged.update(data_config.to_dict() if hasattr(data_config, 'to_dict')
                   else dict(data_config))
   c = types.SimpleNamespace(**merged)
-  config_lib.validate_data(c)
+  validate_data(c)
   c.image_size = int(c.image_size)
   c.resize_size = int(c.resize_size or 0)
   c.on_bad_image = '' if c.on_bad_image is None else c.on_bad_image

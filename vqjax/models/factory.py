@@ -42,6 +42,26 @@ GROUP_QUANTIZERS = ("ema", "learned")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def check_buildable(model_config: ml_collections.ConfigDict) -> None:
+  """ValueError unless `create_model` can build model.kind with model.quantizer
+  (and model.group_quantizer) in model.dtype; `config_lib.validate` runs it first."""
+  m = model_config
+  quantizer = m.get("quantizer", "ema")
+  checks = [
+      (m.kind in MODEL_KINDS, f"model.kind={m.kind!r}; use one of {MODEL_KINDS}."),
+      (quantizer in QUANTIZERS, f"model.quantizer={quantizer!r}; use one of {QUANTIZERS}."),
+      (m.kind not in HQVAE_KINDS or quantizer in HQVAE_QUANTIZERS,
+       f"model.quantizer={quantizer!r} with kind {m.kind!r}: the HQ-VAE kinds take "
+       f"{HQVAE_QUANTIZERS}; use kind 'single' or 'hierarchical' for {quantizer!r}."),
+      (quantizer != "grouped" or m.group_quantizer in GROUP_QUANTIZERS,
+       f"model.group_quantizer={m.get('group_quantizer')!r}; use one of {GROUP_QUANTIZERS}."),
+      (m.dtype in DTYPES, f"model.dtype={m.dtype!r}; use one of {tuple(DTYPES)}."),
+  ]
+  for ok, msg in checks:
+    if not ok:
+      raise ValueError(f"bad config: {msg}")
+
+
 def codebook_sizes(model_config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """K of every quantizer level, top first (single/hierarchical: num_codes each).
 
@@ -167,10 +187,7 @@ def create_model(model_config: ml_collections.ConfigDict, *,
   k groups (the rest zeros); the variables are those of the full model.
   """
   m = model_config
-  if m.kind not in MODEL_KINDS:
-    raise ValueError(f"config.model.kind={m.kind!r}; choose one of {MODEL_KINDS}.")
-  if m.dtype not in DTYPES:
-    raise ValueError(f"config.model.dtype={m.dtype!r}; choose one of {tuple(DTYPES)}.")
+  check_buildable(m)
   if m.kind in HQVAE_KINDS:
     common = dict(quantizer=create_quantizer(m, sized=False),
                   num_codes=codebook_sizes(m), code_dim=m.code_dim, width=m.channels,

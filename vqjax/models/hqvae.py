@@ -63,6 +63,28 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def check_injected_layers(num_layers: int, num_pools: int,
+                          key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError unless L injected layers get a resolution each (num_pools >= L - 1).
+
+  InjectedTopDownVAE runs it; `config_lib.validate` too, `key` naming config keys.
+  """
+  if num_layers < 1 or num_pools < num_layers - 1:
+    raise ValueError(f"{key('num_pools')}={num_pools}: {num_layers} injected layers need "
+                     f"num_pools >= {num_layers - 1} (one resolution per layer).")
+
+
+def check_shared_codebook(num_codes: Sequence[int],
+                          key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError unless a codebook shared by every residual layer can be (one K).
+
+  `residual_quantize` runs it; `config_lib.validate` too, `key` naming config keys.
+  """
+  if len(set(num_codes)) != 1:
+    raise ValueError(f"{key('shared_codebook')}=True needs one K for every layer; got "
+                     f"{key('num_codes')}={tuple(num_codes)}.")
+
+
 def _check_image(x: jax.Array, downsamples: int) -> None:
   factor = 2 ** downsamples
   if x.ndim != 4 or x.shape[1] % factor or x.shape[2] % factor:
@@ -175,9 +197,7 @@ class InjectedTopDownVAE(_TopDownVAE):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
     num_layers, dt = len(self.num_codes), self.dtype
-    if num_layers < 1 or self.num_pools < num_layers - 1:
-      raise ValueError(f"{num_layers} injected layers need num_pools >= {num_layers - 1} "
-                       f"(one resolution per layer); got num_pools={self.num_pools}.")
+    check_injected_layers(num_layers, self.num_pools)
     _check_image(x, self.stem_downsamples + self.num_pools)
     if self.decoder_variance:
       _declare_decoder_variance(self)
@@ -219,8 +239,8 @@ def residual_quantize(h: jax.Array, *, quantizer: Callable[..., nn.Module],
   num_layers = len(num_codes)
   if num_layers < 1:
     raise ValueError("residual quantization needs at least one layer (num_codes).")
-  if shared_codebook and len(set(num_codes)) != 1:
-    raise ValueError(f"a shared codebook needs one K for every layer; got {tuple(num_codes)}.")
+  if shared_codebook:
+    check_shared_codebook(num_codes)
   names = layer_names(num_layers)
   levels = {}
   if is_stochastic(quantizer):

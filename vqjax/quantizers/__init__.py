@@ -21,4 +21,5 @@ in the `codebook` collection (mutable in training), a learned codebook in
 `params`.
 """
 
-from vqjax.quantizers.ema_vq import COLLECTION, VectorQuantizerEMA, nearest_code
+from vqjax.quantizers.code_search import nearest_code
+from vqjax.quantizers.ema_vq import COLLECTION, VectorQuantizerEMA

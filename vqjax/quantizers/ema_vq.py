@@ -26,13 +26,15 @@ Variables of the `codebook` collection (K codes of dimension D, window W):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
+from vqjax.quantizers.code_search import (nearest_code, resolve_rows_per_block,
+                                          search_vectors)
 from vqjax.quantizers.gradients import straight_through
 
 COLLECTION = "codebook"
@@ -42,122 +44,9 @@ RESET_CRITERIA = ("window", "ema")
 
 
 # ---------------------------------------------------------------------------
-# Pure functions (shapes: N flattened vectors of dimension D, K codes).
+# Pure functions (shapes: N flattened vectors of dimension D, K codes; the
+# nearest-code search is code_search.py's).
 # ---------------------------------------------------------------------------
-
-
-def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
-  """|z|^2 - 2 z.E^T + |E|^2 in float32. z: [N, D], codebook: [K, D] -> [N, K]."""
-  z = z.astype(jnp.float32)
-  codebook = codebook.astype(jnp.float32)
-  return (jnp.sum(z**2, axis=1, keepdims=True)
-          - 2.0 * jnp.dot(z, codebook.T, precision=jax.lax.Precision.HIGHEST)
-          + jnp.sum(codebook**2, axis=1)[None, :])
-
-
-def _nearest_in_block(z: jax.Array, codes: jax.Array,
-                      use_argmin: bool) -> tuple[jax.Array, jax.Array]:
-  """(min squared distance [n], index of the first minimum [n]) of z [n, D] over codes [c, D].
-
-  use_argmin: one variadic (value, index) reduction, a single pass over the
-  [n, c] distances (accelerators). Otherwise min + first-equal-index: two
-  vectorised reductions, several times faster than XLA:CPU's variadic argmin,
-  but two passes. Same result either way.
-  """
-  dist = squared_distances(z, codes)
-  if use_argmin:
-    idx = jnp.argmin(dist, axis=1).astype(jnp.int32)
-    return jnp.take_along_axis(dist, idx[:, None], axis=1)[:, 0], idx
-  best = jnp.min(dist, axis=1)
-  num = codes.shape[0]
-  idx = jnp.min(jnp.where(dist == best[:, None], jnp.arange(num, dtype=jnp.int32), num), axis=1)
-  return best, jnp.minimum(idx, num - 1)  # NaN rows: clamp into range
-
-
-def _nearest_over_code_blocks(z: jax.Array, codebook: jax.Array,
-                              chunk_size: int | None, use_argmin: bool) -> jax.Array:
-  """Nearest code of z [n, D]; codes scanned in blocks with a running min/argmin."""
-  num_codes = codebook.shape[0]
-  if chunk_size is None or chunk_size >= num_codes:
-    return _nearest_in_block(z, codebook, use_argmin)[1]
-  if num_codes % chunk_size:
-    raise ValueError(
-        f"search_chunk_size={chunk_size} must divide num_codes={num_codes}; "
-        "pick a divisor of num_codes (e.g. a power of two) or 0 to disable.")
-  blocks = codebook.reshape(num_codes // chunk_size, chunk_size, -1)
-
-  def scan_block(carry, block_and_offset):
-    best_dist, best_idx = carry
-    block, offset = block_and_offset
-    dist, idx = _nearest_in_block(z, block, use_argmin)
-    better = dist < best_dist  # strict: earlier blocks win ties
-    return (jnp.where(better, dist, best_dist),
-            jnp.where(better, idx + offset, best_idx)), None
-
-  n = z.shape[0]
-  init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
-  offsets = jnp.arange(0, num_codes, chunk_size, dtype=jnp.int32)
-  (_, best_idx), _ = jax.lax.scan(scan_block, init, (blocks, offsets))
-  return best_idx
-
-
-# Distances one device holds at a time on an accelerator: 2**27 float32 = 512 MiB.
-# The paper's per-GPU batch (128 at 256x256: 524,288 rows) against K = 8192 codes
-# would otherwise materialise a 16 GiB [N, K] matrix.
-ACCELERATOR_BLOCK_ELEMENTS = 2**27
-
-
-def default_rows_per_block(codes_per_block: int, backend: str | None = None,
-                           num_devices: int | None = None) -> int:
-  """Rows of z per distance block for `nearest_code` (0: all rows at once).
-
-  CPU: 128 rows, so a block stays in cache. Accelerators: one large matrix
-  product per block, as many rows as keep each device's [rows, codes_per_block]
-  float32 block within ACCELERATOR_BLOCK_ELEMENTS; z is sharded over all
-  `num_devices` devices (the data mesh), so the global row count scales with it.
-  """
-  backend = backend or jax.default_backend()
-  if backend == "cpu":
-    return 128
-  num_devices = num_devices or jax.device_count()
-  return max(1, ACCELERATOR_BLOCK_ELEMENTS // codes_per_block) * num_devices
-
-
-def nearest_code(z: jax.Array, codebook: jax.Array, chunk_size: int | None = None,
-                 rows_per_block: int | None = None,
-                 use_argmin: bool | None = None) -> jax.Array:
-  """Index of the nearest code for each row of z, ties to the lowest index.
-
-  Args:
-    z: [N, D] vectors (may be sharded over N).
-    codebook: [K, D] codes.
-    chunk_size: if set and smaller than K, the distances are computed over
-      blocks of `chunk_size` codes with a running min/argmin, so memory is
-      O(rows * chunk_size) instead of O(rows * K). K must divide by it.
-    rows_per_block: process z in `N / rows_per_block` sequential steps of
-      `rows_per_block` rows (0 or None: all rows at once). The rows of a step
-      are strided over N, so a batch sharded over N stays sharded.
-    use_argmin: reduce each distance block with argmin (one pass) instead of
-      min + first index (two passes); None: argmin except on CPU, where
-      XLA's variadic reduction is slow.
-
-  Returns:
-    [N] int32 indices.
-  """
-  if use_argmin is None:
-    use_argmin = jax.default_backend() != "cpu"
-  n = z.shape[0]
-  if not rows_per_block or rows_per_block >= n:
-    return _nearest_over_code_blocks(z, codebook, chunk_size, use_argmin)
-  steps = -(-n // rows_per_block)
-  while n % steps:  # the smallest number of steps that divides N
-    steps += 1
-  # Row r * steps + s is handled in step s: each step sees rows from every
-  # shard of a batch-sharded z.
-  z_steps = jnp.moveaxis(z.reshape(n // steps, steps, -1), 1, 0)
-  idx = jax.lax.map(
-      lambda zz: _nearest_over_code_blocks(zz, codebook, chunk_size, use_argmin), z_steps)
-  return jnp.moveaxis(idx, 0, 1).reshape(n)
 
 
 def code_sums(z: jax.Array, indices: jax.Array, num_codes: int) -> jax.Array:
@@ -247,6 +136,37 @@ def replacement_candidates(key: jax.Array, z: jax.Array, num_codes: int,
   return jnp.mean(z[idx], axis=1)
 
 
+def check_settings(*, decay: float, eps: float, beta: float, codebook_init: str,
+                   kmeans_iters: int, reset_threshold: float, reset_window: int,
+                   reset_rule: str, reset_criterion: str,
+                   key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError for EMA quantizer settings that cannot work.
+
+  The one check of these settings: `VectorQuantizerEMA` runs it, and
+  `config_lib.validate` runs it with `key` mapping each argument name to its
+  config key (e.g. 'model.decay'), which the messages name.
+  """
+  def need(ok: bool, msg: str):
+    if not ok:
+      raise ValueError(msg)
+
+  need(0.0 < decay < 1.0, f"{key('decay')}={decay} must be in (0, 1).")
+  need(eps > 0, f"{key('eps')}={eps} must be > 0.")
+  need(beta >= 0, f"{key('beta')}={beta} must be >= 0.")
+  need(codebook_init in INIT_CHOICES,
+       f"{key('codebook_init')}={codebook_init!r}; choose one of {INIT_CHOICES}.")
+  need(codebook_init != "kmeans" or kmeans_iters >= 1,
+       f"{key('kmeans_iters')}={kmeans_iters} must be >= 1 for codebook_init='kmeans'.")
+  need(reset_threshold >= 0,
+       f"{key('reset_threshold')}={reset_threshold} must be >= 0 (0: no dead-code reset).")
+  need(reset_window >= 1, f"{key('reset_window')}={reset_window} must be >= 1 batch.")
+  need(reset_rule in RESET_RULES,
+       f"{key('reset_rule')}={reset_rule!r}; choose one of {RESET_RULES}.")
+  need(reset_criterion in RESET_CRITERIA,
+       f"{key('reset_criterion')}={reset_criterion!r}; choose one of {RESET_CRITERIA} "
+       "('window': the paper's windowed count, 'ema': the released code's EMA cluster size).")
+
+
 # ---------------------------------------------------------------------------
 # The module.
 # ---------------------------------------------------------------------------
@@ -283,23 +203,14 @@ class VectorQuantizerEMA(nn.Module):
   reset_average_size: int = 4
   reset_criterion: str = "window"
   search_chunk_size: int = 0
-  search_rows_per_block: int = -1  # -1: auto, see default_rows_per_block
+  search_rows_per_block: int = -1  # -1: auto, see code_search.default_rows_per_block
   gradient_estimator: str = "ste"  # 'ste' | 'rotation' (gradients.straight_through)
 
   def _codebook_variables(self):
-    if self.codebook_init not in INIT_CHOICES:
-      raise ValueError(f"codebook_init={self.codebook_init!r}; choose one of {INIT_CHOICES}.")
-    if self.codebook_init == "kmeans" and self.kmeans_iters < 1:
-      raise ValueError(f"kmeans_iters={self.kmeans_iters} must be >= 1 for "
-                       "codebook_init='kmeans'.")
-    if self.reset_criterion not in RESET_CRITERIA:
-      raise ValueError(f"reset_criterion={self.reset_criterion!r}; choose one of "
-                       f"{RESET_CRITERIA}.")
-    if self.reset_rule not in RESET_RULES:
-      raise ValueError(
-          f"reset_rule={self.reset_rule!r}; choose one of {RESET_RULES}.")
-    if self.reset_window < 1:
-      raise ValueError(f"reset_window={self.reset_window} must be >= 1 batch.")
+    check_settings(decay=self.decay, eps=self.eps, beta=self.beta,
+                   codebook_init=self.codebook_init, kmeans_iters=self.kmeans_iters,
+                   reset_threshold=self.reset_threshold, reset_window=self.reset_window,
+                   reset_rule=self.reset_rule, reset_criterion=self.reset_criterion)
     k, d, w = self.num_codes, self.code_dim, self.reset_window
 
     def uniform_codes():
@@ -328,12 +239,9 @@ class VectorQuantizerEMA(nn.Module):
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,
                step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    if z_e.shape[-1] != self.code_dim:
-      raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
-                       f"expected code_dim={self.code_dim}.")
+    z = search_vectors(z_e, self.code_dim)
     v = self._codebook_variables()
     lead_shape = z_e.shape[:-1]
-    z = z_e.reshape(-1, self.code_dim).astype(jnp.float32)
     update = train and not self.is_initializing()
 
     if update:
@@ -363,9 +271,8 @@ class VectorQuantizerEMA(nn.Module):
     return z_q_st.reshape(z_e.shape).astype(z_e.dtype), aux
 
   def _rows_per_block(self) -> int:
-    codes_per_block = min(self.num_codes, self.search_chunk_size or self.num_codes)
-    return (default_rows_per_block(codes_per_block) if self.search_rows_per_block < 0
-            else self.search_rows_per_block)
+    return resolve_rows_per_block(self.search_rows_per_block, self.num_codes,
+                                  self.search_chunk_size)
 
   # -- state updates (all traced; no Python branching on values) -------------
 

@@ -14,10 +14,20 @@ learned codebook is trained by its own codebook loss):
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
 GRADIENT_ESTIMATORS = ("ste", "rotation")
+
+
+def check_estimator(estimator: str, key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError unless `estimator` is one of GRADIENT_ESTIMATORS (`straight_through`
+  runs it; `config_lib.validate` too, `key` naming the config key)."""
+  if estimator not in GRADIENT_ESTIMATORS:
+    raise ValueError(f"{key('gradient_estimator')}={estimator!r}; choose one of "
+                     f"{GRADIENT_ESTIMATORS}.")
 
 # |z_hat + q_hat| below this (float32 noise of two unit vectors): z and q are
 # treated as antiparallel and r = 0 (see `rotation_trick`).
@@ -91,6 +101,5 @@ def straight_through(z: jax.Array, q: jax.Array, estimator: str = "ste") -> jax.
   """Value q, gradient to z by `estimator` ('ste' | 'rotation'); z, q [..., D]."""
   if estimator == "ste":  # z - sg(z) is exactly 0: the value is q itself
     return jax.lax.stop_gradient(q) + (z - jax.lax.stop_gradient(z)).astype(q.dtype)
-  if estimator == "rotation":
-    return rotation_trick(z, q)
-  raise ValueError(f"gradient_estimator={estimator!r}; choose one of {GRADIENT_ESTIMATORS}.")
+  check_estimator(estimator)
+  return rotation_trick(z, q)

@@ -40,6 +40,32 @@ DROPOUT_SCOPES = ("batch", "example")
 RELEASED_DROP_PROBS = (0.0, 0.2, 0.3, 0.4)
 
 
+def check_settings(*, num_groups: int, num_codes: int, code_dim: int,
+                   drop_probs: Sequence[float], dropout_scope: str,
+                   key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError for settings that cannot work (`GroupedQuantizer` runs it;
+  `config_lib.validate` too, `key` mapping each name to its config key)."""
+  g = num_groups
+  if g < 1:
+    raise ValueError(f"{key('num_groups')}={g} must be >= 1.")
+  for name, size in (("num_codes", num_codes), ("code_dim", code_dim)):
+    if size % g:
+      raise ValueError(
+          f"{key(name)}={size} is not divisible by {key('num_groups')}={g}: num_groups must "
+          f"divide {key('num_codes')}={num_codes} and {key('code_dim')}={code_dim}; each "
+          "group takes num_codes / num_groups codes of code_dim / num_groups channels "
+          "(e.g. num_codes=128, num_groups=2: 2 codebooks of 64).")
+  p = [float(x) for x in drop_probs]
+  if p and (p[0] != 0.0 or any(b < a for a, b in zip(p, p[1:]))
+            or not all(0.0 <= x <= 1.0 for x in p)):
+    raise ValueError(f"{key('drop_probs')}={tuple(drop_probs)} must be non-decreasing in "
+                     "[0, 1] with the first 0 (only suffixes of groups are dropped, group 0 "
+                     "never), e.g. (0, 0.2, 0.3, 0.4).")
+  if dropout_scope not in DROPOUT_SCOPES:
+    raise ValueError(f"{key('dropout_scope')}={dropout_scope!r}; choose one of "
+                     f"{DROPOUT_SCOPES}.")
+
+
 def keep_probabilities(drop_probs: Sequence[float], num_groups: int) -> list[float]:
   """[P(exactly the first k groups are kept) for k = 1..G] (drop_probs valid, see module doc).
 
@@ -121,20 +147,6 @@ class GroupedQuantizer(nn.Module):
     """K / G: the size of each entry's index space in `aux['indices']`."""
     return self.num_codes // self.num_groups
 
-  def _check(self):
-    g = self.num_groups
-    if g < 1 or self.num_codes % g or self.code_dim % g:
-      raise ValueError(f"num_groups={g} must be >= 1 and divide num_codes={self.num_codes} "
-                       f"and code_dim={self.code_dim}.")
-    p = [float(x) for x in self.drop_probs]
-    if p and (p[0] != 0.0 or any(b < a for a, b in zip(p, p[1:]))
-              or not all(0.0 <= x <= 1.0 for x in p)):
-      raise ValueError(f"drop_probs={tuple(self.drop_probs)} must be non-decreasing in "
-                       "[0, 1] with drop_probs[0] = 0 (only suffixes are dropped, group 0 "
-                       "never), e.g. (0, 0.2, 0.3, 0.4).")
-    if self.dropout_scope not in DROPOUT_SCOPES:
-      raise ValueError(f"dropout_scope={self.dropout_scope!r}; choose one of {DROPOUT_SCOPES}.")
-
   def _sub_quantizer(self, i: int) -> nn.Module:
     factory = self.quantizer or VectorQuantizerEMA
     return factory(num_codes=self.codebook_size, code_dim=self.code_dim // self.num_groups,
@@ -171,7 +183,9 @@ class GroupedQuantizer(nn.Module):
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool, step: jax.Array | None = None,
                active_groups: int | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    self._check()
+    check_settings(num_groups=self.num_groups, num_codes=self.num_codes,
+                   code_dim=self.code_dim, drop_probs=self.drop_probs,
+                   dropout_scope=self.dropout_scope)
     g = self.num_groups
     if z_e.shape[-1] != self.code_dim:
       raise ValueError(f"grouped quantizer input has {z_e.shape[-1]} channels, expected "

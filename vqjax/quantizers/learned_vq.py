@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
-from vqjax.quantizers.ema_vq import default_rows_per_block, nearest_code
+from vqjax.quantizers.code_search import (nearest_code, resolve_rows_per_block,
+                                          search_vectors)
 from vqjax.quantizers.gradients import straight_through
 
 NORM_EPS = 1e-12
@@ -49,7 +50,7 @@ class LearnedCodebookQuantizer(nn.Module):
   l2_normalize: bool = False
   gradient_estimator: str = "ste"  # 'ste' | 'rotation'
   search_chunk_size: int = 0
-  search_rows_per_block: int = -1  # -1: auto, see ema_vq.default_rows_per_block
+  search_rows_per_block: int = -1  # -1: auto, see code_search.default_rows_per_block
 
   @property
   def codebook_size(self) -> int:
@@ -60,19 +61,15 @@ class LearnedCodebookQuantizer(nn.Module):
   def __call__(self, z_e: jax.Array, *, train: bool,
                step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     del train, step
-    if z_e.shape[-1] != self.code_dim:
-      raise ValueError(f"quantizer input has {z_e.shape[-1]} channels, "
-                       f"expected code_dim={self.code_dim}.")
+    z = search_vectors(z_e, self.code_dim)
     k = self.num_codes
     init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -1.0 / k, 1.0 / k)
     codebook = self.param("embedding", init, (k, self.code_dim))
-    z = z_e.reshape(-1, self.code_dim).astype(jnp.float32)
     if self.l2_normalize:
       z, codebook = l2_normalize(z), l2_normalize(codebook)
 
     chunk = self.search_chunk_size or None
-    rows = (default_rows_per_block(min(k, chunk or k)) if self.search_rows_per_block < 0
-            else self.search_rows_per_block)
+    rows = resolve_rows_per_block(self.search_rows_per_block, k, chunk)
     indices = nearest_code(jax.lax.stop_gradient(z), jax.lax.stop_gradient(codebook),
                            chunk, rows)
     z_q = codebook[indices]                       # gradient to the codebook

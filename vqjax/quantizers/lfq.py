@@ -22,7 +22,7 @@ logits 2 z.c * 100 equal -|z - c|^2 / 0.01 up to a per-z constant).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,25 @@ from vqjax.quantizers.fsq import batch_usage
 
 MAX_BITS = 30          # int32 indices
 MAX_ENTROPY_BITS = 16  # the entropy penalty enumerates 2^D codes
+
+
+def check_settings(*, code_dim: int, entropy_weight: float, commitment_weight: float,
+                   temperature: float,
+                   key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError for settings that cannot work (`LookupFreeQuantizer` runs it;
+  `config_lib.validate` too, `key` mapping each name to its config key)."""
+  if not 1 <= code_dim <= MAX_BITS:
+    raise ValueError(f"{key('code_dim')}={code_dim}: LFQ's code_dim is its bits, "
+                     f"1..{MAX_BITS} (int32 indices).")
+  if entropy_weight > 0 and code_dim > MAX_ENTROPY_BITS:
+    raise ValueError(f"{key('code_dim')}={code_dim} > MAX_ENTROPY_BITS={MAX_ENTROPY_BITS} "
+                     f"with {key('entropy_weight')}={entropy_weight}: the entropy penalty "
+                     f"enumerates 2^code_dim codes; set {key('entropy_weight')}=0 or use "
+                     "fewer bits.")
+  if entropy_weight < 0 or commitment_weight < 0 or temperature <= 0:
+    raise ValueError(f"{key('entropy_weight')}={entropy_weight}, {key('commitment_weight')}="
+                     f"{commitment_weight} must be >= 0 and {key('temperature')}="
+                     f"{temperature} > 0.")
 
 
 def sign_codes(z: jax.Array) -> jax.Array:
@@ -121,14 +140,8 @@ class LookupFreeQuantizer(nn.Module):
     return 2**self.code_dim
 
   def _check(self):
-    if not 1 <= self.code_dim <= MAX_BITS:
-      raise ValueError(f"code_dim={self.code_dim}: LFQ needs 1 <= D <= {MAX_BITS} "
-                       "(int32 indices).")
-    if self.entropy_weight > 0 and self.code_dim > MAX_ENTROPY_BITS:
-      raise ValueError(f"code_dim={self.code_dim} > MAX_ENTROPY_BITS={MAX_ENTROPY_BITS}: "
-                       "the entropy penalty enumerates 2^D codes; set entropy_weight=0.")
-    if self.temperature <= 0:
-      raise ValueError(f"temperature={self.temperature} must be > 0.")
+    check_settings(code_dim=self.code_dim, entropy_weight=self.entropy_weight,
+                   commitment_weight=self.commitment_weight, temperature=self.temperature)
     if self.entropy_chunk_size < 1 or self.entropy_chunk_size & (self.entropy_chunk_size - 1):
       raise ValueError(f"entropy_chunk_size={self.entropy_chunk_size} must be a power of two.")
 

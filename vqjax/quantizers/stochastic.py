@@ -12,7 +12,7 @@ train=True: a Gumbel-softmax *soft* sample y = softmax((logits + g) / tau),
 z_q = y @ B, a convex combination of codes (no straight-through, no hard
 one-hot); tau = temperature(step, ...) from the traced `step`.
 train=False: eval_mode='det' (default) z_q = the nearest code (ties to the
-lowest index, as `ema_vq.nearest_code`); 'sample' draws k ~ Categorical(P).
+lowest index, as `code_search.nearest_code`); 'sample' draws k ~ Categorical(P).
 
 Variables (`params`, trained by the optimizer; no EMA, no reset, no data init):
   embedding [K, D] float32  codes, init N(0, 1) (absent with `shared_codebook`)
@@ -33,7 +33,7 @@ sharded over devices the noise, hence the result, equals one device's.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -41,12 +41,27 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 
 from vqjax import metrics
-from vqjax.quantizers.ema_vq import squared_distances
+from vqjax.quantizers.code_search import squared_distances
 
 RNG_STREAM = "sample"
 EVAL_MODES = ("det", "sample")
 MIN_VARIANCE = 1e-10   # the released code's floor on s^2
 MIN_TEMPERATURE = 1e-10
+
+
+def check_settings(*, eval_mode: str, tau0: float, tau_rate: float, tau_min: float,
+                   variance_offset: float,
+                   key: Callable[[str], str] = lambda name: name) -> None:
+  """ValueError for settings that cannot work (`StochasticQuantizer` runs it;
+  `config_lib.validate` too, `key` mapping each name to its config key)."""
+  if eval_mode not in EVAL_MODES:
+    raise ValueError(f"{key('eval_mode')}={eval_mode!r}; choose one of {EVAL_MODES}.")
+  if tau0 <= 0 or tau_rate < 0 or tau_min < 0:
+    raise ValueError(f"{key('tau0')}={tau0}, {key('tau_rate')}={tau_rate}, "
+                     f"{key('tau_min')}={tau_min}: the temperature schedule needs "
+                     "tau0 > 0, tau_rate >= 0 and tau_min >= 0.")
+  if variance_offset < 0:
+    raise ValueError(f"{key('variance_offset')}={variance_offset} must be >= 0.")
 
 
 def temperature(step, tau0: float = 1.0, rate: float = 1e-5,
@@ -69,7 +84,7 @@ def first_argmin(dist: jax.Array) -> jax.Array:
   """Index of the first minimum of each row of dist [N, K] -> [N] int32.
 
   argmin on accelerators; min + first equal index on CPU, where XLA's variadic
-  argmin reduction is slow (as `ema_vq.nearest_code`). Same result either way.
+  argmin reduction is slow (as `code_search.nearest_code`). Same result either way.
   """
   if jax.default_backend() != "cpu":
     return jnp.argmin(dist, axis=-1).astype(jnp.int32)
@@ -130,13 +145,8 @@ class StochasticQuantizer(nn.Module):
     if self.num_codes < 1 or self.code_dim < 1:
       raise ValueError(f"num_codes={self.num_codes} and code_dim={self.code_dim} "
                        "must be >= 1.")
-    if self.eval_mode not in EVAL_MODES:
-      raise ValueError(f"eval_mode={self.eval_mode!r}; choose one of {EVAL_MODES}.")
-    if self.tau0 <= 0 or self.tau_rate < 0 or self.tau_min < 0:
-      raise ValueError(f"temperature schedule needs tau0 > 0, tau_rate >= 0 and "
-                       f"tau_min >= 0; got {self.tau0}, {self.tau_rate}, {self.tau_min}.")
-    if self.variance_offset < 0:
-      raise ValueError(f"variance_offset={self.variance_offset} must be >= 0.")
+    check_settings(eval_mode=self.eval_mode, tau0=self.tau0, tau_rate=self.tau_rate,
+                   tau_min=self.tau_min, variance_offset=self.variance_offset)
     self.log_var = self.param("log_var", nn.initializers.constant(self.log_var_init),
                               (), jnp.float32)
     if self.shared_codebook is None:
