@@ -6,8 +6,10 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8:
   python tests/hqvae_worker.py OUT.npz
 
 The config is configs/hqvae/cpu_sqvae2.py's model at smoke size (ARELBO,
-Adam (0.9, 0.9), reduce_on_plateau). Saves '<devices>:<name>' for the
-params, the optimizer state and every logged metric of each step.
+Adam (0.9, 0.9), the plateau rule with patience 1, advanced after each step
+by a scripted validation loss as the train loop does after an evaluation).
+Saves '<devices>:<name>' for the params, the optimizer state and every logged
+metric of each step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vqjax import state as state_lib
 from vqjax.models import create_model
 
 BATCH, IMAGE, STEPS = 16, 16, 3
+VALIDATION = (1.0, 1.5, 1.5)  # patience 1: the scale halves after rounds 2 and 3
 
 
 def flat(prefix, tree):
@@ -35,16 +38,19 @@ def run(num_devices: int, images: np.ndarray) -> dict:
   config = hqvae_configs.apply_hqvae_options(config, "smoke")
   config.data.image_size = IMAGE
   config.model.sq_tau_rate = 0.1
-  config.train.steps_per_epoch = 1      # the plateau rule sees every step
+  config.train.plateau_patience = 1
   config_lib.validate(config)
   model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   state = parallel.replicate(state_lib.create_train_state(model, tx, IMAGE, 0), mesh)
   step_fn = train.jit_train_step(mesh, reconstruction_loss="arelbo")
+  plateau_step = train.jit_plateau_step(config, mesh)
   result = {}
   for i, batch in enumerate(images):
     state, metrics = step_fn(state, parallel.global_batch({"image": batch}, mesh))
     result.update(flat(f"{num_devices}:metrics{i}/", metrics))
+    state = plateau_step(state, VALIDATION[i])
+    assert state.opt_state[1].scale.sharding.is_fully_replicated
   result.update(flat(f"{num_devices}:params/", state.params))
   result.update(flat(f"{num_devices}:opt_state/", state.opt_state))
   return result

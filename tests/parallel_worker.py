@@ -5,7 +5,9 @@ XLA_FLAGS (simulated devices) and jax.distributed can be set up:
 
   python tests/parallel_worker.py OUT.npz NUM_DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
-NUM_DEVICES: how many of the (global) devices the mesh uses.
+NUM_DEVICES: how many of the (global) devices the mesh uses. The learning
+rate follows the plateau rule (patience 1), advanced after each step by a
+scripted validation loss as the train loop does after an evaluation.
 """
 
 import json
@@ -27,6 +29,8 @@ from vqjax.models import create_model  # noqa: E402
 NUM_STEPS = 15
 GLOBAL_BATCH = 16
 IMAGE_SIZE = 16
+# Falls by 10% a step except at steps 5 and 10: the scale halves twice.
+VALIDATION = [0.9 ** i if i % 5 else 2.0 for i in range(1, NUM_STEPS + 1)]
 
 
 def synthetic_batches(num_steps: int) -> np.ndarray:
@@ -45,19 +49,24 @@ def run(num_devices: int) -> dict:
   # Extra model fields as JSON, e.g. {"reset_criterion": "ema"} (tests/test_parallel.py).
   for key, value in json.loads(os.environ.get("VQJAX_MODEL_OVERRIDES", "{}")).items():
     config.model[key] = value
+  config.train.lr_schedule, config.train.plateau_patience, config.train.eval_every = (
+      "plateau", 1, 1)
   model, tx = create_model(config.model), state_lib.create_optimizer(config)
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   parallel.check_batch_size(GLOBAL_BATCH, mesh)
   state = parallel.replicate(state_lib.create_train_state(model, tx, IMAGE_SIZE, 0), mesh)
   step_fn = train.jit_train_step(mesh)
+  plateau_step = train.jit_plateau_step(config, mesh)
   per_process = GLOBAL_BATCH // jax.process_count()
   rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
-  resets = []
+  resets, lr_scale = [], []
   batches = synthetic_batches(NUM_STEPS)
-  for images in batches:
+  for images, value in zip(batches, VALIDATION):
     batch = parallel.global_batch({"image": images[rows]}, mesh)
     state, metrics = step_fn(state, batch)
     resets.append([float(metrics["top/codes_reset"]), float(metrics["bottom/codes_reset"])])
+    lr_scale.append(float(metrics["lr_scale"]))
+    state = plateau_step(state, value)
   eval_fn = jax.jit(lambda params, codebook, x: model.apply(
       {"params": params, COLLECTION: codebook}, x, train=False)[1]["levels"])
   batch = parallel.global_batch({"image": batches[-1][rows]}, mesh)
@@ -70,6 +79,7 @@ def run(num_devices: int) -> dict:
   for level, aux in levels.items():
     result[f"indices/{level}"] = gather(aux["indices"])
   result["resets"] = np.asarray(resets)
+  result["lr_scale"] = np.asarray(lr_scale)
   return result
 
 

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib, hqvae_configs
+from vqjax import config_lib, data, hqvae_configs
+from vqjax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(os.path.dirname(__file__), "hqvae_worker.py")
@@ -87,6 +88,9 @@ def test_paper_configs_validate_and_shrink(name):
   assert (t.learning_rate, t.adam_b2, t.lr_schedule, t.plateau_factor,
           t.plateau_patience) == ((5e-4 if "imagenet" in name else 1e-3), 0.9, "plateau", 0.5, 3)
   assert m.code_dim == 64 and m.quantizer == "stochastic"
+  assert not data.color_augment_on(config.data)  # the paper trains on plain images
+  # One validation round per epoch feeds the plateau rule.
+  assert state_lib.resolve_durations(config).train.eval_every == state_lib.steps_per_epoch(config)
   # tau at the last step is the paper's CIFAR-10 end point exp(-1e-5 * 125000).
   np.testing.assert_allclose(np.exp(-m.sq_tau_rate * t.num_steps), np.exp(-1.25), rtol=1e-3)
   smoke = module.get_config("smoke")
@@ -143,6 +147,10 @@ def test_sqvae2_train_steps_on_eight_devices_match_one_device(tmp_path):
   names = sorted({k.split(":", 1)[1] for k in result.files})
   assert any("layer_2/neg_entropy" in n for n in names)
   assert any("log_var" in n for n in names) and any("scale" in n for n in names)
+  # The plateau rule's scale as the train steps applied it: 1, 1, then halved
+  # after validation round 2 (patience 1).
+  for devices in (1, 8):
+    assert [float(result[f"{devices}:metrics{i}/['lr_scale']"]) for i in range(3)] == [1, 1, 0.5]
   for name in names:
     np.testing.assert_allclose(result[f"1:{name}"], result[f"8:{name}"], rtol=2e-4,
                                atol=1e-5, err_msg=name)

@@ -41,6 +41,8 @@ def assert_same_training(a_path, b_path):
   # Training must really have exercised data init and dead-code resets.
   assert a["resets"].sum() > 0
   np.testing.assert_array_equal(a["resets"], b["resets"])
+  # The plateau rule halved the rate after validation rounds 5 and 10.
+  np.testing.assert_array_equal(a["lr_scale"], [1] * 5 + [0.5] * 5 + [0.25] * 5)
   for name in a.files:
     if name.startswith("indices/"):
       np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -118,9 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
       skip_nonfinite=0,         # 0: stop at the first NaN/inf step; n: skip such batches, stop after n in a row
       reconstruction_loss="mse",  # 'mse' | 'arelbo' (SQ-VAE/HQ-VAE) | 'gaussian_nll' (learned sigma^2)
       lr_schedule="exponential",  # 'exponential' (lr_decay_rate per epoch) | 'plateau' (below)
-      plateau_factor=0.5,       # plateau: lr *= factor after plateau_patience epochs whose
-      plateau_patience=3,       #   mean train loss fell by < plateau_rtol (relative)
-      plateau_rtol=1e-4,
+      plateau_factor=0.5,       # plateau: lr *= factor after plateau_patience validation rounds
+      plateau_patience=3,       #   (every eval_every steps) whose validation MSE is not below
+      plateau_rtol=1e-4,        #   (1 - plateau_rtol) * best (state.plateau_rule)
       adam_b2=0.999,            # Adam beta_2 (HQ-VAE: 0.9)
   ))
 
@@ -181,7 +181,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   2 steps at tiny width on 32x32 crops of the built-in photos (any data set
   of the config is replaced, so it runs offline in seconds on CPU); model
-  kind, quantizer and the other options stay as configured. Every config
+  kind, quantizer and the other options stay as configured; with the
+  'plateau' schedule an evaluation after each step feeds the rule. Every config
   file offers it as `get_config('smoke')` (tests/test_configs.py trains each).
   """
   m, t = config.model, config.train
@@ -194,6 +195,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.batch_size = config.eval.batch_size = 8
   t.num_steps, t.log_every, t.checkpoint_every, t.eval_every = 2, 1, 2, 0
   t.num_epochs = t.eval_every_epochs = 0
+  if t.get("lr_schedule", "exponential") == "plateau":
+    t.eval_every = 1  # the plateau rule needs validation rounds
   t.steps_per_epoch = 0
   if "sq_tau_rate" in m:
     m.sq_tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
@@ -261,9 +264,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(schedule in LR_SCHEDULES,
        f"train.lr_schedule={schedule!r}; use one of {LR_SCHEDULES}.")
   if schedule == "plateau":
-    need(0 < t.plateau_factor < 1 and t.plateau_patience >= 0 and t.plateau_rtol >= 0,
+    need(0 < t.plateau_factor < 1 and t.plateau_patience >= 1 and 0 < t.plateau_rtol <= 1,
          f"train.plateau_factor={t.plateau_factor} must be in (0, 1), plateau_patience="
-         f"{t.plateau_patience} and plateau_rtol={t.plateau_rtol} >= 0.")
+         f"{t.plateau_patience} >= 1 and plateau_rtol={t.plateau_rtol} in (0, 1].")
+    need(t.get("eval_every", 0) > 0 or t.get("eval_every_epochs", 0) > 0,
+         "train.lr_schedule='plateau' watches the validation loss of each evaluation: "
+         "set train.eval_every (steps) or train.eval_every_epochs > 0.")
   need(0 <= t.get("adam_b2", 0.999) < 1, f"train.adam_b2={t.get('adam_b2')} must be in [0, 1).")
   need(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be >= 1.")
   validate_data(d)

@@ -39,22 +39,29 @@ def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
                  steps_per_epoch: int = 0) -> ml_collections.ConfigDict:
   """HQ-VAE's optimisation (App. F) around an SQ model of `hqvae_model`.
 
-  ARELBO reconstruction, Adam 1e-3 with betas (0.9, 0.9), batch 32, the
-  learning rate halved after 3 epochs without improvement (`lr_schedule=
-  'plateau'`, on the epoch-mean training loss: see state.create_optimizer),
-  validation once per epoch, the temperature rate rescaled to num_steps.
+  ARELBO reconstruction, no colour augmentation, Adam 1e-3 with betas (0.9,
+  0.9), batch 32, the learning rate halved after 3 validation rounds without
+  improvement of the validation MSE (`lr_schedule='plateau'`:
+  state.plateau_rule, train.plateau_value), validation once per epoch (every
+  steps_per_epoch steps, or eval_every_epochs=1), the temperature rate
+  rescaled to num_steps.
   """
   c = base_config()
   c.model = hqvae_model(kind, "stochastic", num_codes, num_pools=num_pools)
   c.model.sq_tau_rate = HQVAE_TAU_EXPONENT / num_steps
   c.data.image_size = 32
   c.data.batch_size = 32
+  c.data.color_augment = "off"  # the paper has none ('auto' turns it on for builtin)
   c.eval.batch_size = 32
   t = c.train
   t.num_steps, t.steps_per_epoch = num_steps, steps_per_epoch
   t.learning_rate, t.lr_decay_rate, t.adam_b2 = 1e-3, 1.0, 0.9
   t.reconstruction_loss, t.lr_schedule = "arelbo", "plateau"
   t.plateau_factor, t.plateau_patience, t.plateau_rtol = 0.5, 3, 1e-4
+  if steps_per_epoch:
+    t.eval_every = steps_per_epoch
+  else:
+    t.eval_every_epochs = 1
   return c
 
 
@@ -78,7 +85,10 @@ def cifar10_config(kind: str, num_codes, num_pools: int) -> ml_collections.Confi
 def cpu_config(kind: str, num_codes, num_pools: int,
                num_steps: int = 300) -> ml_collections.ConfigDict:
   """A CIFAR-10 network at CPU scale: `hqvae_config` on 32x32 crops of the
-  built-in photos at width 32 (the paper: 64), tau rescaled to num_steps."""
+  built-in photos at width 32 (the paper: 64), tau rescaled to num_steps. The
+  3890 training crops give 122 steps per "epoch": 300 steps have validation
+  rounds at 122, 244 and 300, too few for the plateau rule (patience 3) to
+  halve the rate."""
   config = hqvae_config(kind, num_codes, num_pools=num_pools, num_steps=num_steps)
   config.data.name = "builtin"
   config.model.channels = 32

@@ -4,7 +4,8 @@
 `tx`) plus the quantizers' `codebook` collection and the PRNG key, carried
 forward by `apply_gradients(grads=..., codebook=...)` as flax's imagenet
 example carries `batch_stats`. Here also the optimizer (Adam) and its
-learning-rate schedule (decayed once per epoch).
+learning-rate schedule: decayed once per epoch, or halved when the validation
+loss stops improving (the plateau rule, whose state is part of opt_state).
 """
 
 from __future__ import annotations
@@ -75,28 +76,80 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
   """Adam(b1 0.9, b2 train.adam_b2) with the learning rate of train.lr_schedule.
 
   'exponential': decayed by `lr_decay_rate` once per epoch. 'plateau' (HQ-VAE):
-  constant, times optax.contrib.reduce_on_plateau's scale, which multiplies by
-  plateau_factor once the epoch-mean *training* loss (the `value` the train
-  step passes) has not improved by plateau_rtol for plateau_patience epochs.
-  The train step passes `value=loss` to every optimizer; Adam ignores it.
+  constant, times the scale of `scale_by_plateau`, which only the validation
+  rounds change (`advance_plateau`, called by the train loop after each
+  evaluation); the train step never moves it.
   """
   t = config.train
   b2 = t.get("adam_b2", 0.999)
   if t.get("lr_schedule", "exponential") == "exponential":
     return optax.adam(learning_rate_schedule(config), b2=b2)
-  return optax.chain(
-      optax.adam(t.learning_rate, b2=b2),
-      optax.contrib.reduce_on_plateau(
-          factor=t.plateau_factor, patience=t.plateau_patience, rtol=t.plateau_rtol,
-          accumulation_size=steps_per_epoch(config)))
+  return optax.chain(optax.adam(t.learning_rate, b2=b2),
+                     scale_by_plateau(plateau_rule(config)))
+
+
+# -- the plateau rule: the scale and its counters live in the optimizer state ------
+
+
+def plateau_rule(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+  """optax.contrib.reduce_on_plateau fed one validation loss per call.
+
+  The scale is multiplied by train.plateau_factor at the plateau_patience-th
+  validation round in a row whose loss is not below (1 - plateau_rtol) * best
+  (the count then restarts; no cooldown): "halve the learning rate after 3
+  validation rounds without improvement" (HQ-VAE App. F). PyTorch's
+  ReduceLROnPlateau(patience=3) of the released SQ-VAE code halves one round
+  later (after the 4th); plateau_patience=4 reproduces it.
+  """
+  t = config.train
+  return optax.contrib.reduce_on_plateau(
+      factor=t.plateau_factor, patience=t.plateau_patience, rtol=t.plateau_rtol,
+      accumulation_size=1)
+
+
+def scale_by_plateau(rule: optax.GradientTransformationExtraArgs
+                     ) -> optax.GradientTransformationExtraArgs:
+  """Multiplies the updates by the scale in `rule`'s state and leaves that state as it is.
+
+  State: optax's ReduceLROnPlateauState (scale [] float32, best_value [],
+  plateau_count [] int32, ...), checkpointed with the rest of opt_state.
+  """
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda u: state.scale * u, updates), state
+
+  return optax.GradientTransformationExtraArgs(rule.init, update_fn)
+
+
+def _is_plateau(x) -> bool:
+  return isinstance(x, optax.contrib.ReduceLROnPlateauState)
+
+
+def plateau_state(opt_state) -> optax.contrib.ReduceLROnPlateauState | None:
+  """The plateau rule's state inside opt_state (None for other schedules)."""
+  found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(x)]
+  return found[0] if found else None
+
+
+def advance_plateau(state: TrainState, value: jax.Array, *,
+                    rule: optax.GradientTransformationExtraArgs) -> TrainState:
+  """`state` after one validation round with loss `value` [] (pure; jit it).
+
+  Updates only the ReduceLROnPlateauState in state.opt_state (same shapes and
+  dtypes, so the jitted train step does not retrace); a state without one is
+  returned unchanged.
+  """
+  opt_state = jax.tree.map(
+      lambda x: rule.update({}, x, value=value)[1] if _is_plateau(x) else x,
+      state.opt_state, is_leaf=_is_plateau)
+  return state.replace(opt_state=opt_state)
 
 
 def learning_rate_scale(opt_state) -> jax.Array:
-  """The reduce_on_plateau scale in opt_state ([] float32), 1.0 without one."""
-  scales = [s.scale for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState))
-            if isinstance(s, optax.contrib.ReduceLROnPlateauState)]
-  return jnp.asarray(scales[0] if scales else 1.0, jnp.float32)
+  """The plateau rule's scale in opt_state ([] float32), 1.0 without one."""
+  node = plateau_state(opt_state)
+  return jnp.asarray(1.0 if node is None else node.scale, jnp.float32)
 
 
 def create_train_state(model, tx: optax.GradientTransformation, image_size: int,

@@ -22,8 +22,9 @@ from absl import logging
 from vqjax import checkpointing, data, evaluate, losses, metrics, parallel, writers
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
-from vqjax.state import (TrainState, all_finite, count_params, create_optimizer,
-                         create_train_state, learning_rate_scale, learning_rate_schedule,
+from vqjax.state import (TrainState, advance_plateau, all_finite, count_params,
+                         create_optimizer, create_train_state, learning_rate_scale,
+                         learning_rate_schedule, plateau_rule, plateau_state,
                          resolve_durations)
 
 
@@ -49,7 +50,8 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
   'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
   Logged: loss, mse, reconstruction, every quantizer loss term, psnr (on [0, 1]),
-  grad_norm, lr_scale (reduce_on_plateau; 1 otherwise), nonfinite and the
+  grad_norm, lr_scale (the plateau rule's scale, read and never changed here;
+  1 for other schedules), nonfinite and the
   quantizers' metrics per level. PRNG streams: 'codebook' = fold_in(rng, step)
   (EMA init / reset), 'sample' = fold_in of that key with 1 (Gumbel noise).
   `nonfinite` is 1.0 when the loss, a gradient, or the new params or
@@ -72,7 +74,7 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
 
   (loss, (x_hat, aux, codebook, mse, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1,
                             params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, codebook=codebook)
@@ -97,6 +99,44 @@ def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: s
                                    reconstruction_loss=reconstruction_loss),
                  in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
                  donate_argnums=0)
+
+
+# -- the plateau rule's validation rounds -------------------------------------------
+
+
+def plateau_value(result: dict) -> float:
+  """The validation loss the plateau rule watches: the mean per-image MSE.
+
+  result: evaluate.summarize's dictionary (pixels on [0, 1], reconstructions
+  clipped, padding masked out; deterministic codes for SQ levels, the
+  default sq_eval_mode). Not the training objective: the EMA baselines (MSE
+  + commitment) and the SQ models (ARELBO + entropy + dequantization) have
+  objectives in different units, so one rule on the MSE treats every member
+  of a comparison alike; the MSE is always positive (a relative threshold on
+  ARELBO's log-SSE, which can be negative, would accept slightly worse
+  values as improvements); it does not depend on the eval batch size (ARELBO
+  takes the log of a batch mean); and it is the reported metric (RMSE, PSNR).
+  """
+  return float(result["mse"]["mean"])
+
+
+def jit_plateau_step(config: ml_collections.ConfigDict, mesh):
+  """(state, value) -> state after one validation round, jitted (replicated,
+  state donated); None when train.lr_schedule is not 'plateau'."""
+  if config.train.get("lr_schedule", "exponential") != "plateau":
+    return None
+  repl = parallel.replicated(mesh)
+  advance = jax.jit(functools.partial(advance_plateau, rule=plateau_rule(config)),
+                    in_shardings=(repl, repl), out_shardings=repl, donate_argnums=0)
+  return lambda state, value: advance(
+      state, parallel.replicate(np.asarray(value, np.float32), mesh))
+
+
+def plateau_scalars(state: TrainState, value: float) -> dict[str, float]:
+  """The rule's counters after a validation round, for the log."""
+  p = jax.device_get(plateau_state(state.opt_state))
+  return {"plateau/value": value, "plateau/best": float(p.best_value),
+          "plateau/bad_rounds": float(p.plateau_count), "plateau/lr_scale": float(p.scale)}
 
 
 # -- the loop ----------------------------------------------------------------------
@@ -183,7 +223,13 @@ def _save_unless_saved(manager, step: int, state: TrainState, train_iter) -> Non
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
-  Returns the evaluation metrics (also written to workdir/eval/metrics.json).
+  Evaluates every train.eval_every steps; with lr_schedule 'plateau' each of
+  these validation rounds, the last step's included, advances the plateau
+  rule (`plateau_value`) before the step's checkpoint is saved, so a longer
+  run resumed from the last checkpoint equals an uninterrupted one. The final
+  evaluation writes workdir/eval/ only once the last checkpoint is saved
+  (eval/metrics.json marks a finished run); with 'plateau' it repeats the
+  last step's round, which is deterministic. Returns the evaluation metrics.
   """
   started = time.monotonic()
   config = resolve_durations(config)
@@ -222,6 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       mesh, skip_nonfinite=config.train.skip_nonfinite > 0,
       reconstruction_loss=config.train.get("reconstruction_loss", "mse"))
   evaluator = evaluate.Evaluator(config, model, mesh)
+  plateau_step = jit_plateau_step(config, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
   num_steps = config.train.num_steps
   periodic_actions = writers.periodic_actions()
@@ -237,6 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   stop = _StopRequested()
   history, flags = [], []
   step = initial_step
+  logged_last = False  # the last step's evaluation is in the log already
   try:
     while step < num_steps and not stop.requested:
       with report.timed("data", wait_jax_async_dispatch=False):
@@ -264,10 +312,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary["learning_rate"] = float(schedule(step - 1))
         summary["skipped_steps"] = float(guard.skipped)
         writer.write_scalars(step, summary)
-      if config.train.eval_every and step % config.train.eval_every == 0 and not is_last:
+      # The last step's round matters only to the plateau rule (the final
+      # evaluation below covers it otherwise).
+      if (config.train.eval_every and step % config.train.eval_every == 0
+          and (not is_last or plateau_step is not None)):
         with report.timed("eval"):
-          evaluate.evaluate_state(config, evaluator, state, step, workdir,
-                                  writer=writer, write_files=False)
+          evaluated = evaluate.evaluate_state(config, evaluator, state, step, workdir,
+                                              writer=writer, write_files=False)
+        logged_last = is_last
+        if plateau_step is not None:
+          value = plateau_value(evaluated)
+          state = plateau_step(state, value)
+          writer.write_scalars(step, plateau_scalars(state, value))
       if is_save:
         with report.timed("checkpoint"):
           checkpointing.save(manager, step, state, train_iter, force=is_last)
@@ -294,6 +350,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "same command.", step)
     return {}
   result = evaluate.evaluate_state(config, evaluator, state, step, workdir,
-                                   writer=writer, write_files=True)
+                                   writer=None if logged_last else writer, write_files=True)
   writer.flush()
   return result

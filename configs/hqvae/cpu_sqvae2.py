@@ -1,8 +1,10 @@
 """SQ-VAE-2 at CPU scale: Table 5's network on 32x32 crops of the built-in photos.
 
 Layers (4x4, K), (8x8, K) with K = 64, d_b = 64 at width 32 [the paper: 64],
-batch 32, 300 steps (the 944 built-in crops give 30 steps per "epoch" for
-the plateau rule). The temperature rate is rescaled so tau ends where the
+batch 32, 300 steps, no colour augmentation. The 3890 built-in training crops
+give 122 steps per "epoch": validation rounds at steps 122, 244 and 300, too
+few for the plateau rule (patience 3) to halve the rate within 300 steps.
+The temperature rate is rescaled so tau ends where the
 paper's CIFAR-10 run ends: r = 1.25 / 300 -> tau(300) = exp(-1.25) = 0.29.
 Trains in a few minutes on CPU:
 

@@ -6,7 +6,7 @@ on the same networks, base config configs/hqvae/cpu_sqvae2.py.
   layers (8x8, 32).
 
   nice -n 10 python -m vqjax.sweep --config=configs/hqvae/cpu_sqvae2.py \\
-      --sweep=configs/sweeps/hqvae.py --workdir=runs/hqvae --seeds=0,1
+      --sweep=configs/sweeps/hqvae.py --workdir=runs/hqvae --seeds=0,1,2
 """
 
 INJECTED = {"model.kind": "injected_topdown", "model.num_pools": 2}
