@@ -76,11 +76,14 @@ def main(argv=None) -> int:
   p.add_argument("--steps", type=int, default=8)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--block", type=int, default=2)
-  p.add_argument("--torch-threads", type=int, default=len(os.sched_getaffinity(0)))
+  p.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1')")
+  p.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
   p.add_argument("--vqjax-cpu-devices", type=int, default=0)
   p.add_argument("--timeout", type=float, default=1800)
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
+  benchmark.pin_cpus(args.cpus)
+  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
   args.xla_flags = ""
   case = next(c for cases in benchmark.CASES.values() for c in cases if c.name == args.config)
   variants = [parse_variant(v) for v in args.variant]

@@ -284,15 +284,20 @@ def child_main(spec_json: str) -> None:
   spec = json.loads(spec_json)
   t0 = time.perf_counter()
   runner = make_runner(spec)
+  setup_end = time.time()
   out = runner.out
   out["setup_s"] = time.perf_counter() - t0
   warmup, steps, batch = spec["warmup"], spec["steps"], spec["batch"]
   if not spec.get("serve"):
     out["train"] = _summary(_timed(runner.train, warmup, steps), warmup, batch)
+    if spec.get("launched_at"):
+      out["launch_to_first_step_s"] = setup_end - spec["launched_at"] + out["train"]["times_s"][0]
     if spec.get("eval"):
       out["eval"] = _summary(_timed(runner.eval, warmup, steps), warmup, batch)
   else:
     times = dict(train=_timed(runner.train, warmup, 0))
+    if spec.get("launched_at"):  # process start (Python, imports, setup) to the first step's end
+      out["launch_to_first_step_s"] = setup_end - spec["launched_at"] + times["train"][0]
     if spec.get("eval"):
       times["eval"] = _timed(runner.eval, warmup, 0)
     print(READY_PREFIX + json.dumps(dict(first_step_s=times["train"][0])), flush=True)
@@ -311,6 +316,21 @@ def child_main(spec_json: str) -> None:
 
 
 # -- orchestration (parent process) --------------------------------------------------
+
+
+def pin_cpus(spec: str) -> None:
+  """--cpus: run this process and its children on these CPUs only ('1', '0,1', '0-3').
+
+  One CPU with one thread per implementation compares per-core speed, which
+  holds up on a machine shared with other jobs; several threads sharing busy
+  cores do not (a thread that waits for a descheduled peer)."""
+  if not spec:
+    return
+  cpus = set()
+  for part in spec.split(","):
+    lo, _, hi = part.partition("-")
+    cpus.update(range(int(lo), int(hi or lo) + 1))
+  os.sched_setaffinity(0, cpus)
 
 
 def reference_available() -> bool:
@@ -371,7 +391,7 @@ class ServedChild:
     self.stderr = tempfile.TemporaryFile(mode="w+")
     self.proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--child",
-         json.dumps(dict(spec, serve=True))],
+         json.dumps(dict(spec, serve=True, launched_at=time.time()))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
         env=dict(_child_env(spec.get("repo")), **spec.get("env", {})), cwd=str(REPO))
     self.lines: queue.Queue = queue.Queue()
@@ -413,7 +433,10 @@ class ServedChild:
       return False
 
   def ready(self):
-    return self._expect(READY_PREFIX)
+    """Waits for the warm-up; records the time from the launch to its end."""
+    out = self._expect(READY_PREFIX)
+    self.ready_s = time.perf_counter() - self.t0
+    return out
 
   def run(self, op: str, n: int):
     return self._expect(BLOCK_PREFIX) if self._send(dict(op=op, n=n)) else None
@@ -544,7 +567,9 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       "## vqjax vs. the PyTorch reference (CPU)",
       "",
       f"Command: `{meta['command']}`  ",
-      f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['mem_gib']:.0f} GiB; "
+      f"Machine: {meta['cpu']}, {meta.get('machine_cores', meta['cores'])} cores"
+      + (f" (this run pinned to CPU {meta['cpus']})" if meta.get("cpus") else "")
+      + f", {meta['mem_gib']:.0f} GiB; "
       f"load average before the run {meta['load_before']}, after {meta['load_after']}  ",
       f"Date: {meta['date']} (the run took {meta['wall_min']:.1f} min)  ",
       "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
@@ -640,6 +665,29 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
                  "(-1: 128 rows per block on CPU). "
                  f"{meta['memory_steps']} timed steps after {meta['warmup']} warm-up.")
 
+  comp = extras.get("compile")
+  if comp:
+    lines += ["", "### First step: compilation, cold and warm persistent cache", "",
+              "vqjax: a fresh `compilation_cache_dir` (cold), then a second launch on the same "
+              "directory (warm), as `python -m vqjax.main` runs with "
+              "`config.compilation_cache_dir`. *first step* = the first train step's call "
+              "(compilation or cache load included); *launch to first step* = from starting "
+              "the process (Python, imports, model init) to the end of that step. Reference: "
+              "eager PyTorch's first step (its k-means codebook init included).", "",
+              "| config | vqjax first step s, cold | warm | vqjax launch to first step s, "
+              "cold | warm | ref first step s | ref launch to first step s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+      if r["name"] not in comp:
+        continue
+      cold, warm = comp[r["name"]]
+      lines.append(
+          f"| {r['name']} | {_fmt(_get(cold, 'train', 'first_step_s'), 2)} | "
+          f"{_fmt(_get(warm, 'train', 'first_step_s'), 2)} | "
+          f"{_fmt(_get(cold, 'launch_to_first_step_s'), 1)} | {_fmt(_get(warm, 'launch_to_first_step_s'), 1)} | "
+          f"{_fmt(_get(r['ref'], 'train', 'first_step_s', missing=ref_missing), 2)} | "
+          f"{_fmt(_get(r['ref'], 'launch_to_first_step_s', missing=ref_missing), 1)} |")
+
   bf = extras.get("bf16")
   if bf:
     lines += ["", "### bfloat16 convolutions (vqjax train img/s; distances and EMA stay float32)",
@@ -690,13 +738,15 @@ def main(argv=None) -> int:
                       help="comma-separated of a,b,c,d (or 'none': extras only)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 7 for reports)")
   parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 2 for reports)")
-  parser.add_argument("--extras", default="quantizer,memory,bf16",
-                      help="comma-separated of quantizer,memory,bf16, or 'none'")
+  parser.add_argument("--extras", default="quantizer,memory,bf16,compile",
+                      help="comma-separated of quantizer,memory,bf16,compile, or 'none'")
   parser.add_argument("--memory-steps", type=int, default=3,
                       help="timed steps of the K=65536 memory case")
   parser.add_argument("--reference", choices=("auto", "off"), default="auto",
                       help="'off' skips the PyTorch reference")
-  parser.add_argument("--torch-threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1'); "
+                      "the thread and device counts follow")
+  parser.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
   parser.add_argument("--vqjax-cpu-devices", type=int, default=0,
                       help="XLA CPU devices for vqjax (0: one per core, as vqjax.main runs)")
   parser.add_argument("--block", type=int, default=2,
@@ -714,6 +764,8 @@ def main(argv=None) -> int:
   if args.child is not None:
     child_main(args.child)
     return 0
+  pin_cpus(args.cpus)
+  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
 
   sys.path.insert(0, str(REPO))
   start = time.perf_counter()
@@ -725,7 +777,7 @@ def main(argv=None) -> int:
     parser.error(f"unknown configs {unknown}; choose from {sorted(cases)}")
   extras_wanted = set() if args.extras == "none" else {
       e.strip() for e in args.extras.split(",") if e.strip()}
-  bad = extras_wanted - {"quantizer", "memory", "bf16"}
+  bad = extras_wanted - {"quantizer", "memory", "bf16", "compile"}
   if bad:
     parser.error(f"unknown extras {sorted(bad)}")
   use_ref = args.reference == "auto" and reference_available()
@@ -777,6 +829,22 @@ def main(argv=None) -> int:
       extras["memory"][label] = dict(overrides=overrides, result=res)
     raw["memory"] = extras["memory"]
 
+  if "compile" in extras_wanted:
+    # Cold: a fresh persistent compilation cache; warm: a second launch on it.
+    extras["compile"] = {}
+    for row in rows:
+      case = next(c for cs in cases.values() for c in cs if c.name == row["name"])
+      cache_dir = tempfile.mkdtemp(prefix=f"vqjax_bench_cache_{case.name}_")
+      runs = []
+      for label in ("cold", "warm"):
+        spec = _spec("vqjax", f"{case.name}-{label}-cache", case.recipe, case.image_size,
+                     case.batch, args, steps=1, compilation_cache_dir=cache_dir)
+        spec["warmup"] = 1
+        res = run_interleaved([spec], argparse.Namespace(**dict(vars(args), steps=1, block=1)))[0]
+        runs.append(res)
+      extras["compile"][case.name] = runs
+    raw["compile"] = extras["compile"]
+
   if "bf16" in extras_wanted:
     extras["bf16"] = {}
     for row in rows:
@@ -797,6 +865,7 @@ def main(argv=None) -> int:
       command=" ".join([py_shown, "benchmarks/benchmark.py"] + [shlex.quote(a) for a in
                                                                 (argv or sys.argv[1:])]),
       cpu=_cpu_model(), cores=len(os.sched_getaffinity(0)), mem_gib=_mem_total_gib(),
+      machine_cores=os.cpu_count(), cpus=args.cpus,
       load_before=load_before, load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
       date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
       wall_min=(time.perf_counter() - start) / 60,
