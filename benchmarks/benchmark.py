@@ -41,8 +41,11 @@ import platform
 import resource
 import shlex
 import statistics
+import queue
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +55,8 @@ REPO = BENCH_DIR.parent
 BEGIN = "<!-- benchmarks/benchmark.py: begin -->"
 END = "<!-- benchmarks/benchmark.py: end -->"
 RESULT_PREFIX = "BENCHMARK_RESULT "
+READY_PREFIX = "BENCHMARK_READY "
+BLOCK_PREFIX = "BENCHMARK_BLOCK "
 NOT_INSTALLED = "not installed"
 
 
@@ -117,76 +122,92 @@ def _summary(times: list[float], warmup: int, batch: int) -> dict:
               min_s=min(timed), max_s=max(timed), img_per_s=batch / med)
 
 
-def child_vqjax(spec: dict) -> dict:
-  import functools  # pylint: disable=import-outside-toplevel
+class VqjaxRunner:
+  """vqjax's jitted train (and eval) step on one fixed batch, as `python -m vqjax.main`
+  runs on CPU (one XLA device per core unless spec['cpu_devices'] == 1)."""
 
-  import jax
-  import numpy as np
+  def __init__(self, spec: dict):
+    # XLA flags must be in the environment before JAX starts its backends.
+    if spec.get("xla_flags"):
+      os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {spec['xla_flags']}".strip()
+    from vqjax import config_lib, parallel, train  # pylint: disable=import-outside-toplevel
+    from vqjax import state as state_lib  # pylint: disable=import-outside-toplevel
+    from vqjax.models import create_model  # pylint: disable=import-outside-toplevel
 
-  from vqjax import capacity, config_lib, evaluate, parallel, train
-  from vqjax import state as state_lib
-  from vqjax.models import create_model, level_names
-  from vqjax.models.factory import create_quantizer
-  from vqjax.quantizers.ema_vq import COLLECTION
+    self.spec = spec
+    batch, size = spec["batch"], spec["image_size"]
+    config = config_lib.base_config()
+    config.model = build_model_config(spec["recipe"], spec.get("overrides"))
+    config.data.image_size, config.data.batch_size = size, batch
+    config.eval.batch_size = batch
+    config.train.steps_per_epoch = 1000  # no data source needed for the schedule
+    config_lib.validate(config)
+    if spec.get("cpu_devices", 0) != 1:
+      parallel.configure_cpu_devices(config, spec.get("cpu_devices", 0))
+    if hasattr(parallel, "configure_cpu_backend"):  # (a checkout before it has none)
+      parallel.configure_cpu_backend()
+    if spec.get("compilation_cache_dir"):
+      parallel.configure_compilation_cache(spec["compilation_cache_dir"])
+    import jax  # pylint: disable=import-outside-toplevel
+    self.jax, self.parallel, self.config = jax, parallel, config
+    self.out = dict(rss_after_import_mib=_max_rss_mib(), devices=str(jax.devices()),
+                    num_devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""))
+    self.mesh = parallel.create_mesh()
+    self.model = create_model(config.model)
+    tx = state_lib.create_optimizer(config)
+    state = state_lib.create_train_state(self.model, tx, size, seed=0)
+    self.out["params"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
+    self.state = parallel.replicate(state, self.mesh)
+    self.images = _fixed_images(batch, size)
+    self.train_batch = parallel.global_batch({"image": self.images}, self.mesh)
+    self.step_fn = train.jit_train_step(self.mesh)
+    self.metrics = None
+    self._eval = None
 
-  warmup, steps, batch, size = spec["warmup"], spec["steps"], spec["batch"], spec["image_size"]
-  config = config_lib.base_config()
-  config.model = build_model_config(spec["recipe"], spec.get("overrides"))
-  config.data.image_size, config.data.batch_size = size, batch
-  config.eval.batch_size = batch
-  config.train.steps_per_epoch = 1000  # no data source needed for the schedule
-  config_lib.validate(config)
-  # As `python -m vqjax.main` runs on CPU: one XLA device per core (0), or 1.
-  if spec.get("cpu_devices", 0) != 1:
-    parallel.configure_cpu_devices(config, spec.get("cpu_devices", 0))
-  out = dict(rss_after_import_mib=_max_rss_mib(), devices=str(jax.devices()),
-             num_devices=jax.device_count())
+  def train(self):
+    self.state, m = self.step_fn(self.state, self.train_batch)
+    self.metrics = self.jax.block_until_ready(m)
+    self.jax.block_until_ready(self.state)
 
-  mesh = parallel.create_mesh()
-  model = create_model(config.model)
-  tx = state_lib.create_optimizer(config)
-  state = state_lib.create_train_state(model, tx, size, seed=0)
-  out["params"] = int(sum(p.size for p in jax.tree.leaves(state.params)))
-  state = parallel.replicate(state, mesh)
-  images = _fixed_images(batch, size)
-  train_batch = parallel.global_batch({"image": images}, mesh)
-  step_fn = train.jit_train_step(mesh)
+  def eval(self):
+    if self._eval is None:
+      import numpy as np  # pylint: disable=import-outside-toplevel
+      from vqjax import evaluate  # pylint: disable=import-outside-toplevel
+      evaluator = evaluate.Evaluator(self.config, self.model, self.mesh)
+      batch = self.parallel.global_batch(
+          {"image": self.images, "mask": np.ones((len(self.images),), bool)}, self.mesh)
+      holder = dict(counts=evaluator._zero_counts())  # pylint: disable=protected-access
 
-  holder = dict(state=state)
+      def run():  # the counts are donated: thread them through
+        out = evaluator.step(self.state.params, self.state.codebook, holder["counts"], batch)
+        holder["counts"] = out["counts"]
+        self.jax.block_until_ready(out)
 
-  def one_train_step():
-    holder["state"], m = step_fn(holder["state"], train_batch)
-    holder["metrics"] = jax.block_until_ready(m)
-    jax.block_until_ready(holder["state"])
+      self._eval = run
+    self._eval()
 
-  out["train"] = _summary(_timed(one_train_step, warmup, steps), warmup, batch)
-  out["loss"] = float(holder["metrics"]["loss"])
+  def finish(self, out: dict) -> None:
+    out["loss"] = float(self.metrics["loss"]) if self.metrics is not None else None
+    if self.spec.get("quantizer_share"):
+      out["quantizer"] = self._quantizer_share()
 
-  if spec.get("eval"):
-    evaluator = evaluate.Evaluator(config, model, mesh)
-    zero_counts = {k: jnp.zeros((config.model.num_codes,), jnp.float32)
-                   for k in level_names(config.model)}
-    eval_fn = lambda params, codebook, batch: evaluator.step(
-        params, codebook, parallel.replicate(zero_counts, mesh), batch)
-    eval_batch = parallel.global_batch(
-        {"image": images, "mask": np.ones((batch,), bool)}, mesh)
-    st = holder["state"]
-    out["eval"] = _summary(
-        _timed(lambda: jax.block_until_ready(eval_fn(st.params, st.codebook, eval_batch)),
-               warmup, steps), warmup, batch)
-
-  if spec.get("quantizer_share"):
-    # The quantizer alone, as it runs inside the train step: train mode with the
-    # codebook collection mutable (search, EMA, window, reset), on z_e of the
-    # step's shape. The straight-through/commitment backward is elementwise.
+  def _quantizer_share(self) -> dict:
+    """The quantizer alone, as it runs inside the train step: train mode with the
+    codebook collection mutable (search, EMA, window, reset), on z_e of the step's
+    shape. The straight-through/commitment backward is elementwise."""
+    import functools  # pylint: disable=import-outside-toplevel
+    from vqjax import capacity  # pylint: disable=import-outside-toplevel
+    from vqjax.models.factory import create_quantizer  # pylint: disable=import-outside-toplevel
+    from vqjax.quantizers.ema_vq import COLLECTION  # pylint: disable=import-outside-toplevel
+    jax, spec, config = self.jax, self.spec, self.config
+    batch, size = spec["batch"], spec["image_size"]
     quantizer = create_quantizer(config.model)()
     (h, w), = capacity.latent_shapes(config.model.kind, size).values()
     z = jax.random.normal(jax.random.PRNGKey(1), (batch, h, w, config.model.code_dim))
     codebook = quantizer.init({"params": jax.random.PRNGKey(2)}, z, train=False)[COLLECTION]
-
     # Placed as in the train step: z sharded over the batch, codebook replicated.
-    z = jax.device_put(z, parallel.data_sharding(mesh))
-    codebook = parallel.replicate(codebook, mesh)
+    z = jax.device_put(z, self.parallel.data_sharding(self.mesh))
+    codebook = self.parallel.replicate(codebook, self.mesh)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def quantizer_step(codebook, z, step):
@@ -204,59 +225,112 @@ def child_vqjax(spec: dict) -> dict:
 
     # More steps than the train step: the dead-code window (10 batches) must
     # have filled so that the reset branch runs as it does in a long training.
+    warmup, steps = spec["warmup"], spec["steps"]
     q_warmup = max(warmup, config.model.reset_window + 1)
-    out["quantizer"] = _summary(_timed(one_quantizer_step, q_warmup, steps), q_warmup, batch)
-    out["quantizer"]["warmup"] = q_warmup
+    # The whole train step again, in the same stretch of time as the quantizer.
+    train_times = _timed(self.train, 1, steps)
+    result = _summary(_timed(one_quantizer_step, q_warmup, steps), q_warmup, batch)
+    result["warmup"] = q_warmup
+    result["train_median_s"] = statistics.median(train_times[1:])
+    return result
 
-  out["peak_rss_mib"] = _max_rss_mib()
-  return out
+
+class TorchRunner:
+  """The PyTorch reference's eager train (and eval) step on the same fixed batch."""
+
+  def __init__(self, spec: dict):
+    import torch  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(BENCH_DIR))
+    import torch_reference as ref  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(spec["threads"])
+    self.out = dict(rss_after_import_mib=_max_rss_mib(), threads=torch.get_num_threads(),
+                    interop_threads=torch.get_num_interop_threads())
+    try:  # the library logs a warning when a batch has fewer vectors than codes
+      from loguru import logger  # pylint: disable=import-outside-toplevel
+      logger.remove()
+    except ImportError:
+      pass
+    torch.manual_seed(0)
+    self.ref, self.torch = ref, torch
+    self.model = ref.create_model(spec["model"])
+    self.optimizer = ref.create_optimizer(self.model)
+    self.out["params"] = ref.count_params(self.model)
+    self.x = torch.from_numpy(
+        _fixed_images(spec["batch"], spec["image_size"]).transpose(0, 3, 1, 2).copy())
+    self.loss = None
+
+  def train(self):
+    self.model.train()
+    self.loss = self.ref.train_step(self.model, self.optimizer, self.x)
+
+  def eval(self):
+    self.model.eval()
+    self.ref.eval_step(self.model, self.x)
+
+  def finish(self, out: dict) -> None:
+    out["loss"] = float(self.loss) if self.loss is not None else None
 
 
-def child_torch(spec: dict) -> dict:
-  import torch  # pylint: disable=import-outside-toplevel
-
-  sys.path.insert(0, str(BENCH_DIR))
-  import torch_reference as ref  # pylint: disable=import-outside-toplevel
-
-  torch.set_num_threads(spec["threads"])
-  out = dict(rss_after_import_mib=_max_rss_mib(), threads=torch.get_num_threads(),
-             interop_threads=torch.get_num_interop_threads())
-  try:  # the library logs a warning when a batch has fewer vectors than codes
-    from loguru import logger  # pylint: disable=import-outside-toplevel
-    logger.remove()
-  except ImportError:
-    pass
-  warmup, steps, batch, size = spec["warmup"], spec["steps"], spec["batch"], spec["image_size"]
-  torch.manual_seed(0)
-  model = ref.create_model(spec["model"])
-  optimizer = ref.create_optimizer(model)
-  out["params"] = ref.count_params(model)
-  x = torch.from_numpy(_fixed_images(batch, size).transpose(0, 3, 1, 2).copy())
-
-  model.train()
-  holder = {}
-
-  def one_train_step():
-    holder["loss"] = ref.train_step(model, optimizer, x)
-
-  out["train"] = _summary(_timed(one_train_step, warmup, steps), warmup, batch)
-  out["loss"] = float(holder["loss"])
-  if spec.get("eval"):
-    model.eval()
-    out["eval"] = _summary(_timed(lambda: ref.eval_step(model, x), warmup, steps),
-                           warmup, batch)
-  out["peak_rss_mib"] = _max_rss_mib()
-  return out
+def make_runner(spec: dict):
+  return VqjaxRunner(spec) if spec["impl"] == "vqjax" else TorchRunner(spec)
 
 
 def child_main(spec_json: str) -> None:
+  """One (implementation, configuration). Without spec['serve']: warm-up + timed
+  train steps (+ eval), result printed. With it: warm-up, then timed blocks on
+  request from the parent (one JSON command a line on stdin) so that several
+  children can be timed in alternation; 'finish' prints the result."""
   spec = json.loads(spec_json)
-  fn = child_vqjax if spec["impl"] == "vqjax" else child_torch
-  result = fn(spec)
-  print(RESULT_PREFIX + json.dumps(result), flush=True)
+  t0 = time.perf_counter()
+  runner = make_runner(spec)
+  setup_end = time.time()
+  out = runner.out
+  out["setup_s"] = time.perf_counter() - t0
+  warmup, steps, batch = spec["warmup"], spec["steps"], spec["batch"]
+  if not spec.get("serve"):
+    out["train"] = _summary(_timed(runner.train, warmup, steps), warmup, batch)
+    if spec.get("launched_at"):
+      out["launch_to_first_step_s"] = setup_end - spec["launched_at"] + out["train"]["times_s"][0]
+    if spec.get("eval"):
+      out["eval"] = _summary(_timed(runner.eval, warmup, steps), warmup, batch)
+  else:
+    times = dict(train=_timed(runner.train, warmup, 0))
+    if spec.get("launched_at"):  # process start (Python, imports, setup) to the first step's end
+      out["launch_to_first_step_s"] = setup_end - spec["launched_at"] + times["train"][0]
+    if spec.get("eval"):
+      times["eval"] = _timed(runner.eval, warmup, 0)
+    print(READY_PREFIX + json.dumps(dict(first_step_s=times["train"][0])), flush=True)
+    for line in sys.stdin:
+      cmd = json.loads(line)
+      if cmd["op"] == "finish":
+        break
+      block = _timed(getattr(runner, cmd["op"]), 0, cmd["n"])
+      times[cmd["op"]] += block
+      print(BLOCK_PREFIX + json.dumps(block), flush=True)
+    for op, t in times.items():
+      out[op] = _summary(t, warmup, batch)
+  runner.finish(out)
+  out["peak_rss_mib"] = _max_rss_mib()
+  print(RESULT_PREFIX + json.dumps(out), flush=True)
 
 
 # -- orchestration (parent process) --------------------------------------------------
+
+
+def pin_cpus(spec: str) -> None:
+  """--cpus: run this process and its children on these CPUs only ('1', '0,1', '0-3').
+
+  One CPU with one thread per implementation compares per-core speed, which
+  holds up on a machine shared with other jobs; several threads sharing busy
+  cores do not (a thread that waits for a descheduled peer)."""
+  if not spec:
+    return
+  cpus = set()
+  for part in spec.split(","):
+    lo, _, hi = part.partition("-")
+    cpus.update(range(int(lo), int(hi or lo) + 1))
+  os.sched_setaffinity(0, cpus)
 
 
 def reference_available() -> bool:
@@ -293,18 +367,137 @@ def spawn_child(script: Path, spec: dict, timeout: float, result_prefix: str,
 def run_child(spec: dict, timeout: float) -> dict:
   label = f"{spec['impl']}:{spec['label']}"
   result = spawn_child(Path(__file__).resolve(), spec, timeout, RESULT_PREFIX, label)
-  if "error" not in result:
-    result["load_1min_after"] = os.getloadavg()[0]
-    tr = result["train"]
-    ev = result.get("eval")
-    print(f"[benchmark] {label}: train {tr['img_per_s']:.1f} img/s"
-          + (f", eval {ev['img_per_s']:.1f} img/s" if ev else "")
-          + f", peak RSS {result['peak_rss_mib']:.0f} MiB, {result['wall_s']:.0f} s", flush=True)
+  _announce(label, result)
   return result
+
+
+def _child_env(repo: str | None = None) -> dict:
+  """The environment of a child: `repo` (default: this checkout) first on PYTHONPATH,
+  so a child can time another checkout's vqjax with this file's code."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(repo or REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+  return env
+
+
+class ServedChild:
+  """A child in serve mode: warmed up once, then timed in blocks on request."""
+
+  def __init__(self, spec: dict, timeout: float):
+    self.label = f"{spec['impl']}:{spec['label']}"
+    self.timeout = timeout
+    self.error = None
+    self.t0 = time.perf_counter()
+    self.stderr = tempfile.TemporaryFile(mode="w+")
+    self.proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--child",
+         json.dumps(dict(spec, serve=True, launched_at=time.time()))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+        env=dict(_child_env(spec.get("repo")), **spec.get("env", {})), cwd=str(REPO))
+    self.lines: queue.Queue = queue.Queue()
+    threading.Thread(target=self._read, daemon=True).start()
+    print(f"[benchmark] {self.label} (served) ...", flush=True)
+
+  def _read(self):
+    for line in self.proc.stdout:
+      self.lines.put(line)
+    self.lines.put(None)
+
+  def _expect(self, prefix: str):
+    deadline = time.monotonic() + self.timeout
+    while True:
+      try:
+        line = self.lines.get(timeout=max(1.0, deadline - time.monotonic()))
+      except queue.Empty:
+        line = None
+        self.proc.kill()
+      if line is None:
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = self.stderr.read().strip().splitlines()[-15:]
+        self.error = f"rc={self.proc.returncode}: " + (tail[-1] if tail else "no output")
+        print(f"[benchmark] {self.label} FAILED:\n  " + "\n  ".join(tail), flush=True)
+        return None
+      if line.startswith(prefix):
+        return json.loads(line[len(prefix):])
+
+  def _send(self, cmd: dict) -> bool:
+    if self.error:
+      return False
+    try:
+      self.proc.stdin.write(json.dumps(cmd) + "\n")
+      self.proc.stdin.flush()
+      return True
+    except (BrokenPipeError, OSError) as e:
+      self.error = f"child gone: {e}"
+      return False
+
+  def ready(self):
+    """Waits for the warm-up; records the time from the launch to its end."""
+    out = self._expect(READY_PREFIX)
+    self.ready_s = time.perf_counter() - self.t0
+    return out
+
+  def run(self, op: str, n: int):
+    return self._expect(BLOCK_PREFIX) if self._send(dict(op=op, n=n)) else None
+
+  def finish(self) -> dict:
+    if not self._send(dict(op="finish")):
+      return dict(error=self.error)
+    result = self._expect(RESULT_PREFIX)
+    self.proc.wait()
+    if result is None:
+      return dict(error=self.error)
+    result["wall_s"] = time.perf_counter() - self.t0
+    return result
+
+
+def run_interleaved(specs: list[dict], args, pause: float = 0.05) -> list[dict]:
+  """Each spec's child is started and warmed up in turn (compilations never overlap
+  a timed block); then `args.steps` timed steps per child in blocks of
+  `args.block`, the children taking turns (order reversed every round), so a
+  changing background load hits every one alike. Eval blocks follow the same way."""
+  children = []
+  for spec in specs:
+    child = ServedChild(spec, args.timeout)
+    child.ready()
+    children.append(child)
+  ops = ["train"] + (["eval"] if any(s.get("eval") for s in specs) else [])
+  for op in ops:
+    done = 0
+    r = 0
+    while done < args.steps:
+      n = min(args.block, args.steps - done)
+      order = children if r % 2 == 0 else children[::-1]
+      for child, spec in ((c, specs[children.index(c)]) for c in order):
+        if op == "train" or spec.get("eval"):
+          time.sleep(pause)  # the other children's worker threads go idle
+          child.run(op, n)
+      done += n
+      r += 1
+  results = []
+  for child in children:
+    result = child.finish()
+    _announce(child.label, result)
+    results.append(result)
+  return results
+
+
+def _announce(label: str, result: dict) -> None:
+  if "error" in result:
+    return
+  result["load_1min_after"] = os.getloadavg()[0]
+  tr = result["train"]
+  ev = result.get("eval")
+  print(f"[benchmark] {label}: train {tr['img_per_s']:.1f} img/s"
+        + (f", eval {ev['img_per_s']:.1f} img/s" if ev else "")
+        + f", peak RSS {result['peak_rss_mib']:.0f} MiB, {result['wall_s']:.0f} s", flush=True)
 
 
 def _spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
           steps: int | None = None, overrides: dict | None = None, **extra) -> dict:
+  if impl == "vqjax" and args.xla_flags:
+    extra.setdefault("xla_flags", args.xla_flags)
   return dict(impl=impl, label=label, recipe=recipe, overrides=overrides or {},
               model=build_model_config(recipe, overrides).to_dict(),
               image_size=image_size, batch=batch, warmup=args.warmup,
@@ -374,7 +567,9 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       "## vqjax vs. the PyTorch reference (CPU)",
       "",
       f"Command: `{meta['command']}`  ",
-      f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['mem_gib']:.0f} GiB; "
+      f"Machine: {meta['cpu']}, {meta.get('machine_cores', meta['cores'])} cores"
+      + (f" (this run pinned to CPU {meta['cpus']})" if meta.get("cpus") else "")
+      + f", {meta['mem_gib']:.0f} GiB; "
       f"load average before the run {meta['load_before']}, after {meta['load_after']}  ",
       f"Date: {meta['date']} (the run took {meta['wall_min']:.1f} min)  ",
       "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ",
@@ -387,6 +582,10 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
       + ", eager mode.  ",
       f"Method: {meta['warmup']} warm-up + {meta['steps']} timed steps, img/s = batch / "
       "median step time, one fixed random batch in [-1, 1], every step waited for; "
+      "per configuration the runs (vqjax, its 1-device run, the reference) each live in "
+      "their own process, are warmed up one after another and then timed taking turns "
+      f"in blocks of {meta.get('block', '?')} steps (order reversed every round), so a "
+      "changing background load hits all alike; "
       "train = loss (MSE + 0.25 commitment), backward, Adam 3e-4, EMA codebook "
       "update and dead-code reset; eval = frozen-codebook forward pass. Peak RSS = "
       "`ru_maxrss` of a fresh process per (implementation, configuration), "
@@ -434,7 +633,7 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
   q = extras.get("quantizer")
   if q is not None:
     lines += ["", "### Quantizer share of the vqjax train step (config a)", ""]
-    qt, tt = _get(q, "quantizer", "median_s"), _get(q, "train", "median_s")
+    qt, tt = _get(q, "quantizer", "median_s"), _get(q, "quantizer", "train_median_s")
     if isinstance(qt, float) and isinstance(tt, float):
       lines.append(
           f"Jitted `VectorQuantizerEMA` step alone (train mode, mutable codebook: search, "
@@ -465,6 +664,29 @@ def build_report(meta: dict, rows: list[dict], extras: dict) -> str:
                  "float32 distances (2 GiB per matrix); 'default' = vqjax's default "
                  "(-1: 128 rows per block on CPU). "
                  f"{meta['memory_steps']} timed steps after {meta['warmup']} warm-up.")
+
+  comp = extras.get("compile")
+  if comp:
+    lines += ["", "### First step: compilation, cold and warm persistent cache", "",
+              "vqjax: a fresh `compilation_cache_dir` (cold), then a second launch on the same "
+              "directory (warm), as `python -m vqjax.main` runs with "
+              "`config.compilation_cache_dir`. *first step* = the first train step's call "
+              "(compilation or cache load included); *launch to first step* = from starting "
+              "the process (Python, imports, model init) to the end of that step. Reference: "
+              "eager PyTorch's first step (its k-means codebook init included).", "",
+              "| config | vqjax first step s, cold | warm | vqjax launch to first step s, "
+              "cold | warm | ref first step s | ref launch to first step s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+      if r["name"] not in comp:
+        continue
+      cold, warm = comp[r["name"]]
+      lines.append(
+          f"| {r['name']} | {_fmt(_get(cold, 'train', 'first_step_s'), 2)} | "
+          f"{_fmt(_get(warm, 'train', 'first_step_s'), 2)} | "
+          f"{_fmt(_get(cold, 'launch_to_first_step_s'), 1)} | {_fmt(_get(warm, 'launch_to_first_step_s'), 1)} | "
+          f"{_fmt(_get(r['ref'], 'train', 'first_step_s', missing=ref_missing), 2)} | "
+          f"{_fmt(_get(r['ref'], 'launch_to_first_step_s', missing=ref_missing), 1)} |")
 
   bf = extras.get("bf16")
   if bf:
@@ -516,15 +738,23 @@ def main(argv=None) -> int:
                       help="comma-separated of a,b,c,d (or 'none': extras only)")
   parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 7 for reports)")
   parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 2 for reports)")
-  parser.add_argument("--extras", default="quantizer,memory,bf16",
-                      help="comma-separated of quantizer,memory,bf16, or 'none'")
+  parser.add_argument("--extras", default="quantizer,memory,bf16,compile",
+                      help="comma-separated of quantizer,memory,bf16,compile, or 'none'")
   parser.add_argument("--memory-steps", type=int, default=3,
                       help="timed steps of the K=65536 memory case")
   parser.add_argument("--reference", choices=("auto", "off"), default="auto",
                       help="'off' skips the PyTorch reference")
-  parser.add_argument("--torch-threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1'); "
+                      "the thread and device counts follow")
+  parser.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
   parser.add_argument("--vqjax-cpu-devices", type=int, default=0,
                       help="XLA CPU devices for vqjax (0: one per core, as vqjax.main runs)")
+  parser.add_argument("--block", type=int, default=2,
+                      help="timed steps per turn: vqjax, its 1-device run and the reference "
+                           "take turns in blocks of this many steps")
+  parser.add_argument("--one-device", action=argparse.BooleanOptionalAction, default=True,
+                      help="also time vqjax on a single XLA CPU device")
+  parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the vqjax runs")
   parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"),
                       help="markdown file whose benchmark section is replaced ('' = none)")
   parser.add_argument("--json", default="", help="also write the raw results here")
@@ -534,6 +764,8 @@ def main(argv=None) -> int:
   if args.child is not None:
     child_main(args.child)
     return 0
+  pin_cpus(args.cpus)
+  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
 
   sys.path.insert(0, str(REPO))
   start = time.perf_counter()
@@ -545,7 +777,7 @@ def main(argv=None) -> int:
     parser.error(f"unknown configs {unknown}; choose from {sorted(cases)}")
   extras_wanted = set() if args.extras == "none" else {
       e.strip() for e in args.extras.split(",") if e.strip()}
-  bad = extras_wanted - {"quantizer", "memory", "bf16"}
+  bad = extras_wanted - {"quantizer", "memory", "bf16", "compile"}
   if bad:
     parser.error(f"unknown extras {sorted(bad)}")
   use_ref = args.reference == "auto" and reference_available()
@@ -559,14 +791,19 @@ def main(argv=None) -> int:
     for case in cases[name]:
       model = build_model_config(case.recipe)
       want_q = "quantizer" in extras_wanted and case.name == "a"
-      vq = run_child(_spec("vqjax", case.name, case.recipe, case.image_size, case.batch, args,
-                           eval=True, quantizer_share=want_q), args.timeout)
-      one = run_child(_spec("vqjax", case.name + "-1dev", case.recipe, case.image_size,
-                            case.batch, args, cpu_devices=1), args.timeout)
-      ref = None
+      specs = [_spec("vqjax", case.name, case.recipe, case.image_size, case.batch, args,
+                     eval=True, quantizer_share=want_q)]
+      if args.one_device:
+        specs.append(_spec("vqjax", case.name + "-1dev", case.recipe, case.image_size,
+                           case.batch, args, cpu_devices=1))
       if use_ref:
-        ref = run_child(_spec("torch", case.name, case.recipe, case.image_size, case.batch, args,
-                              eval=True), args.timeout)
+        specs.append(_spec("torch", case.name, case.recipe, case.image_size, case.batch, args,
+                           eval=True))
+      results = run_interleaved(specs, args)
+      vq = results[0]
+      one = results[1] if args.one_device else None
+      ref = results[-1] if use_ref else None
+      if ref is not None:
         torch_interop = ref.get("interop_threads", torch_interop)
       rows.append(dict(name=case.name, description=case.description,
                        image_size=case.image_size, batch=case.batch, vqjax=vq, ref=ref,
@@ -592,6 +829,22 @@ def main(argv=None) -> int:
       extras["memory"][label] = dict(overrides=overrides, result=res)
     raw["memory"] = extras["memory"]
 
+  if "compile" in extras_wanted:
+    # Cold: a fresh persistent compilation cache; warm: a second launch on it.
+    extras["compile"] = {}
+    for row in rows:
+      case = next(c for cs in cases.values() for c in cs if c.name == row["name"])
+      cache_dir = tempfile.mkdtemp(prefix=f"vqjax_bench_cache_{case.name}_")
+      runs = []
+      for label in ("cold", "warm"):
+        spec = _spec("vqjax", f"{case.name}-{label}-cache", case.recipe, case.image_size,
+                     case.batch, args, steps=1, compilation_cache_dir=cache_dir)
+        spec["warmup"] = 1
+        res = run_interleaved([spec], argparse.Namespace(**dict(vars(args), steps=1, block=1)))[0]
+        runs.append(res)
+      extras["compile"][case.name] = runs
+    raw["compile"] = extras["compile"]
+
   if "bf16" in extras_wanted:
     extras["bf16"] = {}
     for row in rows:
@@ -612,6 +865,7 @@ def main(argv=None) -> int:
       command=" ".join([py_shown, "benchmarks/benchmark.py"] + [shlex.quote(a) for a in
                                                                 (argv or sys.argv[1:])]),
       cpu=_cpu_model(), cores=len(os.sched_getaffinity(0)), mem_gib=_mem_total_gib(),
+      machine_cores=os.cpu_count(), cpus=args.cpus,
       load_before=load_before, load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
       date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
       wall_min=(time.perf_counter() - start) / 60,
@@ -620,7 +874,7 @@ def main(argv=None) -> int:
                 "optax": _version("optax"), "torch": _version("torch"),
                 "vector-quantize-pytorch": _version("vector-quantize-pytorch")},
       torch_threads=args.torch_threads,
-      torch_interop=torch_interop, warmup=args.warmup, steps=args.steps,
+      torch_interop=torch_interop, warmup=args.warmup, steps=args.steps, block=args.block,
       vqjax_devices=next((r['vqjax'].get('num_devices') for r in rows
                           if r['vqjax'] and 'num_devices' in r['vqjax']), '?'),
       memory_steps=args.memory_steps,

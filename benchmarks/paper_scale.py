@@ -138,6 +138,7 @@ def child_model(spec: dict) -> dict:
   cores = len(os.sched_getaffinity(0))
   parallel.configure_cpu_devices(
       _paper_config(spec["model"], spec["dtype"], spec["batch_per_device"], cores), cores)
+  parallel.configure_cpu_backend()
 
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np

@@ -575,3 +575,68 @@ def test_color_augment_keeps_pixels_in_range_and_is_deterministic_per_seed():
   assert ip.color_augment_on(_cfg()) and not ip.color_augment_on(_cfg(name='folder'))
   with pytest.raises(ValueError, match='color_augment'):
     ip.create_train_loader(_cfg(color_augment='yes'), seed=0)
+
+
+# ----------------------------------------------------------------------------
+# Prefetching and the decode cache.
+
+
+def test_prefetch_yields_the_same_batches_and_resumes_exactly():
+  plain = _take(ip.create_train_loader(_cfg(), seed=7), 6)
+  it = ip.prefetch(iter(ip.create_train_loader(_cfg(), seed=7)), 3)
+  first = [next(it)['image'] for _ in range(3)]
+  state = it.get_state()           # after the 3 batches handed out, not those prepared
+  rest = [next(it)['image'] for _ in range(3)]
+  it.close()
+  for got, want in zip(first + rest, plain):
+    np.testing.assert_array_equal(got, want)
+  resumed = ip.prefetch(iter(ip.create_train_loader(_cfg(), seed=7)), 2)
+  next(resumed)                    # moved on, then put back
+  resumed.set_state(state)
+  for want in plain[3:]:
+    np.testing.assert_array_equal(next(resumed)['image'], want)
+  resumed.close()
+  assert ip.prefetch(iter([]), 0).__class__ is not ip.PrefetchIterator
+
+
+def test_prefetch_raises_the_loader_error_after_the_good_batches():
+  class Failing:
+    def __init__(self):
+      self.n = 0
+
+    def __next__(self):
+      self.n += 1
+      if self.n > 2:
+        raise ValueError('bad record')
+      return {'image': np.full((1,), self.n)}
+
+    def get_state(self):
+      return str(self.n).encode()
+
+  it = ip.prefetch(Failing(), 2)
+  assert [int(next(it)['image'][0]) for _ in range(2)] == [1, 2]
+  with pytest.raises(ValueError, match='bad record'):
+    next(it)
+
+
+def test_folder_decode_cache_returns_the_same_read_only_images(tmp_path):
+  import pickle  # pylint: disable=import-outside-toplevel
+  _colour_folder(str(tmp_path / 'train'), 4)
+  paths = ip.list_image_files(str(tmp_path / 'train'))
+  uncached = ip.ImageFolderSource(paths, str(tmp_path))
+  smallest = min(uncached[i].nbytes for i in range(4))
+  for budget, cached_count in ((0, 0), (smallest - 1, 0), (10**6, 4)):
+    source = ip.ImageFolderSource(paths, str(tmp_path), cache_bytes=budget)
+    for i in range(4):
+      np.testing.assert_array_equal(source[i], uncached[i])
+      assert (source[i] is source[i]) == (cached_count > 0)
+    assert len(source._cache) == cached_count  # pylint: disable=protected-access
+    if cached_count:
+      assert not source[0].flags.writeable
+      copy = pickle.loads(pickle.dumps(source))     # worker processes: own, empty cache
+      assert not copy._cache and copy.cache_bytes == budget  # pylint: disable=protected-access
+  train, val = ip.create_sources(_cfg(name='folder', train_dir=str(tmp_path / 'train'),
+                                      val_fraction=0.25, decode_cache_mb=1))
+  assert train.cache_bytes == val.cache_bytes == 2**20
+  with pytest.raises(ValueError, match='prefetch'):
+    ip.create_train_loader(_cfg(prefetch=-1), seed=0)

@@ -107,3 +107,44 @@ def test_cpu_devices_divide_both_batch_sizes(monkeypatch):
   monkeypatch.setenv("SLURM_NTASKS", "4")   # multi-process: leave it to the launcher
   parallel.configure_cpu_devices(config, 6)
   assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_cpu_backend_flags_added_once_and_never_override(monkeypatch):
+  from vqjax import parallel
+
+  monkeypatch.delenv("VQJAX_CPU_XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  added = parallel.configure_cpu_backend()
+  assert added == list(parallel.CPU_XLA_FLAGS)
+  flags_now = os.environ["XLA_FLAGS"]
+  assert flags_now.startswith("--xla_force_host_platform_device_count=2 ")
+  assert parallel.configure_cpu_backend() == []          # idempotent
+  assert os.environ["XLA_FLAGS"] == flags_now
+  # A flag the user set keeps the user's value.
+  name = parallel.CPU_XLA_FLAGS[0].split("=")[0]
+  monkeypatch.setenv("XLA_FLAGS", f"{name}=")
+  assert parallel.configure_cpu_backend() == []
+  assert os.environ["XLA_FLAGS"] == f"{name}="
+  monkeypatch.setenv("XLA_FLAGS", "")
+  monkeypatch.setenv("VQJAX_CPU_XLA_FLAGS", "0")
+  assert parallel.configure_cpu_backend() == []
+  assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_cpu_backend_flags_are_accepted_by_xla():
+  """The flags start a CPU backend (an unknown flag would abort XLA) and train."""
+  code = ("import os; from vqjax import parallel; parallel.configure_cpu_backend(); "
+          "import jax, jax.numpy as jnp; "
+          "x = jnp.ones((2, 8, 8, 3)); w = jnp.ones((3, 3, 3, 4)); "
+          "f = lambda w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
+          "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))); "
+          "print(os.environ['XLA_FLAGS'], float(jax.grad(f)(w).sum()))")
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env.pop("VQJAX_CPU_XLA_FLAGS", None)
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, check=True, cwd=REPO).stdout
+  from vqjax import parallel
+  assert all(f in out for f in parallel.CPU_XLA_FLAGS), out
+  # d/dw sum(conv): per (c, f) the taps see 8x8 (centre), 7x8 (edges), 7x7 (corners)
+  # ones of each of the 2 images: (64 + 4 * 56 + 4 * 49) * 2 * 3 * 4.
+  assert float(out.split()[-1]) == 11616.0, out

@@ -32,6 +32,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.resize_size = 0            # folder/tfds: shorter side first resized to this; 0 = off
   c.batch_size = 32            # global batch (all processes together)
   c.num_workers = 0            # grain worker processes; 0 = in-process
+  c.prefetch = 2               # training batches prepared ahead in a background thread; 0 = off
+  c.decode_cache_mb = 512      # folder: decoded images kept in memory per process (MiB); 0 = off
   c.train_dir = ""             # folder: root of training images
   c.val_dir = ""               # folder: root of validation images ("" = split train_dir)
   c.val_fraction = 0.1         # folder without val_dir: held-out fraction
@@ -71,6 +73,9 @@ def validate_data(d) -> None:
     raise ValueError(
         f"bad config: data.color_augment={d.color_augment!r}; use one of "
         f"{list(COLOR_AUGMENT_CHOICES)} (auto: on for builtin, off otherwise).")
+  for field in ("num_workers", "prefetch", "decode_cache_mb"):
+    if int(getattr(d, field, 0)) < 0:
+      raise ValueError(f"bad config: data.{field}={getattr(d, field)} must be >= 0 (0 = off).")
   if not 0.0 <= float(d.color_prob) <= 1.0 or not 0.0 <= float(d.color_hue_degrees) <= 180.0:
     raise ValueError(
         f"bad config: data.color_prob={d.color_prob} must be in [0, 1] and "

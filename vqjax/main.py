@@ -75,6 +75,7 @@ def main(argv, fv: dict):
   mode = fv["mode"].value
   config_lib.validate_mode(config, mode)
   parallel.configure_compilation_cache(config.compilation_cache_dir)
+  parallel.configure_cpu_backend()
   if mode in ("encode", "decode", "reconstruct"):  # one process, one device
     workdir = os.path.abspath(fv["workdir"].value)
     logging.info("JAX %s on %s; model of %s", jax.__version__, jax.local_devices()[0], workdir)

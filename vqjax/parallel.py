@@ -71,6 +71,36 @@ def configure_cpu_devices(config, requested: int = 0) -> None:
     os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={count}".strip()
 
 
+# XLA:CPU flags vqjax sets for its runs (BENCHMARKS.md, "What the CPU train step
+# spends its time on"): convolutions run on XLA's own (Eigen) kernels instead of
+# YNNPACK fusions, whose weight-gradient convolutions (a window as large as the
+# image, batch as features) run at a fraction of the speed; matrix products stay
+# on YNNPACK. Only given to the jaxlib releases it was measured on (an unknown
+# flag stops XLA at start-up).
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+CPU_XLA_FLAGS_JAXLIB = ("0.10.",)
+
+
+def configure_cpu_backend() -> list[str]:
+  """Adds CPU_XLA_FLAGS to XLA_FLAGS (before JAX starts its backends); returns those added.
+
+  A flag whose name XLA_FLAGS already sets is left as the user set it, and
+  nothing is added for another jaxlib release or when VQJAX_CPU_XLA_FLAGS=0.
+  The flags touch XLA:CPU only (GPU/TPU programs are unaffected).
+  """
+  import jaxlib  # pylint: disable=import-outside-toplevel
+  version = getattr(jaxlib, "__version__", "") or getattr(
+      getattr(jaxlib, "version", None), "__version__", "")
+  if (os.environ.get("VQJAX_CPU_XLA_FLAGS", "1") == "0"
+      or not version.startswith(CPU_XLA_FLAGS_JAXLIB)):
+    return []
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  added = [f for f in CPU_XLA_FLAGS if f.split("=")[0] not in xla_flags]
+  if added:
+    os.environ["XLA_FLAGS"] = " ".join([xla_flags] + added).strip()
+  return added
+
+
 def configure_compilation_cache(cache_dir: str) -> str | None:
   """Turns on JAX's persistent compilation cache in `cache_dir` ('' = off).
 

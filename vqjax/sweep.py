@@ -116,6 +116,7 @@ def main(argv, flag_values: dict):
   f = {name: holder.value for name, holder in flag_values.items()}
   from vqjax import parallel  # heavy import only when running
   parallel.configure_cpu_devices(f["config"])
+  parallel.configure_cpu_backend()
   parallel.configure_compilation_cache(f["config"].get("compilation_cache_dir", ""))
   members = select_members(load_sweep(f["sweep"], f["config"]), f["members"])
   runs = expand_runs(members, parse_seeds(f["seeds"]))

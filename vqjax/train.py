@@ -246,7 +246,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_loader = data.create_train_loader(
       config.data, seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count())
-  train_iter = iter(train_loader)
+  # The next batches are prepared in a background thread while a step runs
+  # (data.prefetch; checkpoints keep the position of the batches consumed).
+  train_iter = data.prefetch(iter(train_loader), int(config.data.get("prefetch", 0)))
 
   state = create_train_state(model, tx, config.data.image_size, config.seed)
   checkpointing.check_disk_space(workdir, state)
@@ -342,6 +344,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     stop.restore()
     manager.wait_until_finished()  # never leave a half-written save behind
+    if hasattr(train_iter, "close"):
+      train_iter.close()
   if stop.requested:
     guard.check([float(f) for f in jax.device_get(flags)], step)
     _save_unless_saved(manager, step, state, train_iter)

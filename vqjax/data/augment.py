@@ -37,6 +37,11 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
   return np.stack([h, s, v], axis=-1)
 
 
+# Sector k of the HSV hexagon: (r, g, b) = the values at these positions of
+# (v, q, p, t); the classic table (v,t,p), (q,v,p), (p,v,t), (p,q,v), (t,p,v), (v,p,q).
+_SECTOR_PICKS = np.array([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
+
+
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
   """float [..., 3] HSV (hue in turns, any real) -> float64 RGB in [0, 1]."""
   hsv = np.asarray(hsv, np.float64)
@@ -44,11 +49,10 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
   sector = np.floor(h).astype(np.int64) % 6
   f = h - np.floor(h)
   p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-  # Sector k: (r, g, b) = choices[k] (the HSV hexagon).
-  choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-  out = [np.select([sector == k for k in range(6)], [c[i] for c in choices])
-         for i in range(3)]
-  return np.stack(out, axis=-1)
+  # One gather from the four candidates instead of a 6-way select per channel
+  # (the same values, picked, not recomputed).
+  values = np.stack([v, q, p, t], axis=-1)                       # [..., 4]
+  return np.take_along_axis(values, _SECTOR_PICKS[sector], axis=-1)
 
 
 def rotate_hue(image: np.ndarray, degrees: float) -> np.ndarray:

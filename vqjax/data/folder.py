@@ -167,10 +167,16 @@ class ImageFolderSource:
   file (i + 1, i + 2, ... cyclically), so the stream stays a pure function of
   the indices; the file is logged and counted (`bad_image_files()`). If no
   file decodes, ValueError. `load(i)` returns None for a skipped file.
+
+  cache_bytes > 0: decoded images are kept (read-only) until they fill that
+  many bytes, so a folder that fits is decoded once per process instead of on
+  every visit (the photo corpus: 75 PNGs, about 22 MiB decoded, was decoded
+  32 times a step). Images past the budget are decoded each time, as without
+  the cache. The same arrays either way.
   """
 
   def __init__(self, paths: Sequence[str], root: str,
-               on_bad_image: str = 'error'):
+               on_bad_image: str = 'error', cache_bytes: int = 0):
     if on_bad_image not in ('skip', 'error'):
       raise ValueError(f"on_bad_image={on_bad_image!r}; use 'skip' or 'error'.")
     self.paths = tuple(paths)
@@ -178,6 +184,14 @@ class ImageFolderSource:
     self.on_bad_image = on_bad_image
     self.tally_dir = ''  # set by loaders with worker processes
     self._bad: set[int] = set()  # known-bad indices (this process)
+    self.cache_bytes = int(cache_bytes)
+    self._cache: dict[int, np.ndarray] = {}
+    self._cached_bytes = 0
+
+  def __getstate__(self):  # worker processes start with an empty cache of their own
+    state = dict(self.__dict__)
+    state['_cache'], state['_cached_bytes'] = {}, 0
+    return state
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -187,9 +201,17 @@ class ImageFolderSource:
     index = int(index)
     if index in self._bad:
       return None
+    cached = self._cache.get(index)
+    if cached is not None:
+      return cached
     path = self.paths[index]
     try:
-      return _decode_image_file(path)
+      image = _decode_image_file(path)
+      if self._cached_bytes + image.nbytes <= self.cache_bytes:
+        image.setflags(write=False)  # shared by every later visit: never changed in place
+        self._cache[index] = image
+        self._cached_bytes += image.nbytes
+      return image
     except Exception as e:  # pylint: disable=broad-except
       if self.on_bad_image == 'error':
         raise ValueError(_undecodable_message(path, e)) from e
@@ -255,6 +277,7 @@ def folder_sources(c) -> tuple[ImageFolderSource, ImageFolderSource]:
     train_paths, val_paths = split_by_hash(
         train_paths, train_root, float(c.val_fraction))
     train_root += f'[train,val_fraction={c.val_fraction}]'
-  return (ImageFolderSource(train_paths, train_root, on_bad_image(c, True)),
-          ImageFolderSource(val_paths, val_root, on_bad_image(c, False)))
+  cache = int(getattr(c, 'decode_cache_mb', 0)) * 2**20
+  return (ImageFolderSource(train_paths, train_root, on_bad_image(c, True), cache),
+          ImageFolderSource(val_paths, val_root, on_bad_image(c, False), cache))
 

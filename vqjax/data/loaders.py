@@ -7,6 +7,8 @@ jitted steps map them to [-1, 1] on the device (`to_model_range`).
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Iterator
 
 import grain
@@ -132,6 +134,98 @@ def _eval_batches(c, val_source, batch_size, shard_index, shard_count):
 
 
 # ----------------------------------------------------------------------------
+# Background preparation of training batches.
+
+
+class PrefetchIterator:
+  """Wraps a training iterator: a background thread prepares the next `depth`
+  batches while the train step runs, so the loop does not wait for the
+  loader's host work (decoding, crops, colour augmentation, batching).
+
+  The batches and their order are the wrapped iterator's. get_state() is the
+  position after the last batch handed out (not after those prepared ahead),
+  set_state() drops the prepared batches and restarts from the given state, so
+  checkpoints resume exactly as without prefetching (grain's checkpoint
+  handler uses get_state/set_state/start_prefetch). An error in the loader is
+  raised by the next() that would have returned its batch.
+  """
+
+  def __init__(self, iterator, depth: int = 2):
+    if depth < 1:
+      raise ValueError(f'depth={depth} must be >= 1.')
+    self._it = iterator
+    self._depth = depth
+    # An iterator without positions (a plain generator) is prefetched all the same.
+    self._stateful = hasattr(iterator, 'get_state')
+    self._state = iterator.get_state() if self._stateful else None
+    self._thread = None
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stop = threading.Event()
+    self.start_prefetch()
+
+  def _fill(self, stop: threading.Event, out: queue.Queue):
+    while not stop.is_set():
+      try:
+        batch = next(self._it)
+        item = (batch, self._it.get_state() if self._stateful else None, None)
+      except BaseException as e:  # pylint: disable=broad-except
+        item = (None, None, e)
+      while not stop.is_set():
+        try:
+          out.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if item[2] is not None:
+        return
+
+  def start_prefetch(self) -> None:
+    """Starts the background thread (a no-op while it runs)."""
+    if self._thread is not None and self._thread.is_alive():
+      return
+    self._stop = threading.Event()
+    self._queue = queue.Queue(maxsize=self._depth)
+    self._thread = threading.Thread(target=self._fill, args=(self._stop, self._queue),
+                                    name='vqjax-prefetch', daemon=True)
+    self._thread.start()
+
+  def close(self) -> None:
+    """Stops the background thread; prepared batches are dropped."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+      self._thread = None
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._thread is None:
+      self.start_prefetch()
+    batch, state, error = self._queue.get()
+    if error is not None:
+      self._thread = None
+      raise error
+    self._state = state
+    return batch
+
+  def get_state(self) -> bytes:
+    if not self._stateful:
+      raise AttributeError(f'{type(self._it).__name__} has no get_state')
+    return self._state
+
+  def set_state(self, state: bytes) -> None:
+    self.close()
+    self._it.set_state(state)
+    self._state = self._it.get_state()
+
+
+def prefetch(iterator, depth: int):
+  """`PrefetchIterator(iterator, depth)`, or the iterator itself for depth 0."""
+  return PrefetchIterator(iterator, depth) if depth else iterator
+
+
+# ----------------------------------------------------------------------------
 # Checkpointing helpers for the training iterator.
 
 
@@ -149,5 +243,5 @@ def restore_iterator_state(it: grain.DataLoaderIterator, state: bytes) -> None:
 
 __all__ = [
     'create_eval_batches', 'create_sources', 'create_train_loader', 'iterator_state',
-    'per_process_batch_size', 'restore_iterator_state',
+    'per_process_batch_size', 'prefetch', 'PrefetchIterator', 'restore_iterator_state',
 ]
