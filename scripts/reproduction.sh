@@ -7,8 +7,8 @@
 # checkpoints, so run the same command again after an interruption. The
 # finished runs committed in docs/reproduction/runs (metrics, no checkpoints;
 # scripts/collect_runs.py) are copied in first, so a fresh checkout resumes too.
-# Runs go in order of what they answer: every figure's first seed before the
-# further seeds.
+# Runs go in order of what they answer: seed by seed (Figure 1 and Table 1
+# with 1, then 2 seeds, then Figure 1's third), the Figure 2 grid last.
 #
 #   scripts/reproduction.sh [RUNS_DIR]     # default runs/reproduction
 #   python -m vqjax.report RUNS_DIR/* --out=docs/reproduction
@@ -31,9 +31,10 @@ table1() {
   sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/table1.py \
       --workdir="$runs/table1_hierarchical" --seeds="$1" --members=D8_2x512,D8_2x1024,D8_2x2048,D8_2x4096
 }
-figure1 0
-table1 0
-figure1 0,1,2
-table1 0,1
+for seed in 0 1; do
+  figure1 "$seed"
+  table1 "$seed"
+done
+figure1 2
 sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/figure2.py \
     --workdir="$runs/figure2" --seeds=0
