@@ -176,3 +176,32 @@ def test_finished_runs_are_skipped_and_the_rest_train_with_config_json(tmp_path)
   assert calls == []
   with pytest.raises(IndexError, match="4 runs"):
     sweep.run_sweep(base, runs, str(tmp_path), index=4, train_fn=lambda c, w: None)
+
+
+def test_a_run_stopped_on_request_stops_the_sweep(tmp_path):
+  """SIGTERM stops a run cleanly (train returns {'stopped_at_step': s}); the sweep
+  must stop too, not go on with the next member (it survived `pkill`)."""
+  base = tiny_config("single")
+  base.train.num_steps = 6
+  runs = sweep_spec.expand_runs(_two_members(), [0, 1])
+  calls = []
+
+  def stopped_train(config, workdir):
+    calls.append(workdir)
+    return {"stopped_at_step": 3}
+
+  with pytest.raises(sweep.SweepStopped, match="resume with the same command"):
+    sweep.run_sweep(base, runs, str(tmp_path), train_fn=stopped_train)
+  assert calls == [str(tmp_path / "k16" / "seed0")]
+
+
+def test_train_reports_a_stop_on_request(tmp_path, monkeypatch):
+  """The real loop says it stopped early, so callers (the sweep) can tell."""
+  from vqjax import train  # pylint: disable=import-outside-toplevel
+  config = tiny_config("single")
+  config.train.num_steps = 50
+  monkeypatch.setattr(train._StopRequested, "__init__",
+                      lambda self: (setattr(self, "requested", True),
+                                    setattr(self, "_previous", None))[0])
+  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result == {"stopped_at_step": 0}

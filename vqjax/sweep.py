@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 
 import ml_collections
 from absl import app, flags, logging
@@ -32,6 +34,10 @@ from ml_collections import config_flags
 from vqjax import report
 from vqjax.sweep_spec import (Run, apply_overrides, expand_runs, load_sweep, member_name,
                                parse_seeds, run_config, select_members)
+
+
+class SweepStopped(RuntimeError):
+  """A run stopped on request (SIGTERM): the sweep stops too, resumable."""
 
 
 def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -48,7 +54,8 @@ def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
 def run_one(config: ml_collections.ConfigDict, workdir: str, train_fn=None) -> bool:
   """Writes workdir/config.json and trains (resuming), unless already finished.
 
-  Returns whether it trained. train_fn defaults to train.train_and_evaluate.
+  Returns whether it trained; raises SweepStopped when the run stopped on request
+  (SIGTERM). train_fn defaults to train.train_and_evaluate.
   """
   if is_finished(workdir, config):
     logging.info("skipping %s: finished (eval/metrics.json at step %d).", workdir,
@@ -67,7 +74,10 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, train_fn=None) -> b
                         "checkpoints in %s are resumed as they are).", path, workdir)
   with open(path, "w") as f:
     f.write(text)
-  train_fn(config, workdir)
+  result = train_fn(config, workdir)
+  if isinstance(result, dict) and "stopped_at_step" in result:
+    raise SweepStopped(f"{workdir} stopped at step {result['stopped_at_step']} on request "
+                       "(checkpoint saved); the sweep stops here: resume with the same command.")
   return True
 
 
@@ -131,7 +141,11 @@ def main(argv, flag_values: dict):
   index = f["index"]
   if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):
     index = int(os.environ["SLURM_ARRAY_TASK_ID"])
-  run_sweep(f["config"], runs, f["workdir"], index)
+  try:
+    run_sweep(f["config"], runs, f["workdir"], index)
+  except SweepStopped as e:
+    logging.warning("%s", e)
+    sys.exit(128 + signal.SIGTERM)  # as if killed: scripts running sweeps in turn stop too
 
 
 if __name__ == "__main__":

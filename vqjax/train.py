@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.wait_until_finished()
     logging.warning("Stopped at step %d on request (checkpoint saved); resume with the "
                     "same command.", step)
-    return {}
+    return {"stopped_at_step": int(step)}
   result = evaluate.evaluate_state(config, evaluator, state, step, workdir,
                                    writer=None if logged_last else writer, write_files=True)
   writer.flush()
