@@ -498,6 +498,8 @@ def _spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
           steps: int | None = None, overrides: dict | None = None, **extra) -> dict:
   if impl == "vqjax" and args.xla_flags:
     extra.setdefault("xla_flags", args.xla_flags)
+  if impl == "vqjax" and getattr(args, "vqjax_repo", ""):
+    extra.setdefault("repo", args.vqjax_repo)
   return dict(impl=impl, label=label, recipe=recipe, overrides=overrides or {},
               model=build_model_config(recipe, overrides).to_dict(),
               image_size=image_size, batch=batch, warmup=args.warmup,
@@ -755,6 +757,9 @@ def main(argv=None) -> int:
   parser.add_argument("--one-device", action=argparse.BooleanOptionalAction, default=True,
                       help="also time vqjax on a single XLA CPU device")
   parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the vqjax runs")
+  parser.add_argument("--vqjax-repo", default="",
+                      help="time the vqjax of this checkout (e.g. a worktree of an older "
+                           "commit) with this benchmark code")
   parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"),
                       help="markdown file whose benchmark section is replaced ('' = none)")
   parser.add_argument("--json", default="", help="also write the raw results here")

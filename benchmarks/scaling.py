@@ -124,7 +124,12 @@ def plot(rows: list[dict], path: str) -> None:
         good = [(x, y) for x, y in zip(xs, ys) if y]
         if good:
           ax.plot(*zip(*good), **style)
+          for x, y in good:  # the value at each point
+            ax.annotate(f"{y:,.0f}" if y >= 10 else f"{y:.1f}", (x, y), textcoords="offset points",
+                        xytext=(0, 6 if impl == "vqjax" else -12), ha="center", fontsize=7,
+                        color=style["color"])
       ax.set_xscale("log", base=2)
+      ax.margins(y=0.15)
       ax.set_yscale("log")
       ax.set_xticks(xs)
       ax.set_xticklabels([f"{x:,}" for x in xs])
@@ -157,7 +162,11 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=str(benchmark.REPO / "BENCHMARKS.md"))
   p.add_argument("--png", default="docs/scaling.png", help="relative to the repository")
   p.add_argument("--json", default="")
+  p.add_argument("--replot", default="", help="only redraw --png from a --json of a run")
   args = p.parse_args(argv)
+  if args.replot:
+    plot(json.loads(Path(args.replot).read_text())["rows"], str(benchmark.REPO / args.png))
+    return 0
   benchmark.pin_cpus(args.cpus)
   args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
   args.xla_flags = ""
