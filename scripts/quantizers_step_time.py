@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from vqjax import parallel, sweep, train
+from vqjax import parallel, sweep_spec, train
 from vqjax.models import create_model
 from vqjax.state import create_optimizer, create_train_state
 
@@ -39,8 +39,8 @@ def main(out_path: str) -> None:
   images = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), np.uint8)
   batch = parallel.global_batch({"image": images}, mesh)
   members = {}
-  for member in sweep.load_sweep(os.path.join(REPO, "configs/sweeps/quantizers.py"), base):
-    config = sweep.apply_overrides(base, member)
+  for member in sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/quantizers.py"), base):
+    config = sweep_spec.apply_overrides(base, member)
     model = create_model(config.model)
     state = parallel.replicate(create_train_state(model, create_optimizer(config), size, 0),
                                mesh)

@@ -132,7 +132,8 @@ def test_figure2_grid_heatmaps_and_expected_members(tmp_path):
     for s, dp in enumerate((-0.1, 0.1)):
       write_run(tmp_path / name / f"seed{s}", configs[name], psnr=(p + dp, 3.0),
                 ppl={"codes": 0.25 * (s + 1)}, seed=s)
-  expected = run_results.expected_members(base, os.path.join(REPO, "configs/sweeps/figure2.py"))
+  expected = run_results.expected_members(
+      base, sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"), base))
   text = report.write_report([str(tmp_path)], str(tmp_path / "out"), expected, [0, 1])
   rows = rows_of(text)
   assert "| 8 | 30.00 ± 0.14 (n=2) | 31.00 ± 0.14 (n=2) | missing | missing |" in rows

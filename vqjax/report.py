@@ -336,7 +336,7 @@ def main(argv, flag_values: dict):
   if f["sweep"]:
     if f["config"] is None:
       raise app.UsageError("--sweep needs --config (the sweep's base config).")
-    expected = expected_members(f["config"], f["sweep"])
+    expected = expected_members(f["config"], sweep_spec.load_sweep(f["sweep"], f["config"]))
   print(write_report(dirs, f["out"], expected, sweep_spec.parse_seeds(f["seeds"])))
 
 

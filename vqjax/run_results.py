@@ -141,7 +141,8 @@ def code_histograms(m: Member) -> dict[str, np.ndarray]:
   return {}
 
 
-def expected_members(base: ml_collections.ConfigDict, sweep_file: str) -> dict:
-  """{member name: config dict} of a sweep applied to its base config."""
+def expected_members(base: ml_collections.ConfigDict, members: list[dict]) -> dict:
+  """{member name: config dict} of sweep members (override dicts, as
+  `sweep_spec.load_sweep` returns them) applied to their base config."""
   return {sweep_spec.member_name(m): sweep_spec.apply_overrides(base, m).to_dict()
-          for m in sweep_spec.load_sweep(sweep_file, base)}
+          for m in members}

@@ -31,9 +31,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import report
-from vqjax.sweep_spec import (Run, apply_overrides, expand_runs, load_sweep, member_name,
-                               parse_seeds, run_config, select_members)
+from vqjax import report, run_results
+from vqjax.sweep_spec import (Run, expand_runs, load_sweep, parse_seeds, run_config,
+                               select_members)
 
 
 class SweepStopped(RuntimeError):
@@ -135,7 +135,7 @@ def main(argv, flag_values: dict):
       print(i, run.subdir, run.overrides)
     return
   if f["report"]:
-    expected = {member_name(m): apply_overrides(f["config"], m).to_dict() for m in members}
+    expected = run_results.expected_members(f["config"], members)
     print(report.write_report([f["workdir"]], f["workdir"], expected, parse_seeds(f["seeds"])))
     return
   index = f["index"]
