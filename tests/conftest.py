@@ -83,3 +83,36 @@ def write_tiny_tfds(data_dir, train_imgs, val_imgs, name: str = "vqjax_tiny_imag
   assert VqjaxTinyImages.name == name
   VqjaxTinyImages(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
   return name
+
+
+SMALL_CROP = 32  # the data tests' crop size: small crops keep them fast
+
+
+def small_data_config(**overrides):
+  """A data config for loader tests: SMALL_CROP crops, batch 8, then `overrides`."""
+  from vqjax import data  # pylint: disable=import-outside-toplevel
+  config = data.default_data_config()
+  config.image_size = SMALL_CROP
+  config.batch_size = 8
+  config.update(overrides)
+  return config
+
+
+def take_images(loader, n: int) -> list:
+  """The 'image' arrays of a loader's first n batches."""
+  it = iter(loader)
+  return [next(it)['image'] for _ in range(n)]
+
+
+def as_uint8(x) -> np.ndarray:
+  """The loaders' pixels as numpy: uint8 (asserted)."""
+  x = np.asarray(x)
+  assert x.dtype == np.uint8, x.dtype
+  return x
+
+
+def colour_of(image) -> tuple:
+  """The single uint8 colour of a constant image (asserts it is constant)."""
+  u = as_uint8(image).reshape(-1, 3)
+  assert (u == u[0]).all()
+  return tuple(int(v) for v in u[0])
