@@ -728,7 +728,7 @@ def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) 
   if begin in text and end in text:
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1].lstrip("\n")
-    text = head + section + tail
+    text = head + section.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
   else:
     text = text.rstrip("\n") + "\n\n" + section
   path.write_text(text)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU-scale reproduction of the paper (docs/REPRODUCTION.md): Figure 1 for
 # both architectures with 3 seeds, Table 1's D = 8 rows with 2 seeds, the
-# Figure 2 grid with 1 seed; every member 300 steps on the photo corpus.
+# Figure 2 grid with 1 seed (and its D = 2, 4 rows); every member 300 steps on the
+# photo corpus.
 #
 # Resumable: finished members are skipped, unfinished ones resume from their
 # checkpoints, so run the same command again after an interruption. The
@@ -36,5 +37,9 @@ for seed in 0 1; do
   table1 "$seed"
 done
 figure1 2
+# The Figure 2 grid (configs/sweeps/figure2.py's 20 members), then the D = 2 and
+# D = 4 rows below it that the paper left out of its figure.
 sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/figure2.py \
+    --workdir="$runs/figure2" --seeds=0
+sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/figure2_below8.py \
     --workdir="$runs/figure2" --seeds=0

@@ -16,6 +16,6 @@ out=docs/reproduction
     --out="$out/table1" --seeds=0,1 > /dev/null
 if [[ -d "$runs/figure2" ]]; then
   "$python" -m vqjax.report "$runs/figure2" --out="$out/figure2" --seeds=0 \
-      --sweep=configs/sweeps/figure2.py --config=configs/reproduction.py:single > /dev/null
+      --sweep=configs/sweeps/figure2_below8.py --config=configs/reproduction.py:single > /dev/null
 fi
 echo "wrote $out/{figure1,table1,figure2}/REPORT.md"

@@ -20,6 +20,7 @@ SWEEP_BASES = {
     "configs/sweeps/figure1.py": ["configs/reproduction.py:hierarchical",
                                   "configs/paper_hierarchical.py"],
     "configs/sweeps/figure2.py": ["configs/reproduction.py:single", "configs/paper_single.py"],
+    "configs/sweeps/figure2_below8.py": ["configs/reproduction.py:single"],
     "configs/sweeps/table1.py": ["configs/reproduction.py:single",
                                  "configs/reproduction.py:hierarchical"],
     "configs/sweeps/hqvae.py": ["configs/hqvae/cpu_sqvae2.py"],

@@ -205,3 +205,14 @@ def test_train_reports_a_stop_on_request(tmp_path, monkeypatch):
                                     setattr(self, "_previous", None))[0])
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert result == {"stopped_at_step": 0}
+
+
+def test_figure2_below8_extends_the_paper_grid_with_the_same_member_names():
+  base = config_lib.base_config()
+  base.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8, image_size=64)
+  paper = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure2.py"), base)
+  extended = sweep_spec.load_sweep(os.path.join(REPO, "configs/sweeps/figure2_below8.py"), base)
+  below = [m for m in extended if m["model.code_dim"] < 8]
+  assert [m for m in extended if m["model.code_dim"] >= 8] == paper   # same names: skipped
+  assert sorted((m["model.code_dim"], m["model.num_codes"]) for m in below) == [
+      (d, k) for d in (2, 4) for k in (1024, 2048, 4096, 8192)]
