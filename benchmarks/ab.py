@@ -14,7 +14,7 @@ A variant is NAME[:KEY=VALUE[;KEY=VALUE...]] with keys
   repo=PATH        import vqjax from this checkout instead (e.g. a worktree of main)
   torch            the PyTorch reference (threads=N sets torch.set_num_threads)
 Every variant runs in its own process; all are warmed up one after another and then
-timed taking turns in blocks (benchmark.run_interleaved), so a changing background
+timed taking turns in blocks (harness.run_interleaved), so a changing background
 load hits every variant alike. Reported: img/s (batch / median step) and each
 variant's ratio to the first.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import benchmark  # noqa: E402  pylint: disable=wrong-import-position
+import harness  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -54,7 +54,7 @@ def build_spec(name: str, opts: dict, case, args) -> dict:
         overrides[key[6:]] = value
   batch = int(opts.get("batch", case.batch))
   impl = "torch" if opts.get("torch") else "vqjax"
-  spec = benchmark._spec(  # pylint: disable=protected-access
+  spec = harness.make_spec(
       impl, f"{case.name}[{name}]", case.recipe, case.image_size, batch, args,
       overrides=overrides, cpu_devices=int(opts.get("devices", args.vqjax_cpu_devices)))
   if impl == "torch" and "threads" in opts:
@@ -82,14 +82,14 @@ def main(argv=None) -> int:
   p.add_argument("--timeout", type=float, default=1800)
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
-  benchmark.pin_cpus(args.cpus)
+  harness.pin_cpus(args.cpus)
   args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
   args.xla_flags = ""
-  case = next(c for cases in benchmark.CASES.values() for c in cases if c.name == args.config)
+  case = next(c for cases in harness.CASES.values() for c in cases if c.name == args.config)
   variants = [parse_variant(v) for v in args.variant]
   specs = [build_spec(n, o, case, args) for n, o in variants]
   load_before = os.getloadavg()
-  results = benchmark.run_interleaved(specs, args)
+  results = harness.run_interleaved(specs, args)
   load_after = os.getloadavg()
   print(f"\n{case.name} ({case.description}), {args.steps} timed steps each in blocks of "
         f"{args.block}, load {load_before[0]:.2f} -> {load_after[0]:.2f}, "

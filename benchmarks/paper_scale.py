@@ -50,7 +50,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
-import benchmark as common  # pylint: disable=wrong-import-position
+import child  # pylint: disable=wrong-import-position
+import harness  # pylint: disable=wrong-import-position
 
 BEGIN = "<!-- benchmarks/paper_scale.py: begin -->"
 END = "<!-- benchmarks/paper_scale.py: end -->"
@@ -186,12 +187,12 @@ def child_model(spec: dict) -> dict:
       holder["loss"] = float(jax.block_until_ready(metrics)["loss"])
       jax.block_until_ready(holder["state"])
 
-    out["train"] = common._summary(common._timed(one_step, warmup, steps), warmup, batch)  # pylint: disable=protected-access
+    out["train"] = child.summary(child.timed(one_step, warmup, steps), warmup, batch)
     out["loss"] = holder["loss"]
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
       out["device_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
-  out["peak_rss_mib"] = common._max_rss_mib()  # pylint: disable=protected-access
+  out["peak_rss_mib"] = child.max_rss_mib()
   return out
 
 
@@ -282,7 +283,7 @@ def measure_input(args) -> dict:
 
 def run_child(spec: dict, timeout: float) -> dict:
   label = f"{spec['model']}/{spec['dtype']}"
-  result = common.spawn_child(Path(__file__).resolve(), spec, timeout, RESULT_PREFIX, label)
+  result = harness.spawn_child(Path(__file__).resolve(), spec, timeout, RESULT_PREFIX, label)
   if "error" not in result:
     tr = result.get("train")
     print(f"[paper_scale] {label}: "
@@ -293,7 +294,7 @@ def run_child(spec: dict, timeout: float) -> dict:
 
 
 def _f(x, digits=1) -> str:
-  return common._fmt(x, digits)  # pylint: disable=protected-access
+  return harness.fmt(x, digits)
 
 
 def model_report(rows: list[dict], meta: dict) -> list[str]:
@@ -415,15 +416,15 @@ def main(argv=None) -> int:
                      + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
   date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
   header = [BEGIN, "## Paper scale: 256x256 train step and input pipeline", "",
-            f"`{command}` — {date}, {common._cpu_model()} "  # pylint: disable=protected-access
-            f"({len(os.sched_getaffinity(0))} cores, {common._mem_total_gib():.0f} GiB), "  # pylint: disable=protected-access
-            f"jax {common._version('jax')}, Python {platform.python_version()}, "  # pylint: disable=protected-access
+            f"`{command}` — {date}, {harness.cpu_model()} "
+            f"({len(os.sched_getaffinity(0))} cores, {harness.mem_total_gib():.0f} GiB), "
+            f"jax {harness.package_version('jax')}, Python {platform.python_version()}, "
             f"{(time.perf_counter() - start) / 60:.1f} min.", ""]
   report = "\n".join(header + sections + [END, ""])
   print()
   print(report)
   if args.out:
-    common.write_section(Path(args.out), report, BEGIN, END)
+    harness.write_section(Path(args.out), report, BEGIN, END)
     print(f"[paper_scale] wrote the section to {args.out}")
   return 1 if any("error" in r["result"] for r in rows) else 0
 

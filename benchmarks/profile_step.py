@@ -78,9 +78,9 @@ sys.path.insert(0, ARGS.repo or str(REPO))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-import benchmark  # noqa: E402
+import child  # noqa: E402
+import harness  # noqa: E402
 from vqjax import config_lib, parallel, train  # noqa: E402
 from vqjax import state as state_lib  # noqa: E402
 from vqjax.models import create_model  # noqa: E402
@@ -95,7 +95,7 @@ PIECES = ("encoder", "quantizers", "decoder", "optimizer")
 
 
 def find_case(name):
-  for cases in benchmark.CASES.values():
+  for cases in harness.CASES.values():
     for case in cases:
       if case.name == name:
         return case
@@ -109,7 +109,7 @@ def vqjax_pieces(case, batch, images):
   """{piece: zero-argument callable that runs it once and waits} for vqjax."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   config = config_lib.base_config()
-  config.model = benchmark.build_model_config(case.recipe)
+  config.model = child.build_model_config(case.recipe)
   config.data.image_size, config.data.batch_size = case.image_size, batch
   config.train.steps_per_epoch = 1000
   m = config.model
@@ -373,7 +373,7 @@ def torch_pieces(case, batch, images, threads):
     pass
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  model = ref.create_model(benchmark.build_model_config(case.recipe).to_dict())
+  model = ref.create_model(child.build_model_config(case.recipe).to_dict())
   opt = ref.create_optimizer(model)
   x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
   model.train()
@@ -440,10 +440,10 @@ def time_once(fn) -> float:
 def main():
   case = find_case(ARGS.config)
   batch = ARGS.batch or case.batch
-  images = benchmark._fixed_images(batch, case.image_size)  # pylint: disable=protected-access
+  images = child.fixed_images(batch, case.image_size)
   jfns, ctx = vqjax_pieces(case, batch, images)
   impls = {"vqjax": jfns}
-  use_ref = ARGS.reference == "auto" and benchmark.reference_available()
+  use_ref = ARGS.reference == "auto" and harness.reference_available()
   if ARGS.only_trace:
     for _ in range(ARGS.warmup):
       jfns["step"]()

@@ -10,7 +10,7 @@ C_s = 160, D = 8):
   batch  --batches at K = 8192.
 Every point runs vqjax (one XLA CPU device per core, as `python -m vqjax.main`)
 and the reference (torch.set_num_threads(cores)) in their own processes, timed
-in turns (benchmark.run_interleaved); peak RSS is each process's `ru_maxrss`,
+in turns (harness.run_interleaved); peak RSS is each process's `ru_maxrss`,
 compilation included. Writes a table into --out (between this script's markers)
 and a figure (--png): img/s and peak RSS per axis, both implementations.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import benchmark  # noqa: E402  pylint: disable=wrong-import-position
+import harness  # noqa: E402  pylint: disable=wrong-import-position
 
 BEGIN = "<!-- benchmarks/scaling.py: begin -->"
 END = "<!-- benchmarks/scaling.py: end -->"
@@ -42,10 +42,10 @@ def recipe(k: int):
 
 def run_point(axis: str, value: int, k: int, batch: int, args, use_ref: bool) -> dict:
   label = f"{axis}={value}"
-  specs = [benchmark._spec("vqjax", f"scaling[{label}]", recipe(k), 64, batch, args)]  # pylint: disable=protected-access
+  specs = [harness.make_spec("vqjax", f"scaling[{label}]", recipe(k), 64, batch, args)]
   if use_ref:
-    specs.append(benchmark._spec("torch", f"scaling[{label}]", recipe(k), 64, batch, args))  # pylint: disable=protected-access
-  results = benchmark.run_interleaved(specs, args)
+    specs.append(harness.make_spec("torch", f"scaling[{label}]", recipe(k), 64, batch, args))
+  results = harness.run_interleaved(specs, args)
   row = dict(axis=axis, value=value, k=k, batch=batch)
   for impl, res in zip(("vqjax", "ref"), results):
     if "error" in res:
@@ -159,18 +159,18 @@ def main(argv=None) -> int:
   p.add_argument("--vqjax-cpu-devices", type=int, default=0)
   p.add_argument("--reference", choices=("auto", "off"), default="auto")
   p.add_argument("--timeout", type=float, default=1800)
-  p.add_argument("--out", default=str(benchmark.REPO / "BENCHMARKS.md"))
+  p.add_argument("--out", default=str(harness.REPO / "BENCHMARKS.md"))
   p.add_argument("--png", default="docs/scaling.png", help="relative to the repository")
   p.add_argument("--json", default="")
   p.add_argument("--replot", default="", help="only redraw --png from a --json of a run")
   args = p.parse_args(argv)
   if args.replot:
-    plot(json.loads(Path(args.replot).read_text())["rows"], str(benchmark.REPO / args.png))
+    plot(json.loads(Path(args.replot).read_text())["rows"], str(harness.REPO / args.png))
     return 0
-  benchmark.pin_cpus(args.cpus)
+  harness.pin_cpus(args.cpus)
   args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
   args.xla_flags = ""
-  use_ref = args.reference == "auto" and benchmark.reference_available()
+  use_ref = args.reference == "auto" and harness.reference_available()
   start = time.perf_counter()
   load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
   rows = []
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     rows.append(run_point("batch", b, 8192, b, args, use_ref))
   meta = dict(
       command="python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-      cpu=benchmark._cpu_model(), cores=len(os.sched_getaffinity(0)),  # pylint: disable=protected-access
+      cpu=harness.cpu_model(), cores=len(os.sched_getaffinity(0)),
       machine_cores=os.cpu_count(), cpus=args.cpus,
       load_before=load_before, load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
       date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -188,13 +188,13 @@ def main(argv=None) -> int:
       warmup=args.warmup, steps=args.steps, block=args.block,
       python=platform.python_version())
   if args.png:
-    png_path = benchmark.REPO / args.png
+    png_path = harness.REPO / args.png
     png_path.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, str(png_path))
   text = report(meta, rows, args.png)
   print(text)
   if args.out:
-    benchmark.write_section(Path(args.out), text, BEGIN, END)
+    harness.write_section(Path(args.out), text, BEGIN, END)
   if args.json:
     Path(args.json).write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
   return 0
