@@ -18,4 +18,8 @@ if [[ -d "$runs/figure2" ]]; then
   "$python" -m vqjax.report "$runs/figure2" --out="$out/figure2" --seeds=0 \
       --sweep=configs/sweeps/figure2_below8.py --config=configs/reproduction.py:single > /dev/null
 fi
-echo "wrote $out/{figure1,table1,figure2}/REPORT.md"
+if [[ -d "$runs/table1_1200steps_single" ]]; then
+  "$python" -m vqjax.report "$runs/table1_1200steps_single" "$runs/table1_1200steps_hierarchical" \
+      --out="$out/table1_1200steps" --seeds=0,1 > /dev/null
+fi
+echo "wrote $out/{figure1,table1,figure2,table1_1200steps}/REPORT.md"
