@@ -234,6 +234,8 @@ def _announce(label: str, result: dict) -> None:
 
 def make_spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
           steps: int | None = None, overrides: dict | None = None, **extra) -> dict:
+  """A child's spec: implementation ('vqjax' | 'torch'), model recipe and overrides,
+  image size, batch, warm-up and timed steps, threads and devices from `args`."""
   if impl == "vqjax" and args.xla_flags:
     extra.setdefault("xla_flags", args.xla_flags)
   if impl == "vqjax" and getattr(args, "vqjax_repo", ""):
@@ -246,6 +248,7 @@ def make_spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
 
 
 def package_version(pkg: str) -> str:
+  """The installed version of `pkg`, or NOT_INSTALLED."""
   try:
     return importlib.metadata.version(pkg)
   except importlib.metadata.PackageNotFoundError:
@@ -253,6 +256,7 @@ def package_version(pkg: str) -> str:
 
 
 def cpu_model() -> str:
+  """The CPU's model name (lscpu), else platform.processor()."""
   try:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     for line in out.splitlines():
@@ -264,6 +268,7 @@ def cpu_model() -> str:
 
 
 def mem_total_gib() -> float:
+  """Total memory in GiB (/proc/meminfo), NaN where unknown."""
   try:
     with open("/proc/meminfo") as f:
       for line in f:
