@@ -233,7 +233,8 @@ def _announce(label: str, result: dict) -> None:
 
 
 def make_spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
-          steps: int | None = None, overrides: dict | None = None, **extra) -> dict:
+              steps: int | None = None, overrides: dict | None = None,
+              **extra) -> dict:
   """A child's spec: implementation ('vqjax' | 'torch'), model recipe and overrides,
   image size, batch, warm-up and timed steps, threads and devices from `args`."""
   if impl == "vqjax" and args.xla_flags:
