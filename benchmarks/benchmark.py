@@ -292,13 +292,13 @@ def main(argv=None) -> int:
       model = build_model_config(case.recipe)
       want_q = "quantizer" in extras_wanted and case.name == "a"
       specs = [make_spec("vqjax", case.name, case.recipe, case.image_size, case.batch, args,
-                     eval=True, quantizer_share=want_q)]
+                         eval=True, quantizer_share=want_q)]
       if args.one_device:
         specs.append(make_spec("vqjax", case.name + "-1dev", case.recipe, case.image_size,
-                           case.batch, args, cpu_devices=1))
+                               case.batch, args, cpu_devices=1))
       if use_ref:
-        specs.append(make_spec("torch", case.name, case.recipe, case.image_size, case.batch, args,
-                           eval=True))
+        specs.append(make_spec("torch", case.name, case.recipe, case.image_size, case.batch,
+                               args, eval=True))
       results = harness.run_interleaved(specs, args)
       vq = results[0]
       one = results[1] if args.one_device else None
@@ -324,8 +324,9 @@ def main(argv=None) -> int:
                  dict(search_chunk_size=0, search_rows_per_block=0)])
     for overrides in variants:
       label = ",".join(f"{k}={v}" for k, v in overrides.items())
-      res = harness.run_child(make_spec("vqjax", f"memory-K65536[{label}]", MEMORY_RECIPE, 64, 32, args,
-                            steps=args.memory_steps, overrides=overrides), args.timeout)
+      spec = make_spec("vqjax", f"memory-K65536[{label}]", MEMORY_RECIPE, 64, 32, args,
+                       steps=args.memory_steps, overrides=overrides)
+      res = harness.run_child(spec, args.timeout)
       extras["memory"][label] = dict(overrides=overrides, result=res)
     raw["memory"] = extras["memory"]
 
@@ -338,9 +339,10 @@ def main(argv=None) -> int:
       runs = []
       for label in ("cold", "warm"):
         spec = make_spec("vqjax", f"{case.name}-{label}-cache", case.recipe, case.image_size,
-                     case.batch, args, steps=1, compilation_cache_dir=cache_dir)
+                         case.batch, args, steps=1, compilation_cache_dir=cache_dir)
         spec["warmup"] = 1
-        res = harness.run_interleaved([spec], argparse.Namespace(**dict(vars(args), steps=1, block=1)))[0]
+        one_step = argparse.Namespace(**dict(vars(args), steps=1, block=1))
+        res = harness.run_interleaved([spec], one_step)[0]
         runs.append(res)
       extras["compile"][case.name] = runs
     raw["compile"] = extras["compile"]
@@ -351,8 +353,9 @@ def main(argv=None) -> int:
       if row["name"] not in ("a", "b"):
         continue
       case = next(c for c in cases[row["name"]] if c.name == row["name"])
-      res = harness.run_child(make_spec("vqjax", f"{case.name}-bf16", case.recipe, case.image_size,
-                            case.batch, args, overrides=dict(dtype="bfloat16")), args.timeout)
+      spec = make_spec("vqjax", f"{case.name}-bf16", case.recipe, case.image_size, case.batch,
+                       args, overrides=dict(dtype="bfloat16"))
+      res = harness.run_child(spec, args.timeout)
       extras["bf16"][case.name] = (row["vqjax"], res)
     raw["bf16"] = {k: v[1] for k, v in extras["bf16"].items()}
 
@@ -364,15 +367,16 @@ def main(argv=None) -> int:
   meta = dict(
       command=" ".join([py_shown, "benchmarks/benchmark.py"] + [shlex.quote(a) for a in
                                                                 (argv or sys.argv[1:])]),
-      cpu=harness.cpu_model(), cores=len(os.sched_getaffinity(0)), mem_gib=harness.mem_total_gib(),
+      cpu=harness.cpu_model(), cores=len(os.sched_getaffinity(0)),
+      mem_gib=harness.mem_total_gib(),
       machine_cores=os.cpu_count(), cpus=args.cpus,
       load_before=load_before, load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
       date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
       wall_min=(time.perf_counter() - start) / 60,
-      versions={"python": platform.python_version(), "jax": harness.package_version("jax"),
-                "jaxlib": harness.package_version("jaxlib"), "flax": harness.package_version("flax"),
-                "optax": harness.package_version("optax"), "torch": harness.package_version("torch"),
-                "vector-quantize-pytorch": harness.package_version("vector-quantize-pytorch")},
+      versions={"python": platform.python_version(),
+                **{pkg: harness.package_version(pkg)
+                   for pkg in ("jax", "jaxlib", "flax", "optax", "torch",
+                               "vector-quantize-pytorch")}},
       torch_threads=args.torch_threads,
       torch_interop=torch_interop, warmup=args.warmup, steps=args.steps, block=args.block,
       vqjax_devices=next((r['vqjax'].get('num_devices') for r in rows
