@@ -49,10 +49,11 @@ sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/figure2_bel
     --workdir="$runs/figure2" --seeds=1 \
     --members=D4_K1024,D4_K2048,D4_K4096,D4_K8192,D8_K1024,D8_K2048,D8_K4096,D8_K8192
 # Does the single-level lead of Table 1 survive longer training? Its K_s = 8192
-# pair (D = 8) again at 4x the steps (1,200), 2 seeds.
+# pair (D = 8) and the pair with the largest gap at 300 steps (K_s = 2048) again
+# at 4x the steps (1,200), 2 seeds.
 sweep --config=configs/reproduction.py:single --sweep=configs/sweeps/table1.py \
-    --workdir="$runs/table1_1200steps_single" --seeds=0,1 --members=D8_K8192 \
+    --workdir="$runs/table1_1200steps_single" --seeds=0,1 --members=D8_K8192,D8_K2048 \
     --config.train.num_steps=1200
 sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/table1.py \
-    --workdir="$runs/table1_1200steps_hierarchical" --seeds=0,1 --members=D8_2x4096 \
+    --workdir="$runs/table1_1200steps_hierarchical" --seeds=0,1 --members=D8_2x4096,D8_2x1024 \
     --config.train.num_steps=1200
