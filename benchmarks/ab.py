@@ -73,18 +73,10 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--config", default="c-hier")
   p.add_argument("--variant", action="append", required=True)
-  p.add_argument("--steps", type=int, default=8)
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--block", type=int, default=2)
-  p.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1')")
-  p.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
-  p.add_argument("--vqjax-cpu-devices", type=int, default=0)
-  p.add_argument("--timeout", type=float, default=1800)
+  harness.add_timing_args(p, steps=8)
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
-  harness.pin_cpus(args.cpus)
-  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
-  args.xla_flags = ""
+  harness.apply_timing_args(args)
   case = next(c for cases in harness.CASES.values() for c in cases if c.name == args.config)
   variants = [parse_variant(v) for v in args.variant]
   specs = [build_spec(n, o, case, args) for n, o in variants]

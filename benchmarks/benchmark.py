@@ -237,22 +237,13 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", default="a,b,c,d",
                       help="comma-separated of a,b,c,d (or 'none': extras only)")
-  parser.add_argument("--steps", type=int, default=10, help="timed steps (>= 7 for reports)")
-  parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 2 for reports)")
+  harness.add_timing_args(parser, steps=10, steps_help="timed steps (>= 7 for reports)")
   parser.add_argument("--extras", default="quantizer,memory,bf16,compile",
                       help="comma-separated of quantizer,memory,bf16,compile, or 'none'")
   parser.add_argument("--memory-steps", type=int, default=3,
                       help="timed steps of the K=65536 memory case")
   parser.add_argument("--reference", choices=("auto", "off"), default="auto",
                       help="'off' skips the PyTorch reference")
-  parser.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1'); "
-                      "the thread and device counts follow")
-  parser.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
-  parser.add_argument("--vqjax-cpu-devices", type=int, default=0,
-                      help="XLA CPU devices for vqjax (0: one per core, as vqjax.main runs)")
-  parser.add_argument("--block", type=int, default=2,
-                      help="timed steps per turn: vqjax, its 1-device run and the reference "
-                           "take turns in blocks of this many steps")
   parser.add_argument("--one-device", action=argparse.BooleanOptionalAction, default=True,
                       help="also time vqjax on a single XLA CPU device")
   parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the vqjax runs")
@@ -262,10 +253,8 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"),
                       help="markdown file whose benchmark section is replaced ('' = none)")
   parser.add_argument("--json", default="", help="also write the raw results here")
-  parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
   args = parser.parse_args(argv)
-  harness.pin_cpus(args.cpus)
-  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
+  harness.apply_timing_args(args)
 
   sys.path.insert(0, str(REPO))
   start = time.perf_counter()

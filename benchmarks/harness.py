@@ -232,12 +232,35 @@ def _announce(label: str, result: dict) -> None:
         + f", peak RSS {result['peak_rss_mib']:.0f} MiB, {result['wall_s']:.0f} s", flush=True)
 
 
+def add_timing_args(parser, steps: int, steps_help: str = "timed steps per run") -> None:
+  """The arguments that make_spec and run_interleaved read (steps, warm-up, turns,
+  CPUs, threads and devices, timeout); apply them with `apply_timing_args`."""
+  parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+  parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (>= 2 for reports)")
+  parser.add_argument("--block", type=int, default=2,
+                      help="timed steps per turn: the runs take turns in blocks of this many "
+                           "steps")
+  parser.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1'); "
+                      "the thread and device counts follow")
+  parser.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
+  parser.add_argument("--vqjax-cpu-devices", type=int, default=0,
+                      help="XLA CPU devices for vqjax (0: one per core, as vqjax.main runs)")
+  parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+
+
+def apply_timing_args(args) -> None:
+  """Pins this process (and so its children) to --cpus and fills --torch-threads' default:
+  one thread per usable core."""
+  pin_cpus(args.cpus)
+  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
+
+
 def make_spec(impl: str, label: str, recipe, image_size: int, batch: int, args,
               steps: int | None = None, overrides: dict | None = None,
               **extra) -> dict:
   """A child's spec: implementation ('vqjax' | 'torch'), model recipe and overrides,
   image size, batch, warm-up and timed steps, threads and devices from `args`."""
-  if impl == "vqjax" and args.xla_flags:
+  if impl == "vqjax" and getattr(args, "xla_flags", ""):
     extra.setdefault("xla_flags", args.xla_flags)
   if impl == "vqjax" and getattr(args, "vqjax_repo", ""):
     extra.setdefault("repo", args.vqjax_repo)

@@ -151,14 +151,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--ks", default="1024,4096,16384,65536")
   p.add_argument("--batches", default="8,32,128")
-  p.add_argument("--steps", type=int, default=4)
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--block", type=int, default=2)
-  p.add_argument("--cpus", default="", help="pin the run to these CPUs (e.g. '1')")
-  p.add_argument("--torch-threads", type=int, default=0, help="0: one per usable core")
-  p.add_argument("--vqjax-cpu-devices", type=int, default=0)
+  harness.add_timing_args(p, steps=4)
   p.add_argument("--reference", choices=("auto", "off"), default="auto")
-  p.add_argument("--timeout", type=float, default=1800)
   p.add_argument("--out", default=str(harness.REPO / "BENCHMARKS.md"))
   p.add_argument("--png", default="docs/scaling.png", help="relative to the repository")
   p.add_argument("--json", default="")
@@ -167,9 +161,7 @@ def main(argv=None) -> int:
   if args.replot:
     plot(json.loads(Path(args.replot).read_text())["rows"], str(harness.REPO / args.png))
     return 0
-  harness.pin_cpus(args.cpus)
-  args.torch_threads = args.torch_threads or len(os.sched_getaffinity(0))
-  args.xla_flags = ""
+  harness.apply_timing_args(args)
   use_ref = args.reference == "auto" and harness.reference_available()
   start = time.perf_counter()
   load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
