@@ -306,7 +306,8 @@ def main(argv=None) -> int:
 
   if "memory" in extras_wanted:
     extras["memory"] = {}
-    has_rows = "search_rows_per_block" in build_model_config(MEMORY_RECIPE)
+    model = build_model_config(MEMORY_RECIPE)
+    has_rows = "search_rows_per_block" in model.get("quantizer", model)
     variants = ([dict(search_chunk_size=4096), dict(search_chunk_size=0)] if not has_rows else
                 [dict(search_chunk_size=4096), dict(search_chunk_size=0),
                  dict(search_chunk_size=4096, search_rows_per_block=0),

@@ -34,7 +34,9 @@ def build_model_config(recipe, overrides: dict | None = None):
   fn_name, fn_args = recipe
   model = getattr(config_lib, fn_name)(*fn_args)
   for key, value in (overrides or {}).items():
-    setattr(model, key, value)
+    # A quantizer field goes into model.quantizer (flat in vqjax before issue 22).
+    node = model.quantizer if key not in model and "quantizer" in model else model
+    setattr(node, key, value)
   return model
 
 
@@ -170,7 +172,7 @@ class VqjaxRunner:
     # More steps than the train step: the dead-code window (10 batches) must
     # have filled so that the reset branch runs as it does in a long training.
     warmup, steps = spec["warmup"], spec["steps"]
-    q_warmup = max(warmup, config.model.reset_window + 1)
+    q_warmup = max(warmup, config.model.quantizer.reset_window + 1)
     # The whole train step again, in the same stretch of time as the quantizer.
     train_times = timed(self.train, 1, steps)
     result = summary(timed(one_quantizer_step, q_warmup, steps), q_warmup, batch)

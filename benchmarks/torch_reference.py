@@ -168,14 +168,15 @@ class HierarchicalVQVAE(nn.Module):
 def create_model(model_config: dict[str, Any]) -> nn.Module:
   """The reference of a vqjax `config.model` (as a dict)."""
   m = model_config
+  q = m.get("quantizer") if isinstance(m.get("quantizer"), dict) else m  # nested or flat (old)
   if m.get("conditioned"):
     raise NotImplementedError("the reference covers the unconditioned hierarchy only")
   kwargs = dict(channels=m["channels"], code_dim=m["code_dim"],
                 num_codes=m["num_codes"], res_channels=m.get("res_channels") or None,
                 num_res_blocks=m.get("num_res_blocks", 2),
-                decay=m.get("decay", 0.99), beta=m.get("beta", 0.25),
-                eps=m.get("eps", 1e-5),
-                dead_code_threshold=m.get("reset_threshold", 2.0))
+                decay=q.get("decay", 0.99), beta=q.get("beta", 0.25),
+                eps=q.get("eps", 1e-5),
+                dead_code_threshold=q.get("reset_threshold", 2.0))
   if m["kind"] == "single":
     return SingleLevelVQVAE(**kwargs)
   if m["kind"] == "hierarchical":

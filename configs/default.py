@@ -21,10 +21,10 @@ def get_config(arg=None):
   # On these few photos, replacing a dead code by one random encoder output
   # beat the paper's average (of 4) after 300 steps: 26.8 vs 26.0 dB validation
   # PSNR (README, "Default run"). The paper runs keep 'average'.
-  config.model.reset_rule = "sample"
+  config.model.quantizer.reset_rule = "sample"
   config.data.color_augment = "auto"     # on for builtin; 'off' reproduces the runs before issue 15
   config.train.num_steps = 600
   config.train.log_every = 25
   config.train.checkpoint_every = 200
   config.train.eval_every = 200           # validation PSNR in the log at 200, 400 (and 600)
-  return config_lib.smoke(config) if "smoke" in options else config
+  return config_lib.apply_options(config, options)

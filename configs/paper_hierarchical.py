@@ -13,4 +13,4 @@ def get_config(arg=None):
   options = config_lib.config_options(arg, ("smoke",), "configs/paper_hierarchical.py")
   config = config_lib.paper_config()
   config.model = config_lib.hierarchical_model(num_codes=4096, code_dim=8)
-  return config_lib.smoke(config) if "smoke" in options else config
+  return config_lib.apply_options(config, options)

@@ -12,4 +12,4 @@ def get_config(arg=None):
   config = config_lib.paper_config()
   config.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8,
                                          image_size=config.data.image_size)
-  return config_lib.smoke(config) if "smoke" in options else config
+  return config_lib.apply_options(config, options)

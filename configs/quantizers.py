@@ -29,27 +29,35 @@ from vqjax import config_lib
 
 NUM_STEPS = 600
 BITS = 12
-VQ = {"model.quantizer": "ema", "model.num_codes": 4096, "model.code_dim": 8}
+TAU_RATE = config_lib.HQVAE_TAU_EXPONENT / NUM_STEPS  # SQ: tau ends at exp(-1.25)
+
+
+def quantizer(kind: str, **fields) -> dict:
+  """The override of config.model.quantizer: `kind` with its defaults and `fields`."""
+  return config_lib.quantizer_config(kind, **fields).to_dict()
+
+
+def grouped(num_groups: int, **fields) -> dict:
+  return {"model.quantizer": quantizer("grouped", num_groups=num_groups, **fields),
+          "model.num_codes": 128 if num_groups == 2 else 32, "model.code_dim": 8}
+
+
+VQ = {"model.quantizer": quantizer("ema"), "model.num_codes": 4096, "model.code_dim": 8}
+SQ = {**VQ, "train.reconstruction_loss": "arelbo"}
 MEMBERS = {
     "vq": VQ,
-    "vq_rotation": {**VQ, "model.gradient_estimator": "rotation"},
-    "grouped_g2": {"model.quantizer": "grouped", "model.num_groups": 2,
-                   "model.num_codes": 128, "model.code_dim": 8},
-    "grouped_g2_nodrop": {"model.quantizer": "grouped", "model.num_groups": 2,
-                          "model.num_codes": 128, "model.code_dim": 8,
-                          "model.group_dropout": False},
-    "grouped_g4": {"model.quantizer": "grouped", "model.num_groups": 4,
-                   "model.num_codes": 32, "model.code_dim": 8},
-    "fsq": {"model.quantizer": "fsq", "model.fsq_levels": (7, 5, 5, 5, 5),
-            "model.code_dim": 5},
-    "lfq": {"model.quantizer": "lfq", "model.code_dim": BITS},
-    "lfq_noentropy": {"model.quantizer": "lfq", "model.code_dim": BITS,
-                      "model.lfq_entropy_weight": 0.0},
-    "sq": {**VQ, "model.quantizer": "stochastic", "train.reconstruction_loss": "arelbo"},
-    "sq_var1": {**VQ, "model.quantizer": "stochastic", "train.reconstruction_loss": "arelbo",
-                "model.sq_log_var_init": 0.0},
+    "vq_rotation": {**VQ, "model.quantizer": quantizer("ema", gradient_estimator="rotation")},
+    "grouped_g2": grouped(2),
+    "grouped_g2_nodrop": grouped(2, group_dropout=False),
+    "grouped_g4": grouped(4),
+    "fsq": {"model.quantizer": quantizer("fsq", levels=(7, 5, 5, 5, 5)), "model.code_dim": 5},
+    "lfq": {"model.quantizer": quantizer("lfq"), "model.code_dim": BITS},
+    "lfq_noentropy": {"model.quantizer": quantizer("lfq", entropy_weight=0.0),
+                      "model.code_dim": BITS},
+    "sq": {**SQ, "model.quantizer": quantizer("stochastic", tau_rate=TAU_RATE)},
+    "sq_var1": {**SQ, "model.quantizer": quantizer("stochastic", tau_rate=TAU_RATE,
+                                                   log_var_init=0.0)},
 }
-OPTIONS = tuple(MEMBERS) + ("smoke",)
 
 
 def set_dotted(config, overrides: dict):
@@ -68,20 +76,10 @@ def get_config(arg=None):
                                          image_size=config.data.image_size)
   config.model.channels = 64
   set_dotted(config, VQ)
-  config.model.sq_tau_rate = config_lib.HQVAE_TAU_EXPONENT / NUM_STEPS
   t = config.train
   t.num_steps, t.log_every, t.checkpoint_every, t.eval_every = NUM_STEPS, 50, NUM_STEPS, 0
-  options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-  unknown = sorted(set(options) - set(OPTIONS))
-  if unknown:
-    raise ValueError(f"unknown config option(s) {unknown}; choose from {OPTIONS}.")
+  options = config_lib.config_options(arg, tuple(MEMBERS), "configs/quantizers.py")
   for name in options:
-    if name != "smoke":
+    if name in MEMBERS:
       set_dotted(config, MEMBERS[name])
-  if "smoke" in options:
-    config.model.channels, config.model.num_res_blocks = 16, 1
-    config.data.batch_size = config.eval.batch_size = 8
-    t.num_steps, t.log_every, t.checkpoint_every = 2, 1, 2
-    config.model.sq_tau_rate = config_lib.HQVAE_TAU_EXPONENT / t.num_steps
-    config.eval.num_grid_images = 4
-  return config
+  return config_lib.apply_options(config, options)

@@ -40,4 +40,4 @@ def get_config(arg: str | None = None):
   config.train.log_every = 50
   config.train.checkpoint_every = 100
   config.eval.batch_size = 80
-  return config_lib.smoke(config) if "smoke" in options else config
+  return config_lib.apply_options(config, options)

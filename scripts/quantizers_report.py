@@ -20,12 +20,14 @@ import shutil
 import sys
 
 import matplotlib
+import ml_collections
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vqjax import capacity  # noqa: E402
+from vqjax import capacity, config_lib  # noqa: E402
+from vqjax.models import level_quantizers  # noqa: E402
 from vqjax.report import fmt_values as fmt  # noqa: E402
 
 ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "fsq", "lfq",
@@ -33,20 +35,20 @@ ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "
 
 
 def budget(model: dict) -> tuple[float, str]:
-  """(bits per latent position, how they are counted) via capacity.bits_per_position."""
+  """(bits per latent position, how they are counted): the quantizer's own
+  bits_per_position (capacity.bits_per_position); config.json of any age."""
+  model = config_lib.upgrade_model_config(model)
   q = model["quantizer"]
-  if q == "grouped":
-    g, k = model["num_groups"], model["num_codes"]
-    return (capacity.bits_per_position("grouped", num_codes=k, num_groups=g),
-            f"G log2(K/G) = {g} x log2 {k // g}")
-  if q == "fsq":
-    levels = tuple(model["fsq_levels"])
-    return (capacity.bits_per_position("fsq", levels=levels),
-            "sum log2 L_i, L = " + ",".join(map(str, levels)))
-  if q == "lfq":
-    return capacity.bits_per_position("lfq", code_dim=model["code_dim"]), "D"
-  return (capacity.bits_per_position("vq", num_codes=model["num_codes"]),
-          f"log2 K = log2 {model['num_codes']}")
+  bits = capacity.bits_per_position(
+      level_quantizers(ml_collections.ConfigDict(model))["codes"])
+  if q["kind"] == "grouped":
+    g, k = q["num_groups"], model["num_codes"]
+    return bits, f"G log2(K/G) = {g} x log2 {k // g}"
+  if q["kind"] == "fsq":
+    return bits, "sum log2 L_i, L = " + ",".join(map(str, q["levels"]))
+  if q["kind"] == "lfq":
+    return bits, "D"
+  return bits, f"log2 K = log2 {model['num_codes']}"
 
 
 def timings(runs: str, member: str, seed: int) -> dict:
@@ -124,7 +126,8 @@ def main(runs: str, out: str) -> None:
         f"| {fmt(used_bits)} | {groups} | {first_k} "
         f"| {fmt([t.get('train') for t in times], 0)} / {fmt([t.get('wall') for t in times], 0)} "
         f"| {ms} |")
-    points[member] = (usage, used_bits, psnr, model["quantizer"])
+    kind = config_lib.upgrade_model_config(model)["quantizer"]["kind"]
+    points[member] = (usage, used_bits, psnr, kind)
   header = ("| member | quantizer | seeds | bits / position | PSNR dB | SSIM "
             "| perplexity / K | used bits | per group perplexity / (K/G) "
             "| PSNR first k = 1..G groups | train s / process wall s | ms / step interleaved |"

@@ -35,7 +35,7 @@ def tiny_config(kind: str = "single", image_size: int = 32, batch_size: int = 8)
   else:
     config.model = config_lib.hierarchical_model(32, 8, conditioned=kind == "conditioned")
   config.model.channels = 16
-  config.model.reset_window = 3
+  config.model.quantizer.reset_window = 3
   config.train.num_steps = 6
   config.train.log_every = 2
   config.train.checkpoint_every = 3

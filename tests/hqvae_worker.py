@@ -37,7 +37,7 @@ def run(num_devices: int, images: np.ndarray) -> dict:
                                       num_steps=STEPS)
   config = hqvae_configs.apply_hqvae_options(config, "smoke")
   config.data.image_size = IMAGE
-  config.model.sq_tau_rate = 0.1
+  config.model.quantizer.tau_rate = 0.1
   config.train.plateau_patience = 1
   config_lib.validate(config)
   model, tx = create_model(config.model), state_lib.create_optimizer(config)

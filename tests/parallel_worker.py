@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
 
-from vqjax import parallel, train  # noqa: E402
+from vqjax import parallel, sweep_spec, train  # noqa: E402
 from vqjax import state as state_lib  # noqa: E402
 from vqjax.quantizers import COLLECTION  # noqa: E402
 from vqjax.models import create_model  # noqa: E402
@@ -45,10 +45,11 @@ def synthetic_batches(num_steps: int) -> np.ndarray:
 
 def run(num_devices: int) -> dict:
   config = tiny_config("hierarchical", image_size=IMAGE_SIZE, batch_size=GLOBAL_BATCH)
-  config.model.reset_window = 3       # resets happen within 15 steps
-  # Extra model fields as JSON, e.g. {"reset_criterion": "ema"} (tests/test_parallel.py).
-  for key, value in json.loads(os.environ.get("VQJAX_MODEL_OVERRIDES", "{}")).items():
-    config.model[key] = value
+  config.model.quantizer.reset_window = 3       # resets happen within 15 steps
+  # Dotted config overrides as JSON, e.g. {"model.quantizer.reset_criterion": "ema"}
+  # (tests/test_parallel.py).
+  config = sweep_spec.apply_overrides(
+      config, json.loads(os.environ.get("VQJAX_MODEL_OVERRIDES", "{}")))
   config.train.lr_schedule, config.train.plateau_patience, config.train.eval_every = (
       "plateau", 1, 1)
   model, tx = create_model(config.model), state_lib.create_optimizer(config)

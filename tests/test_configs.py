@@ -24,7 +24,7 @@ SWEEP_BASES = {
     "configs/sweeps/table1.py": ["configs/reproduction.py:single",
                                  "configs/reproduction.py:hierarchical"],
     "configs/sweeps/hqvae.py": ["configs/hqvae/cpu_sqvae2.py"],
-    "configs/sweeps/quantizers.py": ["configs/default.py"],
+    "configs/sweeps/quantizers.py": ["configs/quantizers.py"],  # its base (docstring, runs)
 }
 
 

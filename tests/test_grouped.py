@@ -57,7 +57,7 @@ def test_one_group_equals_the_plain_quantizer_bit_for_bit(kind):
   else:
     sub = functools.partial(LearnedCodebookQuantizer, l2_normalize=True)
   plain = AsGroup0(functools.partial(sub, num_codes=16, code_dim=3))
-  grouped = GroupedQuantizer(num_groups=1, num_codes=16, code_dim=3, quantizer=sub)
+  grouped = GroupedQuantizer(num_groups=1, num_codes=16, code_dim=3, group_quantizer=sub)
   rng = np.random.default_rng(0)
   z0 = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)
   va = plain.init(jax.random.key(0), z0, train=False)
@@ -93,8 +93,8 @@ def block_mask(groups, d_in, d_out):
 def test_each_group_uses_its_own_codebook_and_channels():
   g, d, k = 3, 2, 4
   rng = np.random.default_rng(1)
-  q = GroupedQuantizer(num_groups=g, num_codes=g * k, code_dim=g * d,
-                       quantizer=functools.partial(VectorQuantizerEMA, codebook_init="uniform"))
+  sub = functools.partial(VectorQuantizerEMA, codebook_init="uniform")
+  q = GroupedQuantizer(num_groups=g, num_codes=g * k, code_dim=g * d, group_quantizer=sub)
   z = rng.normal(size=(2, 6, g * d)).astype(np.float32)
   variables = q.init(jax.random.key(0), jnp.asarray(z), train=False)
   books = [rng.normal(size=(k, d)).astype(np.float32) for _ in range(g)]
@@ -122,9 +122,9 @@ def test_each_group_uses_its_own_codebook_and_channels():
 
 def test_no_gradient_crosses_groups_also_through_grouped_projections():
   g, d, c = 4, 2, 12  # quantizer width G*d = 8, model width C = 12 (3 per group)
-  sub = functools.partial(LearnedCodebookQuantizer, l2_normalize=True)  # non-trivial blocks
-  q = GroupedQuantizer(num_groups=g, num_codes=4 * g, code_dim=g * d, quantizer=sub,
-                       gradient_estimator="rotation")
+  sub = functools.partial(LearnedCodebookQuantizer, l2_normalize=True,  # non-trivial blocks
+                          gradient_estimator="rotation")
+  q = GroupedQuantizer(num_groups=g, num_codes=4 * g, code_dim=g * d, group_quantizer=sub)
   proj_in, proj_out = GroupedProjection(g * d, g), GroupedProjection(c, g)
   x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 1, 1, c)), jnp.float32)
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
@@ -194,7 +194,7 @@ def check_frequencies(kept, probs):
 
 def learned_grouped(g, **kw):
   return GroupedQuantizer(num_groups=g, num_codes=4 * g, code_dim=2 * g,
-                          quantizer=LearnedCodebookQuantizer, **kw)
+                          group_quantizer=LearnedCodebookQuantizer, **kw)
 
 
 def test_nested_dropout_batch_scope_frequencies():
@@ -268,7 +268,7 @@ WORKER = textwrap.dedent("""
     out, n, scope = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     mesh = parallel.create_mesh(jax.devices()[:n])
     sub = functools.partial(VectorQuantizerEMA, reset_window=2, reset_threshold=30.0)
-    q = GroupedQuantizer(num_groups=4, num_codes=32, code_dim=8, quantizer=sub,
+    q = GroupedQuantizer(num_groups=4, num_codes=32, code_dim=8, group_quantizer=sub,
                          dropout_scope=scope)
     rng = np.random.default_rng(0)
     zs = rng.normal(size=(6, 16, 3, 3, 8)).astype(np.float32)

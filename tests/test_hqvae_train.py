@@ -97,22 +97,24 @@ def test_paper_configs_validate_and_shrink(name):
   config_lib.validate(smoke)
   assert smoke.train.num_steps == 2 and smoke.model.channels == 8
   baseline = module.get_config("ema")
-  assert baseline.model.quantizer == "ema" and baseline.train.reconstruction_loss == "mse"
+  assert baseline.model.quantizer.kind == "ema" and baseline.train.reconstruction_loss == "mse"
   with pytest.raises(ValueError, match="unknown config option"):
     module.get_config("smok")
 
 
 def test_bad_hqvae_config_values_fail_with_the_field_name():
-  def config(**model):
+  def config(quantizer=None, **model):
     c = hqvae_configs.hqvae_config("injected_topdown", 16, num_pools=2, num_steps=10)
     c.model.update(model)
+    c.model.quantizer.update(quantizer or {})
     return c
 
-  for bad, message in [(config(quantizer="sq"), "model.quantizer"),
+  for bad, message in [(config({"kind": "sq"}), r"model\.quantizer\.kind='sq'"),
+                       (config({"kind": "fsq"}), "the HQ-VAE kinds take"),
                        (config(num_pools=0), "num_pools"),
                        (config(num_layers=3, num_pools=1), "num_pools >= 2"),
-                       (config(sq_eval_mode="argmax"), "sq_eval_mode"),
-                       (config(sq_tau0=0.0), "sq_tau0"),
+                       (config({"eval_mode": "argmax"}), r"model\.quantizer\.eval_mode"),
+                       (config({"tau0": 0.0}), r"model\.quantizer\.tau0"),
                        (config(shared_codebook=True), "residual_topdown"),
                        (config(decoder_variance=True), "gaussian_nll")]:
     with pytest.raises(ValueError, match=message):

@@ -10,14 +10,16 @@ import pytest
 
 import vqjax
 from conftest import tiny_config
-from vqjax import data, export, inference, train
+from vqjax import config_lib, data, export, inference, train
 
 S = 32
 
 
-def _train(workdir, kind: str, **model):
+def _train(workdir, kind: str, quantizer: str | None = None, **model):
   config = tiny_config(kind, image_size=S)
   config.train.num_steps = 3
+  if quantizer is not None:
+    config.model.quantizer = config_lib.quantizer_config(quantizer)
   config.model.update(model)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:  # as vqjax.main does

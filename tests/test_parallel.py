@@ -62,8 +62,9 @@ def test_released_options_on_eight_devices_match_one_device(tmp_path):
   # distinct batch samples (top-k over the sharded global batch) and factorized
   # codes.
   overrides = {"VQJAX_MODEL_OVERRIDES": json.dumps(
-      {"codebook_init": "kmeans", "kmeans_iters": 3, "reset_criterion": "ema",
-       "reset_rule": "sample", "factorized_codes": True})}
+      {"model.quantizer.codebook_init": "kmeans", "model.quantizer.kmeans_iters": 3,
+       "model.quantizer.reset_criterion": "ema", "model.quantizer.reset_rule": "sample",
+       "model.factorized_codes": True})}
   run_worker(tmp_path / "one.npz", 1, 8, env_extra=overrides)
   run_worker(tmp_path / "eight.npz", 8, 8, env_extra=overrides)
   assert_same_training(tmp_path / "one.npz", tmp_path / "eight.npz")

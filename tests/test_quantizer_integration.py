@@ -22,7 +22,7 @@ import pytest
 from conftest import tiny_config
 from vqjax import capacity, config_lib, evaluate, hqvae_configs
 from vqjax.models import create_model
-from vqjax.models.factory import bits_per_position, codebook_sizes, create_quantizer
+from vqjax.models.factory import create_quantizer, level_quantizers
 from vqjax.models.vqvae import SingleLevelVQVAE
 from vqjax.quantizers.grouped import GroupedQuantizer
 
@@ -55,12 +55,11 @@ CASES = [
     pytest.param("grouped_g2", (), 128, 2, False, marks=pytest.mark.slow),
     pytest.param("lfq", (), 2**12, 1, False, marks=pytest.mark.slow),
     pytest.param("fsq", (), 7 * 5**4, 1, False, marks=pytest.mark.slow),
-    pytest.param("vq", ("--config.model.quantizer=learned",
-                        "--config.model.gradient_estimator=rotation",
-                        "--config.model.l2_normalize=True"), 4096, 1, False,
-                 marks=pytest.mark.slow),
-    pytest.param("grouped_g4", ("--config.model.group_quantizer=learned",
-                                "--config.model.group_dropout=False"), 32, 4, False,
+    pytest.param("vq,quantizer=learned", ("--config.model.quantizer.gradient_estimator=rotation",
+                                          "--config.model.quantizer.l2_normalize=True"),
+                 8192, 1, False, marks=pytest.mark.slow),
+    pytest.param("grouped_g4", ("--config.model.quantizer.group_quantizer.beta=0.5",
+                                "--config.model.quantizer.group_dropout=False"), 32, 4, False,
                  marks=pytest.mark.slow),
     pytest.param("vq_rotation", (), 4096, 1, False, marks=pytest.mark.slow),
     pytest.param("sq", (), 4096, 1, True, marks=pytest.mark.slow),
@@ -121,42 +120,57 @@ def test_bits_per_position_of_the_sweep_members():
   for name, bits in want.items():
     config = module.get_config(name)
     config_lib.validate(config)
-    np.testing.assert_allclose(bits_per_position(config.model), bits, rtol=1e-12)
-  fsq = module.get_config("fsq").model
-  assert codebook_sizes(fsq) == (4375,)
-  assert capacity.bits_per_position("fsq", levels=(7, 5, 5, 5, 5)) == pytest.approx(
-      np.log2(4375))
+    q = level_quantizers(config.model)["codes"]
+    np.testing.assert_allclose(capacity.bits_per_position(q), bits, rtol=1e-12)
+    # 8 x 8 positions per 32 x 32 image (encoder stride 4).
+    np.testing.assert_allclose(capacity.bits_per_image(config.model, 32), 64 * bits,
+                               rtol=1e-12)
+  fsq = level_quantizers(module.get_config("fsq").model)["codes"]
+  assert (fsq.codebook_size, fsq.histogram_size) == (4375, 4375)
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"quantizer": "grouped", "num_groups": 3}, "not divisible by model.num_groups=3"),
-    ({"quantizer": "grouped", "num_groups": 2, "factorized_codes": True}, "factorized_codes"),
-    ({"quantizer": "grouped", "num_groups": 2, "group_drop_probs": (0.3, 0.2)},
-     "group_drop_probs"),
-    ({"quantizer": "grouped", "num_groups": 2, "group_quantizer": "fsq"}, "group_quantizer"),
-    ({"quantizer": "fsq", "fsq_levels": (8, 5, 5, 5), "code_dim": 8},
-     r"set model.code_dim=4"),
-    ({"quantizer": "fsq", "fsq_levels": (1, 5), "code_dim": 2}, "fsq_levels"),
-    ({"quantizer": "lfq", "code_dim": 20}, "lfq_entropy_weight=0"),
-    ({"quantizer": "lfq", "code_dim": 26, "lfq_entropy_weight": 0.0}, "2\\^24"),
-    ({"quantizer": "ema", "gradient_estimator": "gumbel"}, "gradient_estimator"),
-    ({"quantizer": "ema", "l2_normalize": True}, "l2_normalize"),
-    ({"quantizer": "vq"}, "model.quantizer='vq'"),
+def grouped(**fields):
+  return config_lib.quantizer_config("grouped", **fields)
+
+
+@pytest.mark.parametrize("quantizer,model,message", [
+    (grouped(num_groups=3), {}, r"model\.num_codes=64 is not divisible by "
+                                r"model\.quantizer\.num_groups=3"),
+    (grouped(num_groups=2), {"channels": 18}, r"model\.channels=18 is not divisible"),
+    (grouped(num_groups=2), {"factorized_codes": True}, "factorized_codes"),
+    (grouped(num_groups=2, drop_probs=(0.3, 0.2)), {}, r"model\.quantizer\.drop_probs"),
+    (grouped(num_groups=2, group_quantizer={"kind": "fsq", "levels": (8,), "eps": 1e-3}), {},
+     r"model\.quantizer\.group_quantizer\.kind='fsq'"),
+    (grouped(num_groups=2, group_quantizer=config_lib.quantizer_config("ema", decay=1.5)),
+     {}, r"model\.quantizer\.group_quantizer\.decay=1\.5"),
+    (config_lib.quantizer_config("fsq", levels=(8, 5, 5, 5)), {"code_dim": 8},
+     r"set model\.code_dim=4"),
+    (config_lib.quantizer_config("fsq", levels=(1, 5)), {"code_dim": 2},
+     r"model\.quantizer\.levels"),
+    (config_lib.quantizer_config("lfq"), {"code_dim": 20}, r"model\.quantizer\.entropy_weight=0"),
+    (config_lib.quantizer_config("lfq", entropy_weight=0.0), {"code_dim": 26}, "2\\^24"),
+    (config_lib.quantizer_config("ema", gradient_estimator="gumbel"), {},
+     r"model\.quantizer\.gradient_estimator"),
+    (config_lib.quantizer_config("residual", num_stages=0), {}, r"model\.quantizer\.num_stages"),
+    ({"kind": "vq"}, {}, r"model\.quantizer\.kind='vq'"),
+    ({**config_lib.quantizer_config("ema").to_dict(), "l2_normalize": True}, {},
+     r"holds field\(s\) \['l2_normalize'\] of another kind"),
+    ("ema", {}, r"model\.quantizer='ema' must be a quantizer config"),
 ])
-def test_bad_quantizer_fields_fail_with_the_field_name(fields, message):
+def test_bad_quantizer_fields_fail_with_the_field_name(quantizer, model, message):
   config = tiny_config("single")
-  for key, value in fields.items():
-    config.model[key] = value
+  config.model.quantizer = quantizer
+  config.model.update(model)
   with pytest.raises(ValueError, match=message):
     config_lib.validate(config)
 
 
 def test_codebook_free_quantizers_are_refused_on_hqvae_kinds():
   config = hqvae_configs.hqvae_config("injected_topdown", 16, num_pools=1, num_steps=10)
-  config.model.quantizer = "fsq"
+  config.model.quantizer = config_lib.quantizer_config("fsq")
   with pytest.raises(ValueError, match="HQ-VAE kinds take"):
     config_lib.validate(config)
-  config.model.quantizer = "learned"
+  config.model.quantizer = config_lib.quantizer_config("learned")
   config_lib.validate(config)
 
 
@@ -165,8 +179,7 @@ def test_codebook_free_quantizers_are_refused_on_hqvae_kinds():
 
 def grouped_model_config(num_groups: int = 2):
   config = tiny_config("single")           # C = 16, D = 8, K = 64
-  config.model.quantizer = "grouped"
-  config.model.num_groups = num_groups
+  config.model.quantizer = grouped(num_groups=num_groups)
   config_lib.validate(config)
   return config.model
 
@@ -290,8 +303,8 @@ def test_grouped_model_on_eight_devices_matches_one(tmp_path):
   # The tiny hierarchical model (C = 16, D = 8, K = 32) with 2 groups of 16
   # EMA codes, per-image nested dropout (drawn from the global batch), 15
   # steps of train.jit_train_step with data init and dead-code resets.
-  overrides = {"quantizer": "grouped", "num_groups": 2, "group_dropout_scope": "example",
-               "group_drop_probs": [0.0, 0.5]}
+  overrides = {"model.quantizer": grouped(num_groups=2, dropout_scope="example",
+                                   drop_probs=(0.0, 0.5)).to_dict()}
   one = _run_parallel_worker(tmp_path / "one.npz", 1, overrides)
   eight = _run_parallel_worker(tmp_path / "eight.npz", 8, overrides)
   assert set(one.files) == set(eight.files)
@@ -314,7 +327,7 @@ def test_group_dropout_stage_then_fine_tuning_resumes_the_same_workdir(tmp_path)
   run_main(tmp_path / "run", config)
   cmd = [sys.executable, "-m", "vqjax.main", f"--config={config}",
          f"--workdir={tmp_path / 'run'}", "--cpu_devices=1",
-         "--config.model.group_dropout=False", "--config.train.num_steps=4"]
+         "--config.model.quantizer.group_dropout=False", "--config.train.num_steps=4"]
   proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True,
                         timeout=900)
   assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

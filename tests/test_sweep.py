@@ -41,7 +41,8 @@ def test_figure1_sweep_has_both_architectures_at_each_stage(base_kind):
     hier, single = configs[f"hier_{stage}"], configs[f"single_{stage}"]
     for c in (hier, single):
       config_lib.validate(c)
-      assert (c.model.codebook_init, c.model.reset_threshold, c.model.code_dim) == (
+      assert (c.model.quantizer.codebook_init, c.model.quantizer.reset_threshold,
+              c.model.code_dim) == (
           init, threshold, d)
     assert (hier.model.kind, hier.model.channels) == ("hierarchical", 128)
     assert (single.model.kind, single.model.channels) == ("single", 160)  # Eq. 4

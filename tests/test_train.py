@@ -187,11 +187,17 @@ def test_bad_config_values_fail_with_the_field_name():
   from vqjax import config_lib
   for field, value, message in [("model.kind", "flat", "model.kind"),
                                 ("data.image_size", 60, "multiple of 8"),
-                                ("model.reset_rule", "mean", "reset_rule"),
-                                ("model.search_chunk_size", 3, "search_chunk_size")]:
+                                ("model.quantizer.reset_rule", "mean",
+                                 r"model\.quantizer\.reset_rule"),
+                                ("model.quantizer.search_chunk_size", 3,
+                                 r"model\.quantizer\.search_chunk_size=3 must divide "
+                                 r"model\.num_codes")]:
     config = tiny_config("single")
-    section, key = field.split(".")
-    config[section][key] = value
+    *path, key = field.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[key] = value
     with pytest.raises(ValueError, match=message):
       config_lib.validate(config)
 

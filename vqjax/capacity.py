@@ -6,9 +6,9 @@ Discrete budget (paper Eq. 5):   Ks*Ds = 2*Kh*Dh.
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
+
+from vqjax.models.factory import level_quantizers
 
 
 def latent_shapes(kind: str, image_size: int) -> dict[str, tuple[int, int]]:
@@ -78,27 +78,16 @@ def matched_single_level(hier_model: ml_collections.ConfigDict, image_size: int,
   return single
 
 
-def bits_per_position(kind: str, **sizes) -> float:
-  """Bits one latent position carries (its index space, log2).
+def bits_per_position(quantizer) -> float:
+  """Bits one latent position of a quantizer (vqjax.quantizers.base) carries:
+  log2 K for VQ, G log2(K / G) grouped, L log2 K residual, sum_i log2 L_i
+  FSQ, D for LFQ (the quantizer's `bits_per_position`)."""
+  return float(quantizer.bits_per_position)
 
-  kind='vq': log2(num_codes); 'grouped': num_groups * log2(num_codes / num_groups)
-  (num_codes is the total over groups); 'fsq': sum_i log2(levels[i]); 'lfq': code_dim.
-  E.g. bits_per_position('grouped', num_codes=32768, num_groups=4) == 52.
-  """
-  need = {"vq": ("num_codes",), "grouped": ("num_codes", "num_groups"),
-          "fsq": ("levels",), "lfq": ("code_dim",)}
-  if kind not in need:
-    raise ValueError(f"kind={kind!r}; choose one of {tuple(need)}.")
-  missing = [name for name in need[kind] if name not in sizes]
-  if missing:
-    raise ValueError(f"bits_per_position({kind!r}) needs {need[kind]}; missing {missing}.")
-  if kind == "vq":
-    return math.log2(sizes["num_codes"])
-  if kind == "grouped":
-    num_codes, groups = sizes["num_codes"], sizes["num_groups"]
-    if groups < 1 or num_codes % groups:
-      raise ValueError(f"num_groups={groups} must be >= 1 and divide num_codes={num_codes}.")
-    return groups * math.log2(num_codes // groups)
-  if kind == "fsq":
-    return sum(math.log2(level) for level in sizes["levels"])
-  return float(sizes["code_dim"])
+
+def bits_per_image(model_config: ml_collections.ConfigDict, image_size: int) -> float:
+  """Bits of one image's codes: sum over levels of positions x bits per
+  position (single/hierarchical models; latent shapes as `latent_shapes`)."""
+  shapes = latent_shapes(model_config.kind, image_size)
+  return sum(h * w * bits_per_position(q)
+             for (h, w), q in zip(shapes.values(), level_quantizers(model_config).values()))

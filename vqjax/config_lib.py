@@ -9,15 +9,16 @@ The data section is `data_config.py`'s, the HQ-VAE configs are in
 
 from __future__ import annotations
 
-import math
+import re
 
 import ml_collections
 
 from vqjax import capacity, losses
 from vqjax.data_config import default_data_config, validate_data
 from vqjax.models import hqvae
-from vqjax.models.factory import HQVAE_KINDS, check_buildable, codebook_sizes
-from vqjax.quantizers import code_search, ema_vq, fsq, gradients, grouped, lfq, stochastic
+from vqjax.models.factory import (HQVAE_KINDS, check_buildable, layer_codebook_sizes,
+                                  level_quantizers, num_groups)
+from vqjax.quantizers import registry
 
 # Evaluation sums a dense float32 histogram of every level's index space on the
 # device (and an int64 copy on the host): at most 2^24 codes, 64 MiB per level.
@@ -29,50 +30,110 @@ LR_SCHEDULES = ("exponential", "plateau")
 PAPER_HIER_CHANNELS = 128
 
 
-def quantizer_defaults() -> dict:
-  """Quantizer hyper-parameters: EMA (paper Sec. 3-4, DESIGN.md), SQ-VAE (sq_*),
-  grouped (MGVQ), FSQ (fsq_*) and LFQ (lfq_*); docs/QUANTIZERS.md."""
-  return dict(
-      quantizer="ema",          # 'ema' (VectorQuantizerEMA) | 'stochastic' (SQ-VAE, HQ-VAE) |
-                                # 'learned' | 'grouped' (MGVQ) | 'fsq' | 'lfq' (models/factory.py)
-      gradient_estimator="ste", # 'ste' | 'rotation' (rotation trick) for ema, learned, grouped
-      beta=0.25,                # commitment weight (ema, learned, grouped)
-      decay=0.99,               # EMA decay of counts and sums
-      eps=1e-5,                 # Laplace smoothing of the counts
-      codebook_init="data",     # 'data' (first batch's encoder outputs) | 'kmeans' (+ Lloyd) | 'uniform'
-      kmeans_iters=10,          # Lloyd iterations of codebook_init='kmeans'
-      init_noise=0.01,          # noise (x std of z) when a batch has < K vectors
-      reset_threshold=2.0,      # dead if < this many assignments in the window
-      reset_window=10,          # window length in batches
-      reset_rule="average",     # 'average' of reset_average_size outputs | 'sample'
-      reset_average_size=4,
-      reset_criterion="window", # 'window' (paper) | 'ema': EMA cluster size < threshold, every step (released code)
-      search_chunk_size=0,      # >0: code search over blocks of this many codes
-      search_rows_per_block=-1, # rows per distance block; -1 auto (128 on CPU, 512 MiB blocks on accelerators), 0 all at once
-      # quantizer='stochastic' (vqjax/quantizers/stochastic.py; the EMA fields above are unused):
-      sq_log_var_init=math.log(20.0),  # theta_0: s^2 = sq_variance_offset + exp(theta), per quantizer
-      sq_variance_offset=0.0,   # 1.0: the released SQ-VAE code's s^2 = 1 + exp(theta)
-      sq_tau0=1.0,              # Gumbel-softmax temperature max(tau0 exp(-rate t), tau_min)
-      sq_tau_rate=1e-5,         # r per train step (the paper's value; rescale for short runs)
-      sq_tau_min=0.0,
-      sq_eval_mode="det",       # evaluation: 'det' nearest code | 'sample' k ~ P(k | z)
-      # quantizer='learned' (and grouped with group_quantizer='learned'):
-      l2_normalize=False,       # cosine-similarity look-up on the unit sphere (MGVQ's codebooks)
-      # quantizer='grouped': G groups of num_codes / G codes of dim code_dim / G each
-      num_groups=1,             # G; divides num_codes, code_dim and channels
-      group_quantizer="ema",    # sub-quantizer per group: 'ema' (fields above) | 'learned'
-      group_dropout=True,       # nested group dropout (MGVQ stage 1); False: fine-tuning stage
-      group_drop_probs=(0.0, 0.2, 0.3, 0.4),  # group i dropped when u < p_i (released values)
-      group_dropout_scope="batch",  # one u per step ('batch', released) | per image ('example')
-      # quantizer='fsq': code_dim must equal len(fsq_levels); prod(levels) implicit codes
-      fsq_levels=(8, 5, 5, 5),
-      fsq_eps=1e-3,
-      # quantizer='lfq': code_dim bits, 2^code_dim implicit codes
-      lfq_entropy_weight=0.1,   # 0: no entropy penalty (needs code_dim <= 16 when > 0)
-      lfq_diversity_weight=1.0,
-      lfq_temperature=0.01,
-      lfq_commitment_weight=0.25,
-  )
+def quantizer_config(kind: str = "ema", **fields) -> ml_collections.ConfigDict:
+  """config.model.quantizer: `kind` and only that quantizer's fields, its
+  class's defaults unless given (vqjax.quantizers.registry; docs/QUANTIZERS.md).
+
+  Kinds: 'ema' (VectorQuantizerEMA: the paper's EMA codebook, data init,
+  windowed dead-code reset), 'learned' (codebook in params), 'stochastic'
+  (SQ-VAE, HQ-VAE), 'grouped' (MGVQ; `group_quantizer` is the nested config of
+  its per-group quantizer), 'fsq', 'lfq', 'residual' (RQ; `stage_quantizer`
+  nested). E.g. quantizer_config('fsq', levels=(8, 5, 5, 5)).
+  """
+  return registry.default_config(kind, **fields)
+
+
+# The flat quantizer fields config.model had before model.quantizer became a
+# ConfigDict: field prefix -> kind, and the grouped fields' new names.
+_FLAT_PREFIXES = {"sq_": "stochastic", "fsq_": "fsq", "lfq_": "lfq"}
+_FLAT_GROUPED = {"num_groups": "num_groups", "group_dropout": "group_dropout",
+                 "group_drop_probs": "drop_probs", "group_dropout_scope": "dropout_scope",
+                 "group_quantizer": "group_quantizer.kind"}
+
+
+def _flat_field(field: str) -> tuple[str | None, str] | None:
+  """(kind or None for the EMA/learned fields, nested field) of a flat model field."""
+  for prefix, kind in _FLAT_PREFIXES.items():
+    if field.startswith(prefix) and field[len(prefix):] in registry.configurable_fields(kind):
+      return kind, field[len(prefix):]
+  if field in _FLAT_GROUPED:
+    return "grouped", _FLAT_GROUPED[field]
+  codebook_fields = {**registry.configurable_fields("ema"),
+                     **registry.configurable_fields("learned")}
+  return (None, field) if field in codebook_fields else None
+
+
+def renamed_key(key: str) -> str | None:
+  """Where a flat quantizer key of config.model went ('model.sq_tau0' ->
+  "model.quantizer.tau0 (kind 'stochastic')"), or None if `key` is not one."""
+  head, _, field = key.partition(".")
+  if head != "model" or "." in field:
+    return None
+  if field == "quantizer":
+    return ("model.quantizer.kind (switch kinds with the config option quantizer=KIND, "
+            "e.g. --config=configs/default.py:quantizer=fsq)")
+  found = _flat_field(field)
+  if found is None:
+    return None
+  kind, new = found
+  if kind is None:
+    return (f"model.quantizer.{new} (kinds 'ema'/'learned'; model.quantizer."
+            f"group_quantizer.{new} or stage_quantizer.{new} inside 'grouped'/'residual')")
+  return f"model.quantizer.{new} (kind {kind!r})"
+
+
+def upgrade_model_config(model: dict) -> dict:
+  """A config.model dict with the flat quantizer fields (runs before
+  model.quantizer was nested) -> the nested form; others are returned as is."""
+  if isinstance(model.get("quantizer", {}), dict):
+    return model
+  model = dict(model)
+  kind = model.pop("quantizer")
+  moved = {f: model.pop(f) for f in list(model) if _flat_field(f) is not None}
+  quantizer = registry.default_config(kind).to_dict()
+  sub_kind = moved.pop("group_quantizer", "ema")
+  if kind == "grouped":
+    quantizer["group_quantizer"] = registry.default_config(sub_kind).to_dict()
+  for field, value in moved.items():
+    owner, new = _flat_field(field)
+    target = quantizer["group_quantizer"] if kind == "grouped" and owner is None else quantizer
+    if (owner in (None, kind)) and new in target:
+      target[new] = list(value) if isinstance(value, tuple) else value
+  model["quantizer"] = quantizer
+  return model
+
+
+def unknown_key_message(error: Exception, argv: list[str]) -> str | None:
+  """A one-line message for an unknown `--config.<key>` override (naming the
+  new key of a flat quantizer key, else the closest valid key), or None."""
+  given = [a.split("=")[0].removeprefix("--config.") for a in argv
+           if a.startswith("--config.")]
+  for key in given:
+    new = renamed_key(key)
+    if new is not None:
+      return f"--config.{key} is now --config.{new}."
+  found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(error))
+  if found is None:
+    return None
+  closest, bad = found.groups()
+  key = next((g for g in given if g.split(".")[-1] == bad), bad)
+  parent = key.rpartition(".")[0]
+  return (f"unknown config key --config.{key}; the closest valid key is "
+          f"--config.{parent + '.' if parent else ''}{closest}.")
+
+
+def run_app(app_main) -> None:
+  """absl's app.run(app_main), a bad `--config.<key>` override a one-line error
+  (unknown_key_message) instead of a traceback. For `__main__` blocks."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  try:
+    app.run(app_main)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    message = None if flags.FLAGS.is_parsed() else unknown_key_message(e, sys.argv)
+    if message is None:
+      raise
+    sys.exit(f"error: {message}")
 
 
 def hierarchical_model(num_codes: int, code_dim: int,
@@ -83,7 +144,7 @@ def hierarchical_model(num_codes: int, code_dim: int,
       channels=PAPER_HIER_CHANNELS, res_channels=0, num_res_blocks=2,
       factorized_codes=False,  # True: the released code's C -> D -> C projections
       num_codes=num_codes, code_dim=code_dim, dtype="float32",
-      **quantizer_defaults()))
+      quantizer=quantizer_config("ema")))
 
 
 def single_model(hier_num_codes: int, hier_code_dim: int, image_size: int,
@@ -173,7 +234,7 @@ def paper_config() -> ml_collections.ConfigDict:
 # HQ-VAE (Takida et al., TMLR 2024), App. F and Table 5: CIFAR-10 has 40k
 # training images in batches of 32 (1250 steps per epoch) for 100 epochs, so
 # the paper's tau = exp(-1e-5 t) ends at exp(-1.25) = 0.29. Shorter runs keep
-# that end point: sq_tau_rate = HQVAE_TAU_EXPONENT / train.num_steps.
+# that end point: model.quantizer.tau_rate = HQVAE_TAU_EXPONENT / train.num_steps.
 HQVAE_TAU_EXPONENT = 1.25
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -187,9 +248,10 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   m, t = config.model, config.train
   if m.kind in HQVAE_KINDS:
-    m.channels, m.code_dim, m.num_res_blocks = 8, 8, 1
+    m.channels, m.code_dim = 8, 8
   else:
     m.channels = 16
+  m.num_res_blocks = 1
   config.data = default_data_config()
   config.data.image_size = 32
   config.data.batch_size = config.eval.batch_size = 8
@@ -198,27 +260,57 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if t.get("lr_schedule", "exponential") == "plateau":
     t.eval_every = 1  # the plateau rule needs validation rounds
   t.steps_per_epoch = 0
-  if "sq_tau_rate" in m:
-    m.sq_tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
+  if m.quantizer.kind == "stochastic":
+    m.quantizer.tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
   config.eval.num_grid_images = 4
   return config
 
 
+QUANTIZER_OPTION = "quantizer="
+
+
 def config_options(arg: str | None, allowed: tuple[str, ...], path: str) -> list[str]:
-  """'a,b' -> ['a', 'b'] for `get_config(arg)`; unknown options are an error."""
+  """'a,b' -> ['a', 'b'] for `get_config(arg)`, the one option parser of configs/.
+
+  Every config also takes 'smoke' (`smoke`) and 'quantizer=KIND' (the model's
+  quantizer replaced by KIND's defaults); `apply_options` applies those two.
+  Unknown options are an error that lists the allowed ones.
+  """
   options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-  unknown = sorted(set(options) - set(allowed))
+  allowed = tuple(dict.fromkeys((*allowed, "smoke")))
+  unknown = sorted(o for o in set(options) - set(allowed)
+                   if not o.startswith(QUANTIZER_OPTION))
   if unknown:
-    raise ValueError(f"{path}: unknown option(s) {unknown}; choose from {allowed}, "
-                     f"e.g. --config={path}:{allowed[0]}.")
+    raise ValueError(f"{path}: unknown option(s) {unknown}; choose from {allowed} or "
+                     f"quantizer=KIND, e.g. --config={path}:{allowed[0]}.")
+  for o in options:
+    if o.startswith(QUANTIZER_OPTION) and o[len(QUANTIZER_OPTION):] not in registry.KINDS:
+      raise ValueError(f"{path}: option {o!r}; the quantizer kinds are "
+                       f"{tuple(registry.KINDS)}, e.g. --config={path}:quantizer=fsq.")
   return options
+
+
+def apply_options(config: ml_collections.ConfigDict,
+                  options: list[str]) -> ml_collections.ConfigDict:
+  """The options every config takes, in place: 'quantizer=KIND', then 'smoke'."""
+  for o in options:
+    if o.startswith(QUANTIZER_OPTION):
+      kind = o[len(QUANTIZER_OPTION):]
+      config.model.quantizer = quantizer_config(kind)
+      if kind == "fsq":
+        config.model.code_dim = len(config.model.quantizer.levels)
+      if kind == "stochastic":  # the temperature's end point of HQ-VAE's runs
+        config.model.quantizer.tau_rate = HQVAE_TAU_EXPONENT / config.train.num_steps
+  if "smoke" in options:
+    smoke(config)
+  return config
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Clear errors for config values that cannot work (before anything compiles).
 
-  The checks of a library class's own settings are that module's (e.g.
-  `ema_vq.check_settings`), run here with the config keys in the messages.
+  A quantizer's own settings are checked by the quantizer (`registry.check`),
+  run here with the config keys in the messages.
   """
   m, d, t = config.model, config.data, config.train
 
@@ -227,9 +319,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"bad config: {msg}")
 
   check_buildable(m)
-  quantizer = m.get("quantizer", "ema")
-  if quantizer in ("fsq", "lfq", "grouped"):
-    _validate_codebook_free_or_grouped(m, quantizer, need)
   if m.kind in HQVAE_KINDS:
     _validate_hqvae(m, d, need)
   else:
@@ -238,21 +327,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "(the hierarchical top level is at 1/8 resolution).")
     need(isinstance(m.num_codes, int),
          f"model.num_codes={m.num_codes!r} must be one int for kind {m.kind!r}.")
-  for k in codebook_sizes(m):
-    need(k >= 2, f"model.num_codes={m.num_codes} must be >= 2 (every level).")
-    need(k <= MAX_HISTOGRAM_CODES,
-         f"model.quantizer={quantizer!r} has an index space of {k} codes per level; "
-         f"evaluation's dense histogram holds at most {MAX_HISTOGRAM_CODES} (2^24, 64 MiB): "
-         "use fewer codes (bits, levels).")
   need(m.code_dim >= 1, f"model.code_dim={m.code_dim} must be >= 1.")
   need(m.channels >= 2 and m.channels % 2 == 0,
        f"model.channels={m.channels} must be an even number >= 2.")
-  if quantizer == "stochastic":
-    _checked(stochastic.check_settings, eval_mode=m.sq_eval_mode, tau0=m.sq_tau0,
-             tau_rate=m.sq_tau_rate, tau_min=m.sq_tau_min,
-             variance_offset=m.sq_variance_offset, key=lambda name: f"model.sq_{name}")
-  elif quantizer in ("ema", "learned", "grouped"):
-    _validate_ema(m, need)
+  _validate_quantizer(m, need)
   recon = t.get("reconstruction_loss", "mse")
   need(recon in losses.RECONSTRUCTION_LOSSES,
        f"train.reconstruction_loss={recon!r}; use one of {losses.RECONSTRUCTION_LOSSES}.")
@@ -308,59 +386,32 @@ def _validate_hqvae(m, d, need) -> None:
     _checked(hqvae.check_injected_layers, m.num_layers, m.num_pools, key=_model_key)
     need(not m.shared_codebook, "model.shared_codebook=True is for kind 'residual_topdown'.")
   if m.shared_codebook:
-    _checked(hqvae.check_shared_codebook, codebook_sizes(m), key=_model_key)
+    _checked(hqvae.check_shared_codebook, layer_codebook_sizes(m), key=_model_key)
 
 
-def _validate_codebook_free_or_grouped(m, quantizer: str, need) -> None:
-  """model.quantizer 'fsq', 'lfq' or 'grouped'."""
-  if quantizer == "fsq":
-    levels = tuple(m.fsq_levels)
-    try:
-      fsq.check_levels(levels, m.fsq_eps)
-    except ValueError as e:
-      need(False, f"model.fsq_levels / fsq_eps: {e}")
-    need(m.code_dim == len(levels),
-         f"model.code_dim={m.code_dim} with model.fsq_levels={levels}: FSQ quantizes one "
-         f"channel per level, set model.code_dim={len(levels)}.")
-  elif quantizer == "lfq":
-    _checked(lfq.check_settings, code_dim=m.code_dim, entropy_weight=m.lfq_entropy_weight,
-             commitment_weight=m.lfq_commitment_weight, temperature=m.lfq_temperature,
-             key=lambda name: f"model.{'' if name == 'code_dim' else 'lfq_'}{name}")
-  else:
-    g = m.num_groups
-    need(isinstance(g, int) and g >= 1, f"model.num_groups={g!r} must be an int >= 1.")
-    _checked(grouped.check_settings, num_groups=g, num_codes=m.num_codes,
-             code_dim=m.code_dim, drop_probs=m.group_drop_probs,
-             dropout_scope=m.group_dropout_scope,
-             key=lambda name: f"model.{'group_' if name.startswith('drop') else ''}{name}")
+def _validate_quantizer(m, need) -> None:
+  """The quantizer's own check (registry.check, once per distinct K), then
+  how it fits the model: input width, histogram size, grouped projections."""
+  for k in sorted(set(layer_codebook_sizes(m))):
+    need(k >= 2, f"model.num_codes={m.num_codes} must be >= 2 (every level).")
+    _checked(registry.check, m.quantizer, k, m.code_dim)
+  kind = m.quantizer.kind
+  for level, q in level_quantizers(m).items():
+    need(q.code_dim == m.code_dim,
+         f"model.code_dim={m.code_dim} with model.quantizer.kind={kind!r}, which quantizes "
+         f"{q.code_dim} channels: set model.code_dim={q.code_dim}.")
+    need(q.histogram_size <= MAX_HISTOGRAM_CODES,
+         f"model.quantizer.kind={kind!r} has an index space of {q.histogram_size} codes at "
+         f"level {level!r}; evaluation's dense histogram holds at most "
+         f"{MAX_HISTOGRAM_CODES} (2^24, 64 MiB): use fewer codes (bits, levels).")
+  g = num_groups(m)
+  if g > 1:
     need(m.channels % g == 0,
-         f"model.channels={m.channels} is not divisible by model.num_groups={g}: the "
-         "grouped projections around the quantizer keep the groups apart.")
-    need(m.num_codes // g >= 2, f"model.num_codes={m.num_codes} / num_groups={g} must be "
-         ">= 2 codes per group.")
+         f"model.channels={m.channels} is not divisible by model.quantizer.num_groups={g}: "
+         "the grouped projections around the quantizer keep the groups apart.")
     need(not m.factorized_codes,
-         "model.factorized_codes=True with quantizer='grouped': the factorized Dense "
-         "projections would mix the groups; set model.factorized_codes=False.")
-
-
-def _validate_ema(m, need) -> None:
-  """quantizer 'ema', 'learned' or 'grouped' (the EMA fields for its sub-quantizers)."""
-  _checked(gradients.check_estimator, m.get("gradient_estimator", "ste"), key=_model_key)
-  quantizer = m.get("quantizer", "ema")
-  learned = quantizer == "learned" or (quantizer == "grouped"
-                                       and m.group_quantizer == "learned")
-  need(learned or not m.get("l2_normalize", False),
-       "model.l2_normalize=True needs a learned codebook: quantizer='learned', or "
-       "quantizer='grouped' with group_quantizer='learned'.")
-  _checked(ema_vq.check_settings, decay=m.decay, eps=m.eps, beta=m.beta,
-           codebook_init=m.codebook_init, kmeans_iters=m.kmeans_iters,
-           reset_threshold=m.reset_threshold, reset_window=m.reset_window,
-           reset_rule=m.reset_rule, reset_criterion=m.reset_criterion, key=_model_key)
-  groups = m.num_groups if quantizer == "grouped" else 1
-  key = _model_key if groups == 1 else (
-      lambda name: "model.num_codes / num_groups" if name == "num_codes" else _model_key(name))
-  for k in codebook_sizes(m):  # a grouped level searches K / G codes per group
-    _checked(code_search.check_chunk_size, m.search_chunk_size, k // groups, key=key)
+         "model.factorized_codes=True with model.quantizer.kind='grouped': the factorized "
+         "Dense projections would mix the groups; set model.factorized_codes=False.")
 
 
 MODES = ("train", "eval", "encode", "decode", "reconstruct")

@@ -30,8 +30,8 @@ from jax.scipy.special import entr
 from jax.experimental import multihost_utils
 
 from vqjax import checkpointing, data, metrics, parallel, plots, writers
-from vqjax.models import create_model, level_codebook_sizes
-from vqjax.models.factory import level_num_groups
+from vqjax.models import create_model, level_quantizers
+from vqjax.models.factory import num_groups
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
 
@@ -50,7 +50,7 @@ def dataset_name(data_config: ml_collections.ConfigDict) -> str:
 
 
 def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
-              num_groups: dict | None = None) -> dict:
+              quantizers: dict) -> dict:
   """Frozen-codebook forward pass over one batch.
 
   Returns per-image `psnr` and `mse` [B] (pixels on [0, 1]), the reconstructions
@@ -62,8 +62,9 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
   summed posterior entropy in nats), which are accumulated the same way.
   variance: {level: s^2 []} of the stochastic levels. key: the `sample` PRNG
   stream (sq_eval_mode='sample'); batch['image'] as in the train step.
-  num_groups: {level: G}; a level with G > 1 has indices [B, ..., G] in [0, K/G),
-  counted at index + i K/G for group i (one [K] histogram per level).
+  quantizers: {level: quantizer} (`level_quantizers`): a level's codes are
+  counted in its joint index space (`flat_codes`, histogram_size entries:
+  grouped group i at offset i K/G, residual stage l at l K).
   """
   x = data.to_model_range(batch["image"])
   rngs = {} if key is None else {"sample": key}
@@ -72,11 +73,7 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
   new_counts, variance = dict(counts), {}
   mask = batch["mask"].astype(jnp.float32)
   for name, level in aux["levels"].items():
-    idx = level["indices"]
-    g = (num_groups or {}).get(name, 1)
-    if g > 1:
-      idx = idx + jnp.arange(g, dtype=idx.dtype) * (counts[name].shape[0] // g)
-    idx = idx.reshape(x.shape[0], -1)
+    idx = quantizers[name].flat_codes(level["indices"]).reshape(x.shape[0], -1)
     weights = jnp.broadcast_to(mask[:, None], idx.shape)
     new_counts[name] = counts[name] + jax.ops.segment_sum(
         weights.reshape(-1), idx.reshape(-1), num_segments=counts[name].shape[0])
@@ -119,18 +116,18 @@ class Evaluator:
 
   def __init__(self, config: ml_collections.ConfigDict, model, mesh):
     self.config, self.mesh = config, mesh
-    self.num_codes = level_codebook_sizes(config.model)
-    self.stochastic = config.model.get("quantizer", "ema") == "stochastic"
-    self.num_groups = level_num_groups(config.model)
+    quantizers = level_quantizers(config.model)
+    self.num_codes = {name: q.histogram_size for name, q in quantizers.items()}
+    self.stochastic = config.model.quantizer.kind == "stochastic"
     repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
     jitted = jax.jit(
-        functools.partial(eval_step, model=model, num_groups=self.num_groups),
+        functools.partial(eval_step, model=model, quantizers=quantizers),
         in_shardings=(repl, repl, repl, batch_sharding, repl),
         out_shardings=dict(psnr=batch_sharding, mse=batch_sharding, counts=repl,
                            x_hat=batch_sharding, variance=repl),
         donate_argnums=2)
     self.first_k = None  # grouped: {k: model decoding from the first k groups}
-    groups = max(self.num_groups.values())
+    groups = num_groups(config.model)
     if groups > 1:
       models = {k: create_model(config.model, active_groups=k) for k in range(1, groups + 1)}
       self.first_k = jax.jit(functools.partial(first_k_psnr_step, models=models),
@@ -195,9 +192,10 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
 
   extra (Evaluator): adds `ssim` {mean, std} and, to each stochastic level,
   perplexity_soft (exp H of the data-set posterior marginal), entropy (mean
-  posterior entropy per position, nats) and variance (s^2). Grouped models
-  (config.model.quantizer='grouped') add `groups` {group_<i>: usage of its K/G
-  codes} to each level and, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}.
+  posterior entropy per position, nats) and variance (s^2). A level whose
+  quantizer has several codebooks side by side (grouped, residual) adds their
+  usage (`Quantizer.entries`: `groups` {group_<i>: ...}, `stages` {stage_<l>:
+  ...}); grouped models, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}.
   """
   result = {
       "checkpoint_step": int(step),
@@ -211,11 +209,12 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
       "levels": {name: metrics.code_usage_summary(c) for name, c in counts.items()},
   }
   model = getattr(config, "model", None)  # absent in configs that only name the data
-  for name, g in (level_num_groups(model) if model is not None else {}).items():
-    if g > 1 and name in counts:
-      parts = np.split(np.asarray(counts[name]), g)
-      result["levels"][name]["groups"] = {
-          f"group_{i}": metrics.code_usage_summary(c) for i, c in enumerate(parts)}
+  for name, q in (level_quantizers(model) if model is not None else {}).items():
+    key, names = q.entries
+    if names and name in counts:
+      parts = np.split(np.asarray(counts[name]), len(names))
+      result["levels"][name][key] = {
+          entry: metrics.code_usage_summary(c) for entry, c in zip(names, parts)}
   if extra is None:
     return result
   if "psnr_first_k_groups" in extra:

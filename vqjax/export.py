@@ -7,8 +7,10 @@ so a prior (PixelCNN, transformer) trains on the codes with the same loader
 machinery as the autoencoder, without TensorFlow. Each record is the bytes of
 an uncompressed NumPy `.npz` (`np.savez`) holding
 
-  <level>   int32 [h, w]  the code indices of one image, one array per level
-                          (`codes`, or `top` and `bottom`; as in metrics.json)
+  <level>   int32 [h, w, *code_shape]  the codes of one image, one array per
+                          level (`codes`, `top`/`bottom`, `layer_<l>`; as in
+                          metrics.json); code_shape is the level quantizer's
+                          (() for VQ, (G,) grouped, (L,) residual)
   source    str []        where the image came from (below)
   index     int64 []      the record's position in the split
 
@@ -49,7 +51,7 @@ SPLITS = ("train", "validation")
 
 
 def record_bytes(codes: dict[str, np.ndarray], source: str, index: int) -> bytes:
-  """One record: npz bytes of {level: int32 [h, w]}, source and index."""
+  """One record: npz bytes of {level: int32 [h, w, *code_shape]}, source and index."""
   buf = io.BytesIO()
   np.savez(buf, **{k: np.asarray(v, np.int32) for k, v in codes.items()},
            source=np.asarray(source), index=np.asarray(index, np.int64))
@@ -57,7 +59,7 @@ def record_bytes(codes: dict[str, np.ndarray], source: str, index: int) -> bytes
 
 
 def read_record(data: bytes) -> dict:
-  """Inverse of record_bytes: {level: int32 [h, w], 'source': str, 'index': int}."""
+  """Inverse of record_bytes: {level: int32 [h, w, ...], 'source': str, 'index': int}."""
   with np.load(io.BytesIO(data), allow_pickle=False) as z:
     out = {k: z[k] for k in z.files}
   out["source"], out["index"] = str(out["source"]), int(out["index"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from vqjax.config_lib import HQVAE_TAU_EXPONENT, base_config, quantizer_defaults, smoke
+from vqjax.config_lib import (HQVAE_TAU_EXPONENT, apply_options, base_config, config_options,
+                              quantizer_config)
 
 HQVAE_OPTIONS = ("smoke", "ema", "shared", "noreset")
 
@@ -32,7 +33,7 @@ def hqvae_model(kind: str, quantizer: str, num_codes, num_layers: int = 2,
       shared_codebook=False,    # residual_topdown: one codebook for every layer
       decoder_variance=False,   # learned log sigma^2 (needs train.reconstruction_loss='gaussian_nll')
       dtype="float32",
-      **dict(quantizer_defaults(), quantizer=quantizer)))
+      quantizer=quantizer_config(quantizer)))
 
 
 def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
@@ -48,7 +49,7 @@ def hqvae_config(kind: str, num_codes, num_pools: int, num_steps: int,
   """
   c = base_config()
   c.model = hqvae_model(kind, "stochastic", num_codes, num_pools=num_pools)
-  c.model.sq_tau_rate = HQVAE_TAU_EXPONENT / num_steps
+  c.model.quantizer.tau_rate = HQVAE_TAU_EXPONENT / num_steps
   c.data.image_size = 32
   c.data.batch_size = 32
   c.data.color_augment = "off"  # the paper has none ('auto' turns it on for builtin)
@@ -75,7 +76,7 @@ def cifar10_config(kind: str, num_codes, num_pools: int) -> ml_collections.Confi
   config.data.tfds_name = "cifar10"
   config.data.train_split = "train[:40000]"
   config.data.val_split = "train[40000:]"
-  config.model.sq_tau_rate = 1e-5
+  config.model.quantizer.tau_rate = 1e-5
   config.train.log_every = 250
   config.train.eval_every = 1250
   config.train.checkpoint_every = 12_500
@@ -105,22 +106,18 @@ def apply_hqvae_options(config: ml_collections.ConfigDict,
              decay 0.99, data init, dead-code reset), MSE reconstruction
              (VQ-VAE-2 for injected_topdown, RQ-VAE for residual_topdown)
     shared   one codebook for every residual layer
-    noreset  no dead-code reset (reset_threshold = 0; for 'ema')
+    noreset  no dead-code reset (reset_threshold = 0; for 'ema': the stochastic
+             quantizer has none)
     smoke    2 steps at tiny width on 32x32 built-in photo crops (tests, CI; any
              data set of the config is replaced, so it runs offline)
   """
-  options = [o.strip() for o in (arg or "").split(",") if o.strip()]
-  unknown = sorted(set(options) - set(HQVAE_OPTIONS))
-  if unknown:
-    raise ValueError(f"unknown config option(s) {unknown}; choose from {HQVAE_OPTIONS}.")
+  options = config_options(arg, HQVAE_OPTIONS, "configs/hqvae/*.py")
   m, t = config.model, config.train
   if "ema" in options:
-    m.quantizer = "ema"
+    m.quantizer = quantizer_config("ema")
     t.reconstruction_loss = "mse"
   if "shared" in options:
     m.shared_codebook = True
-  if "noreset" in options:
-    m.reset_threshold = 0.0
-  if "smoke" in options:
-    smoke(config)
-  return config
+  if "noreset" in options and "reset_threshold" in m.quantizer:  # SQ has no reset
+    m.quantizer.reset_threshold = 0.0
+  return apply_options(config, options)

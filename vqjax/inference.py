@@ -1,13 +1,17 @@
 """Use a trained model: load a checkpoint, images -> codes -> images.
 
   model = vqjax.load("runs/default")            # latest checkpoint; step=... for another
-  codes = model.encode(images)                  # uint8 [N, H, W, 3] -> {level: int32 [N, h, w]}
+  codes = model.encode(images)                  # uint8 [N, H, W, 3] -> {level: int32 [N, h, w, ...]}
   images_hat = model.decode(codes)              # -> uint8 [N, H, W, 3]
   images_hat = model.reconstruct(images)        # the same as decode(encode(images))
-  model.codebooks                               # {level: float32 [K, D]}
+  model.codebooks                               # {level: float32 [K, D]} (one code per position)
 
-Levels are named as in metrics.json: `codes` (single-level, h = H/4) or `top`
-(H/8) and `bottom` (H/4). Only params and codebooks are restored (no optimizer
+Every model kind and quantizer kind loads. Levels are named as in metrics.json:
+`codes` (single-level, h = H/4), `top` (H/8) and `bottom` (H/4), or the HQ-VAE
+layers `layer_1`.. (coarsest first). A level's codes are [N, h, w, *code_shape]
+of its quantizer (vqjax.quantizers.base: () for VQ/FSQ/LFQ, (G,) grouped, (L,)
+residual), every entry in [0, codebook_size); decoding goes through the
+quantizer's own `decode`. Only params and codebooks are restored (no optimizer
 state, no data source), onto the first local device, so a checkpoint written on
 8 devices loads on 1. Every function is jitted once per image (or code map)
 shape: batches of any size are cut into, and padded up to, `batch_size` images.
@@ -26,19 +30,32 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vqjax import checkpointing, config_lib, data
-from vqjax.models import create_model, level_names
-from vqjax.models.factory import level_codebook_sizes
-from vqjax.quantizers import COLLECTION
+from vqjax.models import create_model, level_names, level_quantizers
+from vqjax.quantizers import COLLECTION, registry
 
-# Quantizer module of each level (vqjax.models.vqvae), per model kind.
-QUANTIZER_NAMES_BY_KIND = {
-    "single": {"codes": "quantizer"},
-    "hierarchical": {"top": "quantizer_top", "bottom": "quantizer_bottom"}}
+# Codebooks larger than this are not enumerated by Model.codebooks (LFQ: 2^D codes).
+MAX_ENUMERATED_CODES = 2**20
+
+
+def level_downsampling(model_config) -> dict[str, int]:
+  """{level: image pixels per code along each side}: single 4, hierarchical
+  top 8 / bottom 4, HQ-VAE 2^(stem + pools) for the top layer (injected layer
+  l halves it l - 1 times)."""
+  m = model_config
+  names = level_names(m)
+  if m.kind == "single":
+    return {"codes": 4}
+  if m.kind == "hierarchical":
+    return {"top": 8, "bottom": 4}
+  top = 2 ** (m.stem_downsamples + m.num_pools)
+  if m.kind == "injected_topdown":
+    return {name: top // 2**l for l, name in enumerate(names)}
+  return {name: top for name in names}
 
 
 def downsampling(model_config) -> int:
-  """Image pixels per code along each side of the finest level: 4 or 8 (H, W must divide)."""
-  return 4 if model_config.kind == "single" else 8
+  """The coarsest level's pixels per code: H and W must divide by it."""
+  return max(level_downsampling(model_config).values())
 
 
 def to_uint8(x_hat: jax.Array) -> jax.Array:
@@ -47,7 +64,12 @@ def to_uint8(x_hat: jax.Array) -> jax.Array:
 
 
 def _merge(defaults: dict, saved: dict) -> dict:
-  """`saved` over `defaults`, recursively (fields added since the run keep defaults)."""
+  """`saved` over `defaults`, recursively (fields added since the run keep
+  defaults); a saved quantizer config of another kind starts from its own kind's
+  defaults."""
+  if "kind" in saved and defaults.get("kind") not in (None, saved["kind"]) \
+      and saved["kind"] in registry.KINDS:
+    defaults = registry.default_config(saved["kind"]).to_dict()
   out = dict(defaults)
   for key, value in saved.items():
     out[key] = (_merge(out[key], value) if isinstance(value, dict)
@@ -64,6 +86,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         "`python -m vqjax.main --workdir=...` (or vqjax.sweep).")
   with open(path) as f:
     saved = json.load(f)
+  if "model" in saved:  # runs from before model.quantizer was nested
+    saved["model"] = config_lib.upgrade_model_config(saved["model"])
   defaults = config_lib.base_config().to_dict()
   kind = saved.get("model", {}).get("kind", "single")
   defaults["model"] = config_lib.hierarchical_model(2, 1).to_dict()
@@ -99,12 +123,8 @@ def load(workdir: str, step: int | None = None, batch_size: int = 16) -> "Model"
   if not os.path.isdir(workdir):
     raise FileNotFoundError(f"no run directory {workdir}.")
   config = load_config(workdir)
-  if config.model.kind not in QUANTIZER_NAMES_BY_KIND:
-    raise ValueError(
-        f"vqjax.load supports runs of model.kind 'single' and 'hierarchical'; {workdir} "
-        f"is a {config.model.kind!r} run (evaluate it with --mode=eval).")
-  if config.model.get("sq_eval_mode", "det") != "det":  # codes = the nearest code
-    config.model.sq_eval_mode = "det"
+  if config.model.quantizer.get("eval_mode", "det") != "det":  # codes = the nearest code
+    config.model.quantizer.eval_mode = "det"
   model = create_model(config.model)
   size = downsampling(config.model) * 2
   variables = jax.eval_shape(lambda: model.init(
@@ -138,8 +158,9 @@ def load(workdir: str, step: int | None = None, batch_size: int = 16) -> "Model"
 class Model:
   """A restored model: encode / decode / reconstruct uint8 images, frozen codebooks.
 
-  Attributes: config (the run's), step (checkpoint), level_names, downsampling,
-  batch_size, traces ({function: times traced}, for tests).
+  Attributes: config (the run's), step (checkpoint), level_names, quantizers
+  ({level: quantizer}: code_shape, codebook_size, bits_per_position),
+  downsampling, batch_size, traces ({function: times traced}, for tests).
   """
 
   def __init__(self, config, params, codebook, step: int, batch_size: int = 16):
@@ -147,8 +168,9 @@ class Model:
       raise ValueError(f"batch_size={batch_size} must be >= 1.")
     self.config, self.step, self.batch_size = config, int(step), int(batch_size)
     self.level_names = level_names(config.model)
+    self.quantizers = level_quantizers(config.model)
+    self.level_downsampling = level_downsampling(config.model)
     self.downsampling = downsampling(config.model)
-    self.codebook_sizes = level_codebook_sizes(config.model)   # {level: K}
     self.variables = {"params": params, COLLECTION: codebook}
     self.traces = {"encode": 0, "decode": 0, "reconstruct": 0}
     model = self._model = create_model(config.model)
@@ -171,17 +193,23 @@ class Model:
     self._reconstruct = jax.jit(reconstruct)
 
   def __repr__(self) -> str:
-    return (f"Model(kind={self.config.model.kind!r}, step={self.step}, "
-            f"codebook_sizes={self.codebook_sizes})")
+    kinds = {level: type(q).__name__ for level, q in self.quantizers.items()}
+    return f"Model(kind={self.config.model.kind!r}, step={self.step}, quantizers={kinds})"
 
   @property
   def codebooks(self) -> dict[str, np.ndarray]:
-    """{level: float32 [K, D]}: the codes each level's indices point to."""
+    """{level: float32 [K, D]}: what each code index decodes to (the quantizer's
+    `decode` of 0..K-1, so implicit codebooks such as FSQ's are listed too),
+    for the levels with one code per position and K <= MAX_ENUMERATED_CODES."""
+    shown = [level for level, q in self.quantizers.items()
+             if not q.code_shape and q.codebook_size <= MAX_ENUMERATED_CODES]
     out = {}
-    for level in self.level_names:
-      name = QUANTIZER_NAMES_BY_KIND[self.config.model.kind][level]
-      table = self.variables[COLLECTION].get(name) or self.variables["params"][name]
-      out[level] = np.asarray(table["embedding"])
+    for level in shown:
+      codes = {name: np.zeros((1, 1, 1) + tuple(q.code_shape), np.int32)
+               for name, q in self.quantizers.items()}
+      codes[level] = np.arange(self.quantizers[level].codebook_size, dtype=np.int32)[None, None]
+      decoded = self._model.apply(self.variables, codes, method="decode_quantized")
+      out[level] = np.asarray(decoded[level], np.float32)[0, 0]
     return out
 
   def _check_images(self, images) -> np.ndarray:
@@ -208,7 +236,8 @@ class Model:
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
   def encode(self, images) -> dict[str, np.ndarray]:
-    """uint8 [N, H, W, 3] (H, W divisible by `downsampling`) -> {level: int32 [N, h, w]}."""
+    """uint8 [N, H, W, 3] (H, W divisible by `downsampling`) -> {level: int32
+    [N, h, w, *code_shape]} (h = H / level_downsampling[level])."""
     images = self._check_images(images)
     h, w = images.shape[1:3]
     if h % self.downsampling or w % self.downsampling:
@@ -219,30 +248,37 @@ class Model:
     return {name: codes[name] for name in self.level_names}
 
   def check_codes(self, codes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """codes as int32 arrays; ValueError for missing levels, shapes or out-of-range indices."""
+    """codes as int32 arrays; ValueError for missing levels, shapes that do not
+    fit the quantizers and one image size, or out-of-range indices."""
     missing = [n for n in self.level_names if n not in codes]
     if missing:
       raise ValueError(f"codes lack level(s) {missing}; this model needs "
                        f"{list(self.level_names)}.")
-    out = {}
+    out, sizes = {}, {}
     for name in self.level_names:
-      c = np.asarray(codes[name])
-      if c.ndim != 3 or not np.issubdtype(c.dtype, np.integer):
-        raise ValueError(f"codes[{name!r}] must be integer [N, h, w]; got {c.dtype} {c.shape}.")
-      k = self.codebook_sizes[name]
+      c, q = np.asarray(codes[name]), self.quantizers[name]
+      want = 3 + len(q.code_shape)
+      if (c.ndim != want or not np.issubdtype(c.dtype, np.integer)
+          or tuple(c.shape[3:]) != tuple(q.code_shape)):
+        raise ValueError(f"codes[{name!r}] must be integer [N, h, w"
+                         f"{''.join(f', {n}' for n in q.code_shape)}] ({type(q).__name__}); "
+                         f"got {c.dtype} {c.shape}.")
+      k = q.codebook_size
       if c.size and (c.min() < 0 or c.max() >= k):
         bad = c.min() if c.min() < 0 else c.max()
         raise ValueError(f"code index {bad} out of range in level {name!r}: valid "
                          f"indices are 0 .. {k - 1} (K = {k}).")
       out[name] = c.astype(np.int32)
-    if len(out) == 2 and (out["bottom"].shape[0] != out["top"].shape[0]
-                          or out["bottom"].shape[1:] != tuple(2 * s for s in out["top"].shape[1:])):
-      raise ValueError(f"codes['bottom'] must be [N, 2h, 2w] for codes['top'] [N, h, w]; "
-                       f"got {out['bottom'].shape} and {out['top'].shape}.")
+      f = self.level_downsampling[name]
+      sizes[name] = (c.shape[0], c.shape[1] * f, c.shape[2] * f)
+    if len(set(sizes.values())) > 1:
+      raise ValueError("the levels' code maps do not describe one batch of images of one "
+                       "size: " + ", ".join(f"{n} {out[n].shape[:3]} (x{self.level_downsampling[n]})"
+                                            for n in self.level_names) + ".")
     return out
 
   def decode(self, codes: Mapping[str, np.ndarray]) -> np.ndarray:
-    """{level: int [N, h, w]} -> uint8 [N, H, W, 3] (H = 4h for `codes`/`bottom`)."""
+    """{level: int [N, h, w, *code_shape]} -> uint8 [N, H, W, 3]."""
     codes = self.check_codes(codes)
     return self._batched(self._decode, codes, next(iter(codes.values())).shape[0])
 

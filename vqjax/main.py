@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging as logging_std
 import os
-import re
 
 import jax
 from absl import app, flags, logging
@@ -102,27 +101,6 @@ def main(argv, fv: dict):
     evaluate.evaluate_checkpoint(config, workdir)
 
 
-def _unknown_config_key(error: Exception, argv: list[str]) -> str | None:
-  """A one-line message for an unknown `--config.<key>` override, else None."""
-  found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(error))
-  if found is None:
-    return None
-  closest, bad = found.groups()
-  given = [a.split("=")[0].removeprefix("--config.") for a in argv
-           if a.startswith("--config.")]
-  key = next((g for g in given if g.split(".")[-1] == bad), bad)
-  parent = key.rpartition(".")[0]
-  return (f"unknown config key --config.{key}; the closest valid key is "
-          f"--config.{parent + '.' if parent else ''}{closest}.")
-
-
 if __name__ == "__main__":
-  import sys
   _FLAGS = _define_flags()
-  try:
-    app.run(lambda argv: main(argv, _FLAGS))
-  except (AttributeError, KeyError) as e:
-    message = None if flags.FLAGS.is_parsed() else _unknown_config_key(e, sys.argv)
-    if message is None:
-      raise
-    sys.exit(f"error: {message}")
+  config_lib.run_app(lambda argv: main(argv, _FLAGS))

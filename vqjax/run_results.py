@@ -16,7 +16,7 @@ import re
 import ml_collections
 import numpy as np
 
-from vqjax import sweep_spec
+from vqjax import config_lib, sweep_spec
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
@@ -75,6 +75,8 @@ def read_run(path: str, seed: int | None = None) -> RunResult:
   config = _read_json(os.path.join(path, "config.json"))
   if config is None:
     return RunResult(path, seed, None, None, "missing")
+  if "model" in config:  # runs from before model.quantizer was nested
+    config["model"] = config_lib.upgrade_model_config(config["model"])
   m = _read_json(os.path.join(path, "eval", "metrics.json"))
   seed = int(config.get("seed", 0)) if seed is None else seed
   steps = int(config["train"]["num_steps"])

@@ -31,7 +31,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import report, run_results
+from vqjax import config_lib, report, run_results
 from vqjax.sweep_spec import (Run, expand_runs, load_sweep, parse_seeds, run_config,
                                select_members)
 
@@ -150,4 +150,4 @@ def main(argv, flag_values: dict):
 
 if __name__ == "__main__":
   _FLAGS = _define_flags()
-  app.run(lambda argv: main(argv, _FLAGS))
+  config_lib.run_app(lambda argv: main(argv, _FLAGS))

@@ -23,9 +23,17 @@ STAGES = (  # name, codebook_init, reset_threshold (0: never reset), D
 )
 
 
-def _model_overrides(base_model, model) -> dict:
-  """Dotted overrides turning base_model into model (only the fields that differ)."""
-  return {f"model.{k}": v for k, v in model.items() if base_model.get(k) != v}
+def _overrides(base, new, prefix: str = "model") -> dict:
+  """Dotted overrides turning base into new (only the fields that differ; into
+  the quantizer's config while its kind stays)."""
+  out = {}
+  for k, v in new.items():
+    old = base.get(k)
+    if hasattr(v, "items") and hasattr(old, "items") and old.get("kind") == v.get("kind"):
+      out.update(_overrides(old, v, f"{prefix}.{k}"))
+    elif old != v:
+      out[f"{prefix}.{k}"] = v
+  return out
 
 
 def get_sweep(config):
@@ -35,6 +43,6 @@ def get_sweep(config):
       hier = config_lib.hierarchical_model(num_codes=LEVEL_BUDGET // d, code_dim=d)
       model = hier if arch == "hier" else config_lib.single_model(
           LEVEL_BUDGET // d, d, config.data.image_size)
-      model.codebook_init, model.reset_threshold = init, threshold
-      members.append(dict(name=f"{arch}_{stage}", **_model_overrides(config.model, model)))
+      model.quantizer.codebook_init, model.quantizer.reset_threshold = init, threshold
+      members.append(dict(name=f"{arch}_{stage}", **_overrides(config.model, model)))
   return members

@@ -194,35 +194,67 @@ class InjectedTopDownVAE(_TopDownVAE):
   """
 
 
-  @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
+    return self._run(x, None, train=train, step=step)
+
+  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Images [B, H, W, C] in [-1, 1] -> {layer_l: int32 [B, h_l, w_l]} (frozen codebooks)."""
+    return self._run(x, None, train=False, stage="encode")
+
+  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
+    """{layer_l: int32 [B, h_l, w_l]} -> x_hat float32 [B, H, W, out_channels]."""
+    return self._run(None, codes, train=False, out_channels=out_channels)
+
+  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """{layer_l: int32 [...]} -> {layer_l: the quantizer's decode [..., code_dim]}."""
+    return self._run(None, codes, train=False, stage="quantized")
+
+  @nn.compact
+  def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
+           out_channels: int = 3):
+    """x -> (x_hat, aux) ('all'), x -> codes ('encode'), or codes -> x_hat (x None).
+
+    The top-down path reads only the quantized layers, so it decodes from codes.
+    """
     num_layers, dt = len(self.num_codes), self.dtype
     check_injected_layers(num_layers, self.num_pools)
-    _check_image(x, self.stem_downsamples + self.num_pools)
+    if x is not None:
+      _check_image(x, self.stem_downsamples + self.num_pools)
+      out_channels = x.shape[-1]
+      feats = BottomUp(self.width, self.num_res_blocks, self.stem_downsamples,
+                       self.num_pools, dt, name="bottom_up")(x)[::-1]   # coarsest first
     if self.decoder_variance:
       _declare_decoder_variance(self)
-    feats = BottomUp(self.width, self.num_res_blocks, self.stem_downsamples,
-                     self.num_pools, dt, name="bottom_up")(x)[::-1]   # coarsest first
     levels, state = {}, None
     for l, (name, k) in enumerate(zip(self.level_names, self.num_codes)):
       if state is not None:
         state = upsample_nearest(state)
-      inp = feats[l] if state is None else jnp.concatenate([state, feats[l]], axis=-1)
-      z_hat = EncodeBlock(self.width, self.code_dim, dt, name=f"encode_{l + 1}")(inp)
-      z, levels[name] = self.quantizer(num_codes=k, code_dim=self.code_dim, name=name)(
-          z_hat, train=train, step=step)
+      quantizer = self.quantizer(num_codes=k, code_dim=self.code_dim, name=name)
+      if codes is None:
+        inp = feats[l] if state is None else jnp.concatenate([state, feats[l]], axis=-1)
+        z_hat = EncodeBlock(self.width, self.code_dim, dt, name=f"encode_{l + 1}")(inp)
+        z, levels[name] = quantizer(z_hat, train=train, step=step)
+      else:
+        z = levels[name] = quantizer.decode(codes[name]).astype(dt)
+        if stage == "quantized":
+          continue
       inject = nn.Conv(self.width, (1, 1), dtype=dt, name=f"inject_{l + 1}")(z.astype(dt))
       state = inject if state is None else state + inject
       state = ResBlock(self.width // 2, dt, name=f"top_down_{l + 1}")(state)
+    if stage == "encode":
+      return {name: aux["indices"] for name, aux in levels.items()}
+    if stage == "quantized":
+      return levels
     ups = self.stem_downsamples + self.num_pools - (num_layers - 1)
-    x_hat = UpDecoder(self.width, x.shape[-1], self.num_res_blocks, ups, dt,
-                      name="decoder")(state)
-    return x_hat.astype(jnp.float32), level_losses(levels)
+    x_hat = UpDecoder(self.width, out_channels, self.num_res_blocks, ups, dt,
+                      name="decoder")(state).astype(jnp.float32)
+    return x_hat if codes is not None else (x_hat, level_losses(levels))
 
 
-def residual_quantize(h: jax.Array, *, quantizer: Callable[..., nn.Module],
+def residual_quantize(h: jax.Array | None, *, quantizer: Callable[..., nn.Module],
                       num_codes: Sequence[int], code_dim: int, shared_codebook: bool,
-                      train: bool, step=None) -> tuple[jax.Array, dict]:
+                      train: bool, step=None, codes: dict | None = None,
+                      dtype: Dtype = jnp.float32) -> tuple[jax.Array, dict]:
   """Quantizes h [B, ..., code_dim] as a sum of L codes; -> (sum [h's shape], levels).
 
   Call from a compact method: the quantizers `layer_1..layer_L` belong to the
@@ -235,6 +267,9 @@ def residual_quantize(h: jax.Array, *, quantizer: Callable[..., nn.Module],
   commitment is Eq. 15's beta |h - sg(sum_{l'<=l} Z_l')|^2; the sum is passed
   on with one straight-through estimator; shared_codebook: one quantizer
   'shared_quantizer' called L times (for EMA: L sequential updates per step).
+  codes {layer_l: int32 [B, ...]} (h None): the sum of the layers' decoded
+  codes in `dtype`, as the forward pass in evaluation gives it, and
+  {layer_l: decoded code}.
   """
   num_layers = len(num_codes)
   if num_layers < 1:
@@ -243,11 +278,24 @@ def residual_quantize(h: jax.Array, *, quantizer: Callable[..., nn.Module],
     check_shared_codebook(num_codes)
   names = layer_names(num_layers)
   levels = {}
-  if is_stochastic(quantizer):
+  stochastic = is_stochastic(quantizer)
+  if stochastic:
     book = Codebook(num_codes[0], code_dim, name="shared_codebook") if shared_codebook else None
     qs = [quantizer(num_codes=k, code_dim=code_dim, dequant_loss=False,
                     shared_codebook=book, name=name) for name, k in zip(names, num_codes)]
-    total, residual = jnp.zeros_like(h), h
+  elif shared_codebook:
+    qs = [quantizer(num_codes=num_codes[0], code_dim=code_dim, name="shared_quantizer")] * num_layers
+  else:
+    qs = [quantizer(num_codes=k, code_dim=code_dim, name=name) for name, k in zip(names, num_codes)]
+  if codes is not None:  # levels: {layer: its decoded code}
+    total = None
+    for name, q in zip(names, qs):
+      z = levels[name] = q.decode(codes[name]).astype(dtype)
+      total = z if total is None else total + z
+    return total, levels
+  total = jnp.zeros_like(h)
+  if stochastic:
+    residual = h
     for name, q in zip(names, qs):
       z, levels[name] = q(residual, train=train, step=step)
       residual, total = residual - z, total + z
@@ -255,15 +303,11 @@ def residual_quantize(h: jax.Array, *, quantizer: Callable[..., nn.Module],
     err = jnp.sum((h.astype(jnp.float32) - total.astype(jnp.float32)) ** 2)
     levels[names[-1]]["losses"]["dequant"] = 0.5 * err / s2_sum / h.shape[0]
     return total, levels
-  if shared_codebook:
-    qs = [quantizer(num_codes=num_codes[0], code_dim=code_dim, name="shared_quantizer")] * num_layers
-  else:
-    qs = [quantizer(num_codes=k, code_dim=code_dim, name=name) for name, k in zip(names, num_codes)]
-  total = jnp.zeros_like(h)
   for name, q in zip(names, qs):
     z, levels[name] = q(h - total, train=train, step=step)
     total = total + jax.lax.stop_gradient(z)
-  return h + jax.lax.stop_gradient(total - h), levels
+  # Value: the sum exactly (h - sg(h) is 0); gradient: the identity to h.
+  return total + (h - jax.lax.stop_gradient(h)), levels
 
 
 class ResidualQuantizer(nn.Module):
@@ -291,22 +335,46 @@ class ResidualTopDownVAE(_TopDownVAE):
   num_codes: Sequence[int] = (32, 32)
   shared_codebook: bool = False
 
-  @nn.compact
   def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
+    return self._run(x, None, train=train, step=step)
+
+  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Images [B, H, W, C] in [-1, 1] -> {layer_l: int32 [B, h, w]} (frozen codebooks)."""
+    return self._run(x, None, train=False, stage="encode")
+
+  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
+    """{layer_l: int32 [B, h, w]} -> x_hat float32 [B, H, W, out_channels]."""
+    return self._run(None, codes, train=False, out_channels=out_channels)
+
+  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """{layer_l: int32 [...]} -> {layer_l: the quantizer's decode [..., code_dim]}."""
+    return self._run(None, codes, train=False, stage="quantized")
+
+  @nn.compact
+  def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
+           out_channels: int = 3):
+    """x -> (x_hat, aux) ('all'), x -> codes ('encode'), codes -> x_hat (x
+    None), or codes -> {layer: decoded code} ('quantized')."""
     dt = self.dtype
-    _check_image(x, self.stem_downsamples + self.num_pools)
     if self.decoder_variance:
       _declare_decoder_variance(self)
-    feat = BottomUp(self.width, self.num_res_blocks, self.stem_downsamples,
-                    self.num_pools, dt, name="bottom_up")(x)[-1]
-    h = EncodeBlock(self.width, self.code_dim, dt, name="encode")(feat)
+    h = None
+    if x is not None:
+      _check_image(x, self.stem_downsamples + self.num_pools)
+      out_channels = x.shape[-1]
+      feat = BottomUp(self.width, self.num_res_blocks, self.stem_downsamples,
+                      self.num_pools, dt, name="bottom_up")(x)[-1]
+      h = EncodeBlock(self.width, self.code_dim, dt, name="encode")(feat)
     z, levels = residual_quantize(h, quantizer=self.quantizer, num_codes=self.num_codes,
                                   code_dim=self.code_dim,
                                   shared_codebook=self.shared_codebook,
-                                  train=train, step=step)
-    x_hat = UpDecoder(self.width, x.shape[-1], self.num_res_blocks,
-                      self.stem_downsamples + self.num_pools, dt, name="decoder")(z)
-    return x_hat.astype(jnp.float32), level_losses(levels)
+                                  train=train, step=step, codes=codes, dtype=dt)
+    if stage in ("encode", "quantized"):
+      return levels if stage == "quantized" else {n: a["indices"] for n, a in levels.items()}
+    x_hat = UpDecoder(self.width, out_channels, self.num_res_blocks,
+                      self.stem_downsamples + self.num_pools, dt,
+                      name="decoder")(z).astype(jnp.float32)
+    return x_hat if codes is not None else (x_hat, level_losses(levels))
 
 
 def latent_shapes(model: nn.Module, image_size: int) -> dict[str, tuple[int, int]]:

@@ -10,7 +10,8 @@ The quantizers are built by the `quantizer` factory (e.g. a
 keeps the models independent of the quantizer family.
 
 For using a trained model, `model.apply(variables, x, method='encode_codes')`
-gives the code indices {level: int32 [B, h, w]} and
+gives the codes {level: int32 [B, h, w, *code_shape]} (the quantizer's
+`encode`; code_shape () for VQ, (G,) grouped, (L,) residual) and
 `model.apply(variables, codes, method='decode_codes')` decodes them
 (`decode_codes(encode_codes(x))` is the x_hat of `__call__(x, train=False)`).
 
@@ -39,7 +40,6 @@ import jax
 import jax.numpy as jnp
 
 from vqjax.models.blocks import Decoder, Encoder, up_conv
-from vqjax.quantizers import COLLECTION
 from vqjax.quantizers.grouped import GroupedProjection
 
 Dtype = Any
@@ -80,28 +80,17 @@ def quantize(z: jax.Array, *, quantizer, name: str, code_dim: int, factorized: b
   return codes, aux
 
 
-def codebook_of(module: nn.Module, name: str) -> jax.Array:
-  """The codes [K, D] of quantizer `name` of a bound model: its `embedding` in
-  the `codebook` collection (EMA) or in `params` (learned codebooks)."""
-  for collection in (COLLECTION, "params"):
-    table = module.variables.get(collection, {}).get(name, {})
-    if "embedding" in table:
-      return table["embedding"]
-  raise ValueError(f"quantizer {name!r} has no codebook 'embedding' in the "
-                   f"{COLLECTION!r} or 'params' collection; pass the variables the "
-                   "model was trained with.")
+def lookup(indices: jax.Array, *, quantizer, name: str, factorized: bool, width: int,
+           dtype: Dtype) -> jax.Array:
+  """Codes `indices` [..., *code_shape] -> [..., width]: what `quantize` returns for them.
 
-
-def lookup(module: nn.Module, indices: jax.Array, *, name: str, factorized: bool,
-           width: int, dtype: Dtype) -> jax.Array:
-  """Codes of `indices` [...] -> [..., width]: what `quantize` returns for them.
-
-  Call from a model's compact method: the Dense `name + '_project_out'` of
-  factorized codes is the one `quantize` made. Indices must be in [0, K).
+  The quantizer's own `decode` (vqjax.quantizers.base), then, for factorized
+  codes, the Dense `name + '_project_out'` that `quantize` made. Call from a
+  model's compact method. Indices must be in [0, codebook_size).
   """
-  codes = codebook_of(module, name)[indices].astype(dtype)
+  codes = quantizer(name=name).decode(indices).astype(dtype)
   if factorized:
-    codes = nn.Dense(width, dtype=dtype, name=f"{name}_project_out")(codes.astype(dtype))
+    codes = nn.Dense(width, dtype=dtype, name=f"{name}_project_out")(codes)
   return codes
 
 
@@ -124,12 +113,16 @@ class SingleLevelVQVAE(nn.Module):
     return self._run(x, None, train=train, step=step)
 
   def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, 3] in [-1, 1] -> {'codes': int32 [B, H/4, W/4]} (frozen codebook)."""
+    """Images [B, H, W, 3] in [-1, 1] -> {'codes': int32 [B, H/4, W/4, *code_shape]} (frozen codebook)."""
     return self._run(x, None, train=False, stage="encode")
 
   def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
-    """{'codes': int32 [B, h, w]} -> x_hat float32 [B, 4h, 4w, out_channels] (unclipped)."""
+    """{'codes': int32 [B, h, w, *code_shape]} -> x_hat float32 [B, 4h, 4w, out_channels] (unclipped)."""
     return self._run(None, codes, train=False, out_channels=out_channels)
+
+  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """{'codes': int32 [..., *code_shape]} -> {'codes': the quantizer's decode [..., D]}."""
+    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
@@ -148,8 +141,10 @@ class SingleLevelVQVAE(nn.Module):
       if stage == "encode":
         return dict(codes=q_aux["indices"])
       out_channels = x.shape[-1]
+    elif stage == "quantized":
+      return dict(codes=self.quantizer(name="quantizer").decode(codes["codes"]))
     else:
-      z_q = lookup(self, codes["codes"], name="quantizer",
+      z_q = lookup(codes["codes"], quantizer=self.quantizer, name="quantizer",
                    factorized=self.factorized_codes, width=width, dtype=self.dtype)
     x_hat = Decoder(self.channels, res, out_channels, self.num_res_blocks, 4,
                     self.dtype, name="decoder")(z_q.astype(self.dtype))
@@ -183,14 +178,18 @@ class HierarchicalVQVAE(nn.Module):
     return self._run(x, None, train=train, step=step)
 
   def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, 3] in [-1, 1] -> {'top': int32 [B, H/8, W/8],
-    'bottom': int32 [B, H/4, W/4]} (frozen codebooks)."""
+    """Images [B, H, W, 3] in [-1, 1] -> {'top': int32 [B, H/8, W/8, *code_shape],
+    'bottom': int32 [B, H/4, W/4, *code_shape]} (frozen codebooks)."""
     return self._run(x, None, train=False, stage="encode")
 
   def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
     """{'top': [B, h, w], 'bottom': [B, 2h, 2w]} int32 -> x_hat float32
     [B, 8h, 8w, out_channels] (unclipped)."""
     return self._run(None, codes, train=False, out_channels=out_channels)
+
+  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """{level: int32 [..., *code_shape]} -> {level: the quantizer's decode [..., D]}."""
+    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
@@ -220,8 +219,12 @@ class HierarchicalVQVAE(nn.Module):
       if stage == "encode":
         return dict(top=aux_t["indices"], bottom=aux_b["indices"])
       out_channels = x.shape[-1]
+    elif stage == "quantized":
+      return {level: self.quantizer(name=f"quantizer_{level}").decode(codes[level])
+              for level in ("top", "bottom")}
     else:
-      look = lambda name: lookup(self, codes[name.removeprefix("quantizer_")], name=name,
+      look = lambda name: lookup(codes[name.removeprefix("quantizer_")],
+                                 quantizer=self.quantizer, name=name,
                                  factorized=self.factorized_codes, width=width, dtype=dt)
       q_t, q_b = look("quantizer_top").astype(dt), look("quantizer_bottom")
 

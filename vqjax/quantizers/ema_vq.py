@@ -33,8 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
+from vqjax.quantizers.base import Quantizer
 from vqjax.quantizers.code_search import (nearest_code, resolve_rows_per_block,
                                           search_vectors)
+from vqjax.quantizers import code_search, gradients
 from vqjax.quantizers.gradients import straight_through
 
 COLLECTION = "codebook"
@@ -172,7 +174,7 @@ def check_settings(*, decay: float, eps: float, beta: float, codebook_init: str,
 # ---------------------------------------------------------------------------
 
 
-class VectorQuantizerEMA(nn.Module):
+class VectorQuantizerEMA(Quantizer):
   """Nearest-code quantizer with an EMA codebook in the `codebook` collection.
 
   Call with `z_e` [..., D] (any leading shape). With `train=True` and the
@@ -207,10 +209,7 @@ class VectorQuantizerEMA(nn.Module):
   gradient_estimator: str = "ste"  # 'ste' | 'rotation' (gradients.straight_through)
 
   def _codebook_variables(self):
-    check_settings(decay=self.decay, eps=self.eps, beta=self.beta,
-                   codebook_init=self.codebook_init, kmeans_iters=self.kmeans_iters,
-                   reset_threshold=self.reset_threshold, reset_window=self.reset_window,
-                   reset_rule=self.reset_rule, reset_criterion=self.reset_criterion)
+    self.check()
     k, d, w = self.num_codes, self.code_dim, self.reset_window
 
     def uniform_codes():
@@ -235,6 +234,20 @@ class VectorQuantizerEMA(nn.Module):
   def codebook_size(self) -> int:
     """Size of the index space of `aux['indices']`."""
     return self.num_codes
+
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work (`key`: argument name -> config key)."""
+    check_settings(decay=self.decay, eps=self.eps, beta=self.beta,
+                   codebook_init=self.codebook_init, kmeans_iters=self.kmeans_iters,
+                   reset_threshold=self.reset_threshold, reset_window=self.reset_window,
+                   reset_rule=self.reset_rule, reset_criterion=self.reset_criterion,
+                   key=key)
+    gradients.check_estimator(self.gradient_estimator, key=key)
+    code_search.check_chunk_size(self.search_chunk_size, self.num_codes, key=key)
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """codes int32 [...] in [0, K) -> their codes [..., D] float32 (frozen codebook)."""
+    return self.get_variable(COLLECTION, "embedding")[codes]
 
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,

@@ -25,7 +25,7 @@ Index (mixed radix, channel 0 the least significant digit):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqjax import metrics
+from vqjax.quantizers.base import Quantizer
 
 MAX_CODEBOOK_SIZE = 2**31 - 1  # indices are int32
 
@@ -112,7 +113,7 @@ def batch_usage(indices: jax.Array) -> tuple[jax.Array, jax.Array]:
   return metrics.perplexity_from_counts(counts), jnp.sum(start).astype(jnp.int32)
 
 
-class FiniteScalarQuantizer(nn.Module):
+class FiniteScalarQuantizer(Quantizer):
   """FSQ with an implicit codebook of prod(levels) codes (module docstring).
 
   Call with z_e [..., D], D = len(levels). Returns (z_q, aux): z_q [..., D]
@@ -130,6 +131,22 @@ class FiniteScalarQuantizer(nn.Module):
   def codebook_size(self) -> int:
     """prod(levels): the size of the index space of `aux['indices']`."""
     return math.prod(check_levels(self.levels, self.eps))
+
+  @property
+  def code_dim(self) -> int:
+    """len(levels): the channels FSQ quantizes."""
+    return len(self.levels)
+
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work (`key`: argument name -> config key)."""
+    try:
+      check_levels(self.levels, self.eps)
+    except ValueError as e:
+      raise ValueError(f"{key('levels')} / {key('eps')}: {e}") from None
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """codes int32 [...] in [0, prod(levels)) -> codes [..., len(levels)] on the grid."""
+    return indices_to_codes(codes, check_levels(self.levels, self.eps))
 
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,

@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqjax.quantizers.base import Quantizer, check_codes
 from vqjax.quantizers.ema_vq import VectorQuantizerEMA
 
 SAMPLE_RNG = "sample"
@@ -106,19 +107,18 @@ class GroupedProjection(nn.Module):
                    dtype=self.dtype, name="conv")(x)
 
 
-class GroupedQuantizer(nn.Module):
+class GroupedQuantizer(Quantizer):
   """G independent sub-quantizers over channel groups (module docstring).
 
   Fields:
     num_groups: G.
     num_codes: total codes K; each group gets K / G.
     code_dim: total input channels G*d; each group gets d = code_dim / G.
-    quantizer: factory of a sub-quantizer, called as quantizer(num_codes=K/G,
-      code_dim=d, gradient_estimator=..., name='group_<i>'); None: VectorQuantizerEMA
-      (e.g. functools.partial(LearnedCodebookQuantizer, l2_normalize=True) for MGVQ's
-      learned cosine-similarity codebook).
-    gradient_estimator: 'ste' | 'rotation', passed to every sub-quantizer
-      (it overrides one bound in `quantizer`).
+    group_quantizer: factory of a sub-quantizer, called as
+      group_quantizer(num_codes=K/G, code_dim=d) and named 'group_<i>'; None:
+      VectorQuantizerEMA (e.g. functools.partial(LearnedCodebookQuantizer,
+      l2_normalize=True) for MGVQ's learned cosine-similarity codebook; its
+      gradient estimator is its own).
     group_dropout, drop_probs, dropout_scope: nested group dropout.
     active_groups: decode with only the first k groups (zeros for the rest) in
       every call, train or eval; None: all. The call argument overrides it.
@@ -129,14 +129,14 @@ class GroupedQuantizer(nn.Module):
   one quantizer over all channels); aux['metrics']: 'group_<i>/<name>' for
   every sub-quantizer metric, '<name>' aggregated (perplexity: mean over
   groups; counts such as codes used or reset: sum), and 'groups_kept' (mean
-  number of groups the decoder sees in this call).
+  number of groups the decoder sees in this call). Codes: code_shape (G,),
+  codebook_size K/G, histogram_size K (group i at offset i K/G).
   """
 
   num_groups: int
   num_codes: int
   code_dim: int
-  quantizer: Callable[..., nn.Module] | None = None
-  gradient_estimator: str = "ste"
+  group_quantizer: Callable[..., nn.Module] | None = None
   group_dropout: bool = True
   drop_probs: Sequence[float] = RELEASED_DROP_PROBS
   dropout_scope: str = "batch"
@@ -147,10 +147,48 @@ class GroupedQuantizer(nn.Module):
     """K / G: the size of each entry's index space in `aux['indices']`."""
     return self.num_codes // self.num_groups
 
-  def _sub_quantizer(self, i: int) -> nn.Module:
-    factory = self.quantizer or VectorQuantizerEMA
+  @property
+  def code_shape(self) -> tuple[int, ...]:
+    return (self.num_groups,)
+
+  @property
+  def entries(self) -> tuple[str, tuple[str, ...]]:
+    return "groups", tuple(f"group_{i}" for i in range(self.num_groups))
+
+  def sub_quantizer(self, **kwargs) -> nn.Module:
+    """Group i's quantizer (unbound when kwargs has no name; for checks and sizes)."""
+    factory = self.group_quantizer or VectorQuantizerEMA
     return factory(num_codes=self.codebook_size, code_dim=self.code_dim // self.num_groups,
-                   gradient_estimator=self.gradient_estimator, name=f"group_{i}")
+                   **kwargs)
+
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work, the sub-quantizer's included
+    (`key`: argument name -> config key; the sub-quantizer's under 'group_quantizer.')."""
+    check_settings(num_groups=self.num_groups, num_codes=self.num_codes,
+                   code_dim=self.code_dim, drop_probs=self.drop_probs,
+                   dropout_scope=self.dropout_scope, key=key)
+    if self.codebook_size < 2:
+      raise ValueError(f"{key('num_codes')}={self.num_codes} / {key('num_groups')}="
+                       f"{self.num_groups} must be >= 2 codes per group.")
+    sub_key = lambda name: (f"{key('num_codes')} / {key('num_groups')}" if name == "num_codes"
+                            else key(f"group_quantizer.{name}"))
+    self.sub_quantizer(parent=None).check(key=sub_key)
+
+  def setup(self):
+    self.check()
+    for i in range(self.num_groups):
+      setattr(self, f"group_{i}", self.sub_quantizer())
+
+  def _groups(self) -> list[nn.Module]:
+    return [getattr(self, f"group_{i}") for i in range(self.num_groups)]
+
+  def _active(self, active_groups: int | None) -> int:
+    g = self.num_groups
+    active = active_groups if active_groups is not None else self.active_groups
+    active = g if active is None else int(active)
+    if not 1 <= active <= g:
+      raise ValueError(f"active_groups={active} must be in [1, num_groups={g}].")
+    return active
 
   def _keep_masks(self, z_e: jax.Array, train: bool, active: int) -> list:
     """Per group: None (always kept), False (never) or a traced bool [B, 1, ..] / []."""
@@ -180,26 +218,18 @@ class GroupedQuantizer(nn.Module):
         masks.append(u >= p)
     return masks
 
-  @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool, step: jax.Array | None = None,
                active_groups: int | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    check_settings(num_groups=self.num_groups, num_codes=self.num_codes,
-                   code_dim=self.code_dim, drop_probs=self.drop_probs,
-                   dropout_scope=self.dropout_scope)
     g = self.num_groups
     if z_e.shape[-1] != self.code_dim:
       raise ValueError(f"grouped quantizer input has {z_e.shape[-1]} channels, expected "
                        f"code_dim={self.code_dim} (= num_groups x group dim).")
-    active = active_groups if active_groups is not None else self.active_groups
-    active = g if active is None else int(active)
-    if not 1 <= active <= g:
-      raise ValueError(f"active_groups={active} must be in [1, num_groups={g}].")
+    active = self._active(active_groups)
     d = self.code_dim // g
     masks = self._keep_masks(z_e, train, active)
-
     outputs, indices, auxes, kept = [], [], [], []
-    for i in range(g):
-      z_q, aux = self._sub_quantizer(i)(z_e[..., i * d:(i + 1) * d], train=train, step=step)
+    for i, sub in enumerate(self._groups()):
+      z_q, aux = sub(z_e[..., i * d:(i + 1) * d], train=train, step=step)
       if masks[i] is False:
         z_q = jnp.zeros_like(z_q)
         kept.append(jnp.zeros(()))
@@ -211,7 +241,6 @@ class GroupedQuantizer(nn.Module):
       outputs.append(z_q)
       indices.append(aux["indices"])
       auxes.append(aux)
-
     losses = {name: sum(a["losses"][name] for a in auxes) / g for name in auxes[0]["losses"]}
     stats = {f"group_{i}/{name}": value for i, a in enumerate(auxes)
              for name, value in a["metrics"].items()}
@@ -222,6 +251,14 @@ class GroupedQuantizer(nn.Module):
     z_q = outputs[0] if g == 1 else jnp.concatenate(outputs, axis=-1)
     aux = dict(indices=jnp.stack(indices, axis=-1), losses=losses, metrics=stats)
     return z_q, aux
+
+  def decode(self, codes: jax.Array, active_groups: int | None = None) -> jax.Array:
+    """codes int32 [..., G] -> z_q [..., G*d] float32 (groups from the active_groups-th on zero)."""
+    check_codes(codes, self)
+    active = self._active(active_groups)
+    parts = [sub.decode(codes[..., i]).astype(jnp.float32) for i, sub in enumerate(self._groups())]
+    parts = [p if i < active else jnp.zeros_like(p) for i, p in enumerate(parts)]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
 def grouped_factory(num_groups: int, num_codes: int, code_dim: int,

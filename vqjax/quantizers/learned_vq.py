@@ -13,13 +13,15 @@ Variables (`params`): embedding [K, D] float32, initialised U(-1/K, 1/K).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vqjax import metrics
+from vqjax.quantizers import code_search, gradients
+from vqjax.quantizers.base import Quantizer
 from vqjax.quantizers.code_search import (nearest_code, resolve_rows_per_block,
                                           search_vectors)
 from vqjax.quantizers.gradients import straight_through
@@ -33,7 +35,7 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), NORM_EPS)
 
 
-class LearnedCodebookQuantizer(nn.Module):
+class LearnedCodebookQuantizer(Quantizer):
   """Nearest-code quantizer whose K x D codebook is a trained parameter.
 
   Call with z_e [..., D]. Returns (z_q, aux): z_q [..., D] (dtype of z_e), the
@@ -57,10 +59,25 @@ class LearnedCodebookQuantizer(nn.Module):
     """Size of the index space of `aux['indices']`."""
     return self.num_codes
 
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work (`key`: argument name -> config key)."""
+    if self.beta < 0:
+      raise ValueError(f"{key('beta')}={self.beta} must be >= 0.")
+    gradients.check_estimator(self.gradient_estimator, key=key)
+    code_search.check_chunk_size(self.search_chunk_size, self.num_codes, key=key)
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """codes int32 [...] in [0, K) -> their (normalised, with l2_normalize) codes [..., D]."""
+    codebook = self.get_variable("params", "embedding")
+    if self.l2_normalize:
+      codebook = l2_normalize(codebook)
+    return codebook[codes]
+
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,
                step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     del train, step
+    self.check()
     z = search_vectors(z_e, self.code_dim)
     k = self.num_codes
     init = lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -1.0 / k, 1.0 / k)

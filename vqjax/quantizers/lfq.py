@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqjax.quantizers.base import Quantizer
 from vqjax.quantizers.fsq import batch_usage
 
 MAX_BITS = 30          # int32 indices
@@ -113,7 +114,7 @@ def entropy_terms(z: jax.Array, temperature: float,
   return per_sample, -jnp.sum(avg * jnp.log(jnp.maximum(avg, tiny)))
 
 
-class LookupFreeQuantizer(nn.Module):
+class LookupFreeQuantizer(Quantizer):
   """LFQ with an implicit codebook of 2^code_dim sign codes (module docstring).
 
   Call with z_e [..., D], D = code_dim <= MAX_BITS. Returns (z_q, aux): z_q
@@ -139,17 +140,24 @@ class LookupFreeQuantizer(nn.Module):
     """2^code_dim: the size of the index space of `aux['indices']`."""
     return 2**self.code_dim
 
-  def _check(self):
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work (`key`: argument name -> config key)."""
     check_settings(code_dim=self.code_dim, entropy_weight=self.entropy_weight,
-                   commitment_weight=self.commitment_weight, temperature=self.temperature)
+                   commitment_weight=self.commitment_weight, temperature=self.temperature,
+                   key=key)
     if self.entropy_chunk_size < 1 or self.entropy_chunk_size & (self.entropy_chunk_size - 1):
-      raise ValueError(f"entropy_chunk_size={self.entropy_chunk_size} must be a power of two.")
+      raise ValueError(f"{key('entropy_chunk_size')}={self.entropy_chunk_size} must be a "
+                       "power of two.")
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """codes int32 [...] in [0, 2^code_dim) -> sign codes [..., code_dim] float32."""
+    return indices_to_codes(codes, self.code_dim)
 
   @nn.compact
   def __call__(self, z_e: jax.Array, *, train: bool,
                step: jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
     del train, step
-    self._check()
+    self.check()
     if z_e.shape[-1] != self.code_dim:
       raise ValueError(f"LFQ input has {z_e.shape[-1]} channels, expected "
                        f"code_dim={self.code_dim}.")

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 
 from vqjax import metrics
+from vqjax.quantizers.base import Quantizer
 from vqjax.quantizers.code_search import squared_distances
 
 RNG_STREAM = "sample"
@@ -111,7 +112,7 @@ class Codebook(nn.Module):
                       (self.num_codes, self.code_dim), jnp.float32)
 
 
-class StochasticQuantizer(nn.Module):
+class StochasticQuantizer(Quantizer):
   """SQ-VAE quantizer with a learned codebook and a learned scalar s^2.
 
   Call `z_q, aux = q(z_e, train=..., step=...)` with z_e [B, ..., D] (the
@@ -145,8 +146,7 @@ class StochasticQuantizer(nn.Module):
     if self.num_codes < 1 or self.code_dim < 1:
       raise ValueError(f"num_codes={self.num_codes} and code_dim={self.code_dim} "
                        "must be >= 1.")
-    check_settings(eval_mode=self.eval_mode, tau0=self.tau0, tau_rate=self.tau_rate,
-                   tau_min=self.tau_min, variance_offset=self.variance_offset)
+    self.check()
     self.log_var = self.param("log_var", nn.initializers.constant(self.log_var_init),
                               (), jnp.float32)
     if self.shared_codebook is None:
@@ -162,6 +162,15 @@ class StochasticQuantizer(nn.Module):
   def codebook_size(self) -> int:
     """Size of the index space of `aux['indices']`."""
     return self.num_codes
+
+  def check(self, key: Callable[[str], str] = lambda name: name) -> None:
+    """ValueError for settings that cannot work (`key`: argument name -> config key)."""
+    check_settings(eval_mode=self.eval_mode, tau0=self.tau0, tau_rate=self.tau_rate,
+                   tau_min=self.tau_min, variance_offset=self.variance_offset, key=key)
+
+  def decode(self, codes: jax.Array) -> jax.Array:
+    """codes int32 [...] in [0, K) -> their codes [..., D] float32 (the 'det' z_q)."""
+    return self.codebook().astype(jnp.float32)[codes]
 
   def codebook(self) -> jax.Array:
     """The codes [K, D] float32 (own or shared)."""
