@@ -264,3 +264,44 @@ def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkey
         {"params": state.params, "codebook": state.codebook}, x, train=False)
     losses[dtype] = float(jnp.mean((x - x_hat) ** 2) + sum(aux["losses"].values()))
   assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"], losses
+
+
+# -- the train step's logged metrics, on a scripted one-parameter model ----------
+
+
+def scripted_state(tx, x_hat=None):
+  """A TrainState of a stand-in model with one parameter w (0 at the start).
+
+  Reconstruction: `x_hat` [B, H, W, 3] as given (the input if None), plus 0 * w;
+  one quantizer loss term `linear` = w. So d loss / d w = 1 at every step, and
+  an Adam step moves w by exactly the learning rate it applied (for a constant
+  gradient, the bias-corrected m / sqrt(v) is 1).
+  """
+
+  def apply_fn(variables, x, **kwargs):
+    del kwargs
+    w = variables["params"]["w"]
+    out = (x if x_hat is None else jnp.asarray(x_hat)) + 0.0 * w
+    return (out, {"losses": {"linear": w}, "levels": {}}), {}
+
+  return state_lib.TrainState.create(apply_fn=apply_fn, params={"w": jnp.zeros(())},
+                                     tx=tx, codebook={}, rng=jax.random.PRNGKey(0))
+
+
+def test_logged_train_mse_is_evaluations_per_image_mse_on_0_1():
+  # Two 1x1 RGB images in [-1, 1]; x_hat leaves the range in two channels.
+  x = np.array([[[[-1.0, 0.0, 0.5]]], [[[1.0, 1.0, -0.5]]]], np.float32)
+  x_hat = np.array([[[[-1.5, 0.5, 0.5]]], [[[2.0, 0.0, -0.5]]]], np.float32)
+  config = tiny_config("single")
+  _, metrics = train.train_step(scripted_state(state_lib.create_optimizer(config), x_hat),
+                                {"image": x})
+  # Evaluation's convention in NumPy: pixels on [0, 1], x_hat clipped to [0, 1],
+  # MSE per image, then the mean over images.
+  x01, y01 = (x + 1) / 2, np.clip((x_hat + 1) / 2, 0, 1)
+  per_image = ((x01 - y01) ** 2).mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(per_image, [0.0625 / 3, 0.25 / 3])   # by hand
+  np.testing.assert_allclose(float(metrics["mse"]), per_image.mean(), rtol=1e-6)
+  # The objective is unchanged: the MSE on [-1, 1], unclipped (by hand: 2.5 / 6).
+  np.testing.assert_allclose(float(metrics["reconstruction"]), 2.5 / 6, rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["loss"]), 2.5 / 6, rtol=1e-6)
+

@@ -49,11 +49,14 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   The reconstruction term is `losses.reconstruction_loss(reconstruction_loss,
   ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
   'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
-  Logged: loss, mse, reconstruction, every quantizer loss term, psnr (on [0, 1]),
+  Logged: loss, reconstruction (the term above), every quantizer loss term;
+  mse and psnr as evaluation reports them (the mean over images of
+  `metrics.per_image_mse` and of its PSNR: pixels on [0, 1], x_hat clipped to
+  [0, 1]; for x_hat within [-1, 1] this mse is the [-1, 1] objective's / 4);
   grad_norm, lr_scale (the plateau rule's scale, read and never changed here;
-  1 for other schedules), nonfinite and the
-  quantizers' metrics per level. PRNG streams: 'codebook' = fold_in(rng, step)
-  (EMA init / reset), 'sample' = fold_in of that key with 1 (Gumbel noise).
+  1 for other schedules), nonfinite and the quantizers' metrics per level.
+  PRNG streams: 'codebook' = fold_in(rng, step) (EMA init / reset), 'sample' =
+  fold_in of that key with 1 (Gumbel noise).
   `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
@@ -66,13 +69,13 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
     (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
         mutable=[COLLECTION], rngs=rngs, step=state.step)
-    mse = jnp.mean((x - x_hat) ** 2)
-    recon = mse if reconstruction_loss == "mse" else losses.reconstruction_loss(
-        reconstruction_loss, x, x_hat, params.get(losses.DECODER_LOG_VAR))
+    recon = jnp.mean((x - x_hat) ** 2) if reconstruction_loss == "mse" else (
+        losses.reconstruction_loss(reconstruction_loss, x, x_hat,
+                                   params.get(losses.DECODER_LOG_VAR)))
     return recon + sum(aux["losses"].values()), (
-        x_hat, aux, updates.get(COLLECTION, {}), mse, recon)
+        x_hat, aux, updates.get(COLLECTION, {}), recon)
 
-  (loss, (x_hat, aux, codebook, mse, recon)), grads = jax.value_and_grad(
+  (loss, (x_hat, aux, codebook, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1,
@@ -83,9 +86,10 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
+  per_image_mse = metrics.per_image_mse(x, x_hat)
   step_metrics = dict(
-      loss=loss, mse=mse, reconstruction=recon, **aux["losses"],
-      psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
+      loss=loss, reconstruction=recon, **aux["losses"], mse=jnp.mean(per_image_mse),
+      psnr=jnp.mean(metrics.psnr_from_mse(per_image_mse)),
       grad_norm=grad_norm, lr_scale=learning_rate_scale(opt_state),
       nonfinite=1.0 - finite.astype(jnp.float32),
       **level_metrics(aux["levels"]))
