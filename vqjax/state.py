@@ -1,9 +1,11 @@
 """The train state: params and the codebook collection side by side.
 
 `TrainState` is flax's `TrainState` (step, params, optimizer state, `apply_fn`,
-`tx`) plus the quantizers' `codebook` collection and the PRNG key, carried
-forward by `apply_gradients(grads=..., codebook=...)` as flax's imagenet
-example carries `batch_stats`. Here also the optimizer (Adam) and its
+`tx`) plus the quantizers' `codebook` collection and the PRNG key. The train
+step moves it on with `apply_gradients(grads=..., codebook=...)` (tx.update
+and optax.apply_updates on params, step + 1, the step's new codebooks), as
+flax's imagenet example carries `batch_stats`; the key never changes (each
+step folds in its step number). Here also the optimizer (Adam) and its
 learning-rate schedule: decayed once per epoch, or halved when the validation
 loss stops improving (the plateau rule, whose state is part of opt_state).
 """

@@ -81,10 +81,7 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
 
   (loss, (x_hat, aux, codebook, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state, codebook=codebook)
+  new_state = state.apply_gradients(grads=grads, codebook=codebook)
   grad_norm = optax.tree.norm(grads)
   finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
   if skip_nonfinite:
@@ -94,7 +91,7 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   step_metrics = dict(
       loss=loss, reconstruction=recon, **aux["losses"], mse=jnp.mean(per_image_mse),
       psnr=jnp.mean(metrics.psnr_from_mse(per_image_mse)),
-      grad_norm=grad_norm, lr_scale=learning_rate_scale(opt_state),
+      grad_norm=grad_norm, lr_scale=learning_rate_scale(state.opt_state),
       nonfinite=1.0 - finite.astype(jnp.float32),
       **level_metrics(aux["levels"]))
   if learning_rate_fn is not None:
