@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from vqjax import checkpointing, evaluate, parallel, train
+from vqjax import checkpointing, evaluate, parallel, train, writers
 from vqjax import data as data_lib
 from vqjax import state as state_lib
 from vqjax.models import create_model
@@ -143,7 +143,7 @@ def test_loop_feeds_each_validation_round_and_the_train_step_traces_once(tmp_pat
   scripted_evaluation(monkeypatch, seen)
   chex.clear_trace_counter()
   monkeypatch.setattr(train, "train_step", chex.assert_max_traces(train.train_step, n=1))
-  config = plateau_config(num_steps=8)
+  config = plateau_config(num_steps=8, log_every=1)
   train.train_and_evaluate(config, str(tmp_path))
   want = reference_plateau(LOOP_LOSSES)
   # Each evaluation sees the scale set by the rounds before it; the final
@@ -151,6 +151,13 @@ def test_loop_feeds_each_validation_round_and_the_train_step_traces_once(tmp_pat
   scales = [1.0] + [w[0] for w in want]
   assert seen == [(k + 1, s) for k, s in enumerate(scales[:-1])] + [(8, scales[-1])]
   assert counters(restore(config, tmp_path)) == want[-1]
+  # The logged learning rate is the one each step applied: the base rate
+  # times the scale of the rounds before it (halved from step 5, again at 8).
+  logged = writers.read_scalars(tmp_path)["learning_rate"]
+  assert [s for s, _ in logged] == list(range(1, 9))
+  np.testing.assert_allclose([v for _, v in logged],
+                             [config.train.learning_rate * s for s in scales[:-1]], rtol=1e-6)
+  assert scales[:-1] == [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25]
 
 
 def test_resume_restores_the_plateau_counters(tmp_path, monkeypatch):

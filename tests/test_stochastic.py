@@ -103,6 +103,40 @@ def test_det_at_small_variance_is_nearest_code_with_ties(offset):
                                atol=1e-5)
 
 
+def test_det_codes_come_from_the_blocked_search_with_ties():
+  # N = 192 rows, K = 40 codes in blocks of 8 codes and 48 rows: the codes
+  # and z_q of 'det' equal NumPy's first argmin (duplicate codes 2 / 17 sit in
+  # different code blocks), and a jit that returns only them holds no [N, K]
+  # array: the dense distances and the posterior are dropped as unused.
+  rng = np.random.default_rng(3)
+  codebook = rng.integers(-3, 4, size=(40, 3)).astype(np.float32)
+  codebook[17] = codebook[2]
+  codebook[30] = codebook[29]                     # a tie inside one block
+  z = rng.integers(-3, 4, size=(3, 8, 8, 3)).astype(np.float32)
+  z[0, 0, :4] = codebook[2]
+  z[1, 0, :4] = codebook[29]
+  zz = z.reshape(-1, 3)
+  want = ((zz[:, None] - codebook[None]) ** 2).sum(-1).argmin(1)   # NumPy, ties lowest
+  assert (want[:4] == 2).all() and (want[64:68] == 29).all()
+  q = StochasticQuantizer(40, 3, search_chunk_size=8, search_rows_per_block=48)
+  variables = with_codebook(q, z, codebook, log_var=0.0)
+  codes = jax.jit(lambda v, z: q.apply(v, z, train=False)[1]["indices"])
+  z_q = jax.jit(lambda v, z: q.apply(v, z, train=False)[0])
+  np.testing.assert_array_equal(np.asarray(codes(variables, z)).reshape(-1), want)
+  np.testing.assert_array_equal(np.asarray(z_q(variables, z)).reshape(-1, 3), codebook[want])
+  for fn in (codes, z_q):
+    hlo = fn.lower(variables, z).compile().as_text()
+    assert "[192,40]" not in hlo and "[48,40]" not in hlo and "[48,8]" in hlo
+  # The full call (posterior, losses, metrics) still builds the [N, K] posterior.
+  _, aux = call(q, variables, z, train=False)
+  np.testing.assert_array_equal(np.asarray(aux["indices"]).reshape(-1), want)
+  np.testing.assert_allclose(np.asarray(aux["posterior"]).reshape(-1, 40),
+                             np_posterior(zz, codebook, 1.0), rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="must divide"):
+    q = StochasticQuantizer(40, 3, search_chunk_size=7)
+    q.apply(variables, z, train=False)
+
+
 def test_training_output_is_a_convex_combination_of_codes():
   rng = np.random.default_rng(1)
   codebook = rng.normal(size=(5, 8)).astype(np.float32)   # linearly independent

@@ -1,5 +1,6 @@
 """Training loop, checkpoints, resume and evaluation end to end (tiny models)."""
 
+import functools
 import json
 import os
 
@@ -270,3 +271,93 @@ def test_bfloat16_model_traces_once_keeps_float32_codebooks_and_distances(monkey
         {"params": state.params, "codebook": state.codebook}, x, train=False)
     losses[dtype] = float(jnp.mean((x - x_hat) ** 2) + sum(aux["losses"].values()))
   assert abs(losses["bfloat16"] - losses["float32"]) < 0.05 * losses["float32"], losses
+
+
+# -- the train step's logged metrics, on a scripted one-parameter model ----------
+
+
+def scripted_state(tx, x_hat=None):
+  """A TrainState of a stand-in model with one parameter w (0 at the start).
+
+  Reconstruction: `x_hat` [B, H, W, 3] as given (the input if None), plus 0 * w;
+  one quantizer loss term `linear` = w. So d loss / d w = 1 at every step, and
+  an Adam step moves w by the learning rate it applied (for a constant
+  gradient, the bias-corrected m / sqrt(v) is 1; float32 rounding aside).
+  """
+
+  def apply_fn(variables, x, **kwargs):
+    del kwargs
+    w = variables["params"]["w"]
+    out = (x if x_hat is None else jnp.asarray(x_hat)) + 0.0 * w
+    return (out, {"losses": {"linear": w}, "levels": {}}), {}
+
+  return state_lib.TrainState.create(apply_fn=apply_fn, params={"w": jnp.zeros(())},
+                                     tx=tx, codebook={}, rng=jax.random.PRNGKey(0))
+
+
+def test_logged_train_mse_is_evaluations_per_image_mse_on_0_1():
+  # Two 1x1 RGB images in [-1, 1]; x_hat leaves the range in two channels.
+  x = np.array([[[[-1.0, 0.0, 0.5]]], [[[1.0, 1.0, -0.5]]]], np.float32)
+  x_hat = np.array([[[[-1.5, 0.5, 0.5]]], [[[2.0, 0.0, -0.5]]]], np.float32)
+  config = tiny_config("single")
+  _, metrics = train.train_step(scripted_state(state_lib.create_optimizer(config), x_hat),
+                                {"image": x})
+  # Evaluation's convention in NumPy: pixels on [0, 1], x_hat clipped to [0, 1],
+  # MSE per image, then the mean over images.
+  x01, y01 = (x + 1) / 2, np.clip((x_hat + 1) / 2, 0, 1)
+  per_image = ((x01 - y01) ** 2).mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(per_image, [0.0625 / 3, 0.25 / 3])   # by hand
+  np.testing.assert_allclose(float(metrics["mse"]), per_image.mean(), rtol=1e-6)
+  # The objective is unchanged: the MSE on [-1, 1], unclipped (by hand: 2.5 / 6).
+  np.testing.assert_allclose(float(metrics["reconstruction"]), 2.5 / 6, rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["loss"]), 2.5 / 6, rtol=1e-6)
+
+
+
+def test_logged_learning_rate_is_the_step_the_optimizer_took_exponential():
+  # Exponential decay by 1/2 per 1-step epoch. The second batch is NaN and
+  # skipped (skip_nonfinite): the optimizer's state, its update count
+  # included, stays as it was, so the third step applies the rate of update
+  # 1 (1/2), not of state.step 2 (1/4).
+  config = tiny_config("single")
+  config.train.learning_rate, config.train.lr_decay_rate = 1.0, 0.5
+  config.train.steps_per_epoch = 1
+  state = scripted_state(state_lib.create_optimizer(config))
+  step = jax.jit(functools.partial(train.train_step, skip_nonfinite=True,
+                                   learning_rate_fn=state_lib.applied_learning_rate(config)))
+  good = {"image": np.zeros((2, 1, 1, 3), np.float32)}
+  bad = {"image": np.full((2, 1, 1, 3), np.nan, np.float32)}
+  logged, moved = [], []
+  for batch in (good, bad, good):
+    w = float(state.params["w"])
+    state, metrics = step(state, batch)
+    logged.append(float(metrics["learning_rate"]))
+    moved.append(w - float(state.params["w"]))
+  assert int(state.step) == 3
+  np.testing.assert_allclose(logged, [1.0, 0.5, 0.5], rtol=1e-6)
+  np.testing.assert_allclose(moved, [1.0, 0.0, 0.5], rtol=1e-4)  # Adam's float32 rounding
+  # Another schedule's optimizer state: a clear error, not a wrong rate.
+  exponential_rate = state_lib.applied_learning_rate(config)
+  config.train.lr_schedule = "plateau"
+  plateau_opt_state = state_lib.create_optimizer(config).init({"w": jnp.zeros(())})
+  with pytest.raises(ValueError, match="ScaleByScheduleState"):
+    exponential_rate(plateau_opt_state)
+
+
+def test_logged_learning_rate_under_plateau_is_the_halved_rate_in_use():
+  config = tiny_config("single")
+  t = config.train
+  t.lr_schedule, t.plateau_factor, t.plateau_patience, t.plateau_rtol = "plateau", 0.5, 1, 1e-4
+  t.learning_rate, t.lr_decay_rate, t.steps_per_epoch = 0.1, 0.9, 1
+  state = scripted_state(state_lib.create_optimizer(config))
+  rule = state_lib.plateau_rule(config)
+  for value in (1.0, 1.0):      # the 2nd round does not improve: patience 1 halves
+    state = state_lib.advance_plateau(state, np.float32(value), rule=rule)
+  step = jax.jit(functools.partial(train.train_step,
+                                   learning_rate_fn=state_lib.applied_learning_rate(config)))
+  batch = {"image": np.zeros((2, 1, 1, 3), np.float32)}
+  for _ in range(2):
+    w = float(state.params["w"])
+    state, metrics = step(state, batch)
+    np.testing.assert_allclose(float(metrics["learning_rate"]), 0.05, rtol=1e-6)
+    np.testing.assert_allclose(w - float(state.params["w"]), 0.05, rtol=1e-4)

@@ -1,9 +1,11 @@
 """The train state: params and the codebook collection side by side.
 
 `TrainState` is flax's `TrainState` (step, params, optimizer state, `apply_fn`,
-`tx`) plus the quantizers' `codebook` collection and the PRNG key, carried
-forward by `apply_gradients(grads=..., codebook=...)` as flax's imagenet
-example carries `batch_stats`. Here also the optimizer (Adam) and its
+`tx`) plus the quantizers' `codebook` collection and the PRNG key. The train
+step moves it on with `apply_gradients(grads=..., codebook=...)` (tx.update
+and optax.apply_updates on params, step + 1, the step's new codebooks), as
+flax's imagenet example carries `batch_stats`; the key never changes (each
+step folds in its step number). Here also the optimizer (Adam) and its
 learning-rate schedule: decayed once per epoch, or halved when the validation
 loss stops improving (the plateau rule, whose state is part of opt_state).
 """
@@ -11,7 +13,7 @@ loss stops improving (the plateau rule, whose state is part of opt_state).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,9 +128,15 @@ def _is_plateau(x) -> bool:
   return isinstance(x, optax.contrib.ReduceLROnPlateauState)
 
 
+def _nodes(opt_state, cls) -> list:
+  """The states of type `cls` (optax NamedTuples) inside opt_state."""
+  is_node = lambda x: isinstance(x, cls)
+  return [x for x in jax.tree.leaves(opt_state, is_leaf=is_node) if is_node(x)]
+
+
 def plateau_state(opt_state) -> optax.contrib.ReduceLROnPlateauState | None:
   """The plateau rule's state inside opt_state (None for other schedules)."""
-  found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(x)]
+  found = _nodes(opt_state, optax.contrib.ReduceLROnPlateauState)
   return found[0] if found else None
 
 
@@ -150,6 +158,32 @@ def learning_rate_scale(opt_state) -> jax.Array:
   """The plateau rule's scale in opt_state ([] float32), 1.0 without one."""
   node = plateau_state(opt_state)
   return jnp.asarray(1.0 if node is None else node.scale, jnp.float32)
+
+
+def applied_learning_rate(config: ml_collections.ConfigDict
+                          ) -> Callable[[Any], jax.Array]:
+  """opt_state -> the learning rate [] float32 that the next update of
+  `create_optimizer(config)` from this opt_state applies (jit-friendly).
+
+  'exponential': the schedule at the optimizer's own update count (optax's
+  ScaleByScheduleState in opt_state): state.step, except after steps that
+  skip_nonfinite skipped, which leave opt_state, its count included, as it
+  was. 'plateau': train.learning_rate times the plateau scale in opt_state.
+  """
+  if config.train.get("lr_schedule", "exponential") == "plateau":
+    base = config.train.learning_rate
+    return lambda opt_state: base * learning_rate_scale(opt_state)
+  schedule = learning_rate_schedule(config)
+
+  def exponential(opt_state) -> jax.Array:
+    found = _nodes(opt_state, optax.ScaleByScheduleState)
+    if len(found) != 1:
+      raise ValueError("applied_learning_rate(config) with lr_schedule='exponential' "
+                       "reads the opt_state of create_optimizer(config), which holds one "
+                       f"optax ScaleByScheduleState; this one holds {len(found)}.")
+    return jnp.asarray(schedule(found[0].count), jnp.float32)
+
+  return exponential
 
 
 def create_train_state(model, tx: optax.GradientTransformation, image_size: int,

@@ -22,9 +22,9 @@ from absl import logging
 from vqjax import checkpointing, data, evaluate, losses, metrics, parallel, writers
 from vqjax.models import create_model
 from vqjax.quantizers import COLLECTION
-from vqjax.state import (TrainState, advance_plateau, all_finite, count_params,
-                         create_optimizer, create_train_state, learning_rate_scale,
-                         learning_rate_schedule, plateau_rule, plateau_state,
+from vqjax.state import (TrainState, advance_plateau, all_finite, applied_learning_rate,
+                         count_params, create_optimizer, create_train_state,
+                         learning_rate_scale, plateau_rule, plateau_state,
                          resolve_durations)
 
 
@@ -42,18 +42,25 @@ def level_metrics(levels: dict) -> dict[str, jax.Array]:
 
 
 def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
-               reconstruction_loss: str = "mse") -> tuple[TrainState, dict]:
+               reconstruction_loss: str = "mse",
+               learning_rate_fn=None) -> tuple[TrainState, dict]:
   """One step: loss = reconstruction + quantizer losses; Adam on params; EMA on codebooks.
 
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
   The reconstruction term is `losses.reconstruction_loss(reconstruction_loss,
   ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
   'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
-  Logged: loss, mse, reconstruction, every quantizer loss term, psnr (on [0, 1]),
+  Logged: loss, reconstruction (the term above), every quantizer loss term;
+  mse and psnr as evaluation reports them (the mean over images of
+  `metrics.per_image_mse` and of its PSNR: pixels on [0, 1], x_hat clipped to
+  [0, 1]; for x_hat within [-1, 1] this mse is the [-1, 1] objective's / 4);
   grad_norm, lr_scale (the plateau rule's scale, read and never changed here;
-  1 for other schedules), nonfinite and the
-  quantizers' metrics per level. PRNG streams: 'codebook' = fold_in(rng, step)
-  (EMA init / reset), 'sample' = fold_in of that key with 1 (Gumbel noise).
+  1 for other schedules), learning_rate (when given learning_rate_fn =
+  `state.applied_learning_rate(config)` of state.tx's config: the rate this
+  step's update applied, read from state.opt_state), nonfinite and the
+  quantizers' metrics per level.
+  PRNG streams: 'codebook' = fold_in(rng, step) (EMA init / reset), 'sample' =
+  fold_in of that key with 1 (Gumbel noise).
   `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
@@ -66,37 +73,39 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
     (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
         mutable=[COLLECTION], rngs=rngs, step=state.step)
-    mse = jnp.mean((x - x_hat) ** 2)
-    recon = mse if reconstruction_loss == "mse" else losses.reconstruction_loss(
-        reconstruction_loss, x, x_hat, params.get(losses.DECODER_LOG_VAR))
+    recon = jnp.mean((x - x_hat) ** 2) if reconstruction_loss == "mse" else (
+        losses.reconstruction_loss(reconstruction_loss, x, x_hat,
+                                   params.get(losses.DECODER_LOG_VAR)))
     return recon + sum(aux["losses"].values()), (
-        x_hat, aux, updates.get(COLLECTION, {}), mse, recon)
+        x_hat, aux, updates.get(COLLECTION, {}), recon)
 
-  (loss, (x_hat, aux, codebook, mse, recon)), grads = jax.value_and_grad(
+  (loss, (x_hat, aux, codebook, recon)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1,
-                            params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state, codebook=codebook)
+  new_state = state.apply_gradients(grads=grads, codebook=codebook)
   grad_norm = optax.tree.norm(grads)
   finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
+  per_image_mse = metrics.per_image_mse(x, x_hat)
   step_metrics = dict(
-      loss=loss, mse=mse, reconstruction=recon, **aux["losses"],
-      psnr=jnp.mean(metrics.per_image_psnr(x, x_hat)),
-      grad_norm=grad_norm, lr_scale=learning_rate_scale(opt_state),
+      loss=loss, reconstruction=recon, **aux["losses"], mse=jnp.mean(per_image_mse),
+      psnr=jnp.mean(metrics.psnr_from_mse(per_image_mse)),
+      grad_norm=grad_norm, lr_scale=learning_rate_scale(state.opt_state),
       nonfinite=1.0 - finite.astype(jnp.float32),
       **level_metrics(aux["levels"]))
+  if learning_rate_fn is not None:
+    step_metrics["learning_rate"] = learning_rate_fn(state.opt_state)
   return new_state, step_metrics
 
 
-def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse"):
+def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse",
+                   learning_rate_fn=None):
   """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
   repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite,
-                                   reconstruction_loss=reconstruction_loss),
+                                   reconstruction_loss=reconstruction_loss,
+                                   learning_rate_fn=learning_rate_fn),
                  in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
                  donate_argnums=0)
 
@@ -223,6 +232,8 @@ def _save_unless_saved(manager, step: int, state: TrainState, train_iter) -> Non
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
+  Logs every train.log_every steps the means of the step metrics over those
+  steps (learning_rate: of the rates the steps applied) and skipped_steps.
   Evaluates every train.eval_every steps; with lr_schedule 'plateau' each of
   these validation rounds, the last step's included, advances the plateau
   rule (`plateau_value`) before the step's checkpoint is saved, so a longer
@@ -242,7 +253,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   model = create_model(config.model)
   tx = create_optimizer(config)
-  schedule = learning_rate_schedule(config)
   train_loader = data.create_train_loader(
       config.data, seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count())
@@ -268,7 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   step_fn = jit_train_step(
       mesh, skip_nonfinite=config.train.skip_nonfinite > 0,
-      reconstruction_loss=config.train.get("reconstruction_loss", "mse"))
+      reconstruction_loss=config.train.get("reconstruction_loss", "mse"),
+      learning_rate_fn=applied_learning_rate(config))
   evaluator = evaluate.Evaluator(config, model, mesh)
   plateau_step = jit_plateau_step(config, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)
@@ -311,7 +322,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if history and (step % config.train.log_every == 0 or is_last):
         summary = _mean_metrics(history)
         history = []
-        summary["learning_rate"] = float(schedule(step - 1))
         summary["skipped_steps"] = float(guard.skipped)
         writer.write_scalars(step, summary)
       # The last step's round matters only to the plateau rule (the final

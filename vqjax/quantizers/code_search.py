@@ -4,8 +4,13 @@ Distances are |z|^2 - 2 z.E^T + |E|^2 in float32, ties go to the lowest index.
 The search can run over blocks of codes (`chunk_size`, a running min/argmin)
 and over blocks of rows (`rows_per_block`, sequential steps whose rows are
 strided over N so a batch-sharded z stays sharded), so memory stays bounded
-at large K and N (BENCHMARKS.md, "Paper scale"). Every codebook quantizer
-(EMA, learned, stochastic, grouped) searches with it.
+at large K and N (BENCHMARKS.md, "Paper scale"). The EMA, learned and grouped
+quantizers search with it, in training and evaluation. The stochastic
+quantizer searches with it for its evaluation codes (eval_mode 'det'); its
+posterior softmax over the K codes needs the dense [N, K] distances
+(`squared_distances`) in every mode, and its training codes are the first
+minimum of those (`first_minimum`, the same rule): stochastic.py says which
+output needs which.
 """
 
 from __future__ import annotations
@@ -25,23 +30,31 @@ def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
           + jnp.sum(codebook**2, axis=1)[None, :])
 
 
-def _nearest_in_block(z: jax.Array, codes: jax.Array,
-                      use_argmin: bool) -> tuple[jax.Array, jax.Array]:
-  """(min squared distance [n], index of the first minimum [n]) of z [n, D] over codes [c, D].
+def first_minimum(dist: jax.Array,
+                  use_argmin: bool | None = None) -> tuple[jax.Array, jax.Array]:
+  """(min [n], index of the first minimum [n] int32) of each row of dist [n, c].
 
   use_argmin: one variadic (value, index) reduction, a single pass over the
-  [n, c] distances (accelerators). Otherwise min + first-equal-index: two
-  vectorised reductions, several times faster than XLA:CPU's variadic argmin,
-  but two passes. Same result either way.
+  [n, c] distances (None: on accelerators). Otherwise min + first-equal-index:
+  two vectorised reductions, several times faster than XLA:CPU's variadic
+  argmin, but two passes. Same result either way; NaN rows give an index in
+  range.
   """
-  dist = squared_distances(z, codes)
+  if use_argmin is None:
+    use_argmin = jax.default_backend() != "cpu"
   if use_argmin:
     idx = jnp.argmin(dist, axis=1).astype(jnp.int32)
     return jnp.take_along_axis(dist, idx[:, None], axis=1)[:, 0], idx
   best = jnp.min(dist, axis=1)
-  num = codes.shape[0]
+  num = dist.shape[1]
   idx = jnp.min(jnp.where(dist == best[:, None], jnp.arange(num, dtype=jnp.int32), num), axis=1)
   return best, jnp.minimum(idx, num - 1)  # NaN rows: clamp into range
+
+
+def _nearest_in_block(z: jax.Array, codes: jax.Array,
+                      use_argmin: bool) -> tuple[jax.Array, jax.Array]:
+  """(min squared distance [n], index of the first minimum [n]) of z [n, D] over codes [c, D]."""
+  return first_minimum(squared_distances(z, codes), use_argmin)
 
 
 def check_chunk_size(chunk_size: int | None, num_codes: int,

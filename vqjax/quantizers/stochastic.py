@@ -14,6 +14,17 @@ one-hot); tau = temperature(step, ...) from the traced `step`.
 train=False: eval_mode='det' (default) z_q = the nearest code (ties to the
 lowest index, as `code_search.nearest_code`); 'sample' draws k ~ Categorical(P).
 
+Which path builds [N, K] arrays (N vectors, K codes): the posterior P, hence
+aux['posterior'], the losses and the metrics, needs the dense distances
+(`code_search.squared_distances`) and a softmax over K in every mode, as do
+training (Gumbel-softmax weights; its indices are the first minimum of those
+distances, `code_search.first_minimum`) and 'sample' (categorical over the
+logits). The 'det' indices and z_q come from the blocked
+`code_search.nearest_code` (blocks of search_chunk_size codes by
+search_rows_per_block rows; the model factory leaves both at their defaults,
+all codes by automatic row blocks): a jitted caller that uses only those
+(encoding) holds no [N, K] array, XLA dropping the unused posterior.
+
 Variables (`params`, trained by the optimizer; no EMA, no reset, no data init):
   embedding [K, D] float32  codes, init N(0, 1) (absent with `shared_codebook`)
   log_var   []     float32  theta; s^2 = variance_offset + exp(theta)
@@ -41,8 +52,10 @@ import jax.numpy as jnp
 from jax.scipy.special import entr
 
 from vqjax import metrics
+from vqjax.quantizers import code_search
 from vqjax.quantizers.base import Quantizer
-from vqjax.quantizers.code_search import squared_distances
+from vqjax.quantizers.code_search import (first_minimum, nearest_code,
+                                          resolve_rows_per_block, squared_distances)
 
 RNG_STREAM = "sample"
 EVAL_MODES = ("det", "sample")
@@ -81,20 +94,6 @@ def variance(log_var: jax.Array, offset: float = 0.0) -> jax.Array:
   return offset + jnp.exp(log_var)
 
 
-def first_argmin(dist: jax.Array) -> jax.Array:
-  """Index of the first minimum of each row of dist [N, K] -> [N] int32.
-
-  argmin on accelerators; min + first equal index on CPU, where XLA's variadic
-  argmin reduction is slow (as `code_search.nearest_code`). Same result either way.
-  """
-  if jax.default_backend() != "cpu":
-    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
-  num = dist.shape[-1]
-  best = jnp.min(dist, axis=-1, keepdims=True)
-  idx = jnp.min(jnp.where(dist == best, jnp.arange(num, dtype=jnp.int32), num), axis=-1)
-  return jnp.minimum(idx, num - 1)   # NaN rows: clamp into range
-
-
 class Codebook(nn.Module):
   """A learned codebook [K, D] in `params` ('embedding', init N(0, init_std^2)).
 
@@ -120,14 +119,18 @@ class StochasticQuantizer(Quantizer):
   dtype. train=True needs `step` and the `sample` PRNG stream; train=False
   needs the stream only for eval_mode='sample'.
 
-  aux['indices'] int32 [B, ...]: the nearest code (train and 'det'), the
-  sampled code ('sample'). aux['posterior'] float32 [B, ..., K]: P(k | z) per
+  aux['indices'] int32 [B, ...]: the nearest code (train: the first minimum of
+  the dense distances; 'det': the blocked `code_search.nearest_code`, the same
+  codes), the sampled code ('sample'). aux['posterior'] float32 [B, ..., K]: P(k | z) per
   position (evaluation sums it over the data set for the soft perplexity
   and the posterior entropy). aux['losses']: neg_entropy, dequant (see the module
   docstring). aux['metrics']: temperature, variance (s^2), entropy (mean
   posterior entropy per position, nats), perplexity_soft (exp H of the
   batch-mean posterior), perplexity (exp H of the batch's index histogram).
   `variance()` returns s^2 (differentiable), for losses built by a model.
+  search_chunk_size / search_rows_per_block: the 'det' search's blocks, as
+  `code_search.nearest_code`'s chunk_size / rows_per_block (0: all codes;
+  -1: automatic rows, `code_search.resolve_rows_per_block`).
   """
 
   num_codes: int
@@ -141,6 +144,8 @@ class StochasticQuantizer(Quantizer):
   dequant_loss: bool = True
   codebook_init_std: float = 1.0
   shared_codebook: Any = None    # a `Codebook` module shared between quantizers
+  search_chunk_size: int = 0
+  search_rows_per_block: int = -1
 
   def setup(self):
     if self.num_codes < 1 or self.code_dim < 1:
@@ -167,6 +172,7 @@ class StochasticQuantizer(Quantizer):
     """ValueError for settings that cannot work (`key`: argument name -> config key)."""
     check_settings(eval_mode=self.eval_mode, tau0=self.tau0, tau_rate=self.tau_rate,
                    tau_min=self.tau_min, variance_offset=self.variance_offset, key=key)
+    code_search.check_chunk_size(self.search_chunk_size, self.num_codes, key=key)
 
   def decode(self, codes: jax.Array) -> jax.Array:
     """codes int32 [...] in [0, K) -> their codes [..., D] float32 (the 'det' z_q)."""
@@ -200,10 +206,10 @@ class StochasticQuantizer(Quantizer):
     logits = -0.5 * precision * dist
     log_p = jax.nn.log_softmax(logits, axis=-1)
     p = jnp.exp(log_p)
-    indices = first_argmin(dist)                          # the nearest code
     tau = temperature(0 if step is None else step, self.tau0, self.tau_rate, self.tau_min)
 
     if train:
+      indices = first_minimum(dist)[1]                    # the nearest code
       gumbel = jax.random.gumbel(self.make_rng(RNG_STREAM), logits.shape, jnp.float32)
       weights = jax.nn.softmax((logits + gumbel) / jnp.maximum(tau, MIN_TEMPERATURE), axis=-1)
       z_q = jnp.dot(weights, codebook, precision=jax.lax.Precision.HIGHEST)
@@ -211,6 +217,10 @@ class StochasticQuantizer(Quantizer):
       if self.eval_mode == "sample":
         indices = jax.random.categorical(self.make_rng(RNG_STREAM), logits,
                                          axis=-1).astype(jnp.int32)
+      else:
+        chunk = self.search_chunk_size or None
+        indices = nearest_code(z, codebook, chunk, resolve_rows_per_block(
+            self.search_rows_per_block, self.num_codes, chunk))
       z_q = codebook[indices]
 
     losses = dict(neg_entropy=jnp.sum(p * log_p) / batch)
