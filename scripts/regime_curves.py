@@ -98,7 +98,8 @@ def draw(data: dict, path: str) -> None:
                   facecolors="white", edgecolors=colours[s["K_s"]], s=40, zorder=3)
   if data["shorter_runs"]:
     right.scatter([], [], marker="o", facecolors="white", edgecolors="grey",
-                  label="final gap of the 300- and 1,200-step runs (other LR schedule; marker: seed)")
+                  label="final gap of the 300- and 1,200-step runs "
+                  "(other LR schedule; marker: seed)")
   if not any(p["gap"] is not None for pair in data["pairs"] for p in pair["points"]):
     right.text(0.5, 0.5, "no step evaluated on both sides yet", ha="center",
                transform=right.transAxes, color="grey")
