@@ -24,9 +24,9 @@ from vqjax import plots, run_results  # noqa: E402  pylint: disable=g-import-not
 # ImageNet 256x256, 300 epochs.
 PAPER_TABLE1 = {1024: (34.1, 34.5), 2048: (34.5, 34.9), 4096: (35.0, 35.4),
                 8192: (35.3, 35.8)}
-# (runs name, label, marker fill): the 300-step runs and the longer ones.
-VARIANTS = (("table1", "300 steps", True), ("table1_1200steps", "1,200 steps", False),
-            ("table1_4800steps", "4,800 steps", False))
+# (runs name, label, marker fill: full, none or light): the 300-step runs, the longer ones.
+VARIANTS = (("table1", "300 steps", "full"), ("table1_1200steps", "1,200 steps", "none"),
+            ("table1_4800steps", "4,800 steps", "light"))
 SIDES = (("single", "single-level", "C0", "o"), ("hierarchical", "hierarchical", "C1", "s"))
 
 
@@ -41,6 +41,13 @@ def psnr_by_variant(runs: str) -> dict[str, dict[tuple[int, int], dict[str, floa
   return out
 
 
+def fill_colour(colour: str, fill: str):
+  """The marker face of a variant: the colour, white, or a light tint of it."""
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+  rgb = np.array(colors.to_rgb(colour))
+  return {"full": colour, "none": "white", "light": tuple(0.35 * rgb + 0.65)}[fill]
+
+
 def draw(runs: str, path: str) -> None:
   data = psnr_by_variant(runs)
   budgets = sorted(PAPER_TABLE1)
@@ -49,10 +56,10 @@ def draw(runs: str, path: str) -> None:
   for v, (name, label, filled) in enumerate(VARIANTS):
     if name not in data:
       continue
-    style = dict(ls="-" if filled else ("--" if v == 1 else ":"), lw=1.2)
+    style = dict(ls=("-", "--", ":")[v], lw=1.2)
     for s, (side, side_label, colour, marker) in enumerate(SIDES):
       points = [(k, seed, p[side]) for (k, seed), p in data[name].items() if side in p]
-      face = colour if filled else "white"
+      face = fill_colour(colour, filled)
       left.scatter([x_of[k] + 0.06 * (2 * s - 1) + 0.03 * seed for k, seed, _ in points],
                    [p for _, _, p in points], marker=marker, s=36, facecolors=face,
                    edgecolors=colour, zorder=3, label=f"{side_label}, {label}")
@@ -68,7 +75,7 @@ def draw(runs: str, path: str) -> None:
             if len(p) == 2]
     right.scatter([x_of[k] - 0.1 + 0.1 * v + 0.03 * seed for k, seed, _ in gaps],
                   [g for _, _, g in gaps], marker="o", s=36, color="C2",
-                  facecolors="C2" if filled else "white", zorder=3,
+                  facecolors=fill_colour("C2", filled), zorder=3,
                   label=f"here, {label} (one point per seed pair)")
   right.scatter([x_of[k] + 0.25 for k in budgets],
                 [PAPER_TABLE1[k][0] - PAPER_TABLE1[k][1] for k in budgets], marker="x",
