@@ -3,7 +3,7 @@
 The single-level model (encoder stride 4, C = 64, two residual blocks) on 32x32
 crops of the built-in photos, batch 32, 600 steps of Adam 3e-4; every member
 of configs/sweeps/quantizers.py carries 12 bits per latent position (8x8
-positions per image):
+positions per image); no colour augmentation (data.color_augment='off'):
 
   vq        EMA VQ, K = 4096, D = 8, with the paper's interventions (codes
             initialised from encoder outputs, windowed dead-code reset, low D)
@@ -71,6 +71,9 @@ def set_dotted(config, overrides: dict):
 def get_config(arg=None):
   config = config_lib.base_config()
   config.data.image_size = 32
+  # Set, not 'auto' (which turns colour augmentation on for the built-in photos):
+  # the committed runs of docs/QUANTIZERS.md were trained without it.
+  config.data.color_augment = "off"
   config.data.batch_size = config.eval.batch_size = 32
   config.model = config_lib.single_model(hier_num_codes=4096, hier_code_dim=8,
                                          image_size=config.data.image_size)

@@ -2,6 +2,8 @@
 eval/code_histograms.npz; no checkpoints) from a runs directory into the repo.
 
   python scripts/collect_runs.py /work/runs/reproduction docs/reproduction/runs
+
+With SRC and DST the same directory (the committed runs redrawn in place) it copies nothing.
 """
 
 import os
@@ -13,6 +15,9 @@ KEEP = ("config.json", os.path.join("eval", "metrics.json"),
 
 
 def main(src: str, dst: str) -> None:
+  if os.path.exists(dst) and os.path.samefile(src, dst):
+    print(f"{src} is {dst}: nothing to copy")
+    return
   copied = 0
   for root, _, files in os.walk(src):
     if "config.json" not in files or not os.path.exists(os.path.join(root, KEEP[1])):

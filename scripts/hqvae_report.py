@@ -1,10 +1,12 @@
 """docs/HQVAE.md's table, figure and copied metrics from the HQ-VAE sweep's run dirs.
 
   PYTHONPATH=. python scripts/hqvae_report.py runs/hqvae docs/hqvae
+  PYTHONPATH=. python scripts/hqvae_report.py --table docs/hqvae   # table.md from OUT/metrics
 
 Reads RUNS/<member>/seed<s>/eval/metrics.json and the TensorBoard event files
 (vqjax.writers.read_scalars, no TensorFlow), and writes OUT/metrics/<member>_seed<s>.json,
-OUT/training_<member>_seed<s>.json (the logged scalars we plot), OUT/table.md
+OUT/metrics/training_<member>_seed<s>.json (the logged scalars we plot), OUT/table.md
+(from the copied metrics alone)
 and OUT/self_annealing.png (per stochastic member, the mean over seeds with
 the seeds' range shaded: s_l^2 and mean posterior entropy per layer over
 training, and validation PSNR at each evaluation for every member).
@@ -32,19 +34,16 @@ ORDER = ["vqvae2_K16", "sqvae2_K16", "vqvae2_K128", "sqvae2_K128",
 
 
 def main(runs: str, out: str) -> None:
+  """Copies the runs' metrics into OUT/metrics, then writes the table and the figure."""
   os.makedirs(os.path.join(out, "metrics"), exist_ok=True)
-  rows, seed_rows, curves = [], [], {}
+  curves = {}
   for member in ORDER:
-    results, seeds = [], []
     for seed_dir in sorted(glob.glob(os.path.join(runs, member, "seed*"))):
       path = os.path.join(seed_dir, "eval", "metrics.json")
       if not os.path.exists(path):
         continue
       tag = f"{member}_{os.path.basename(seed_dir)}"
       shutil.copy(path, os.path.join(out, "metrics", f"{tag}.json"))
-      with open(path) as f:
-        results.append(json.load(f))
-      seeds.append(os.path.basename(seed_dir))
       scalars = read_scalars(seed_dir)
       keep = {k: v for k, v in scalars.items()
               if k.startswith("plateau/")
@@ -53,12 +52,34 @@ def main(runs: str, out: str) -> None:
       with open(os.path.join(out, "metrics", f"training_{tag}.json"), "w") as f:
         json.dump(keep, f)
       curves[tag] = keep
+  print(write_table(out))
+  plot(curves, os.path.join(out, "self_annealing.png"))
+
+
+def write_table(out: str) -> str:
+  """OUT/table.md from the metrics copies OUT/metrics/<member>_seed<s>.json alone (so
+  `--table OUT` redraws it from the committed files)."""
+  rows, seed_rows, all_seeds = [], [], set()
+  per_member = {}
+  for member in ORDER:
+    found = {}
+    for path in glob.glob(os.path.join(out, "metrics", f"{member}_seed*.json")):
+      seed = os.path.basename(path)[len(member) + len("_seed"):-len(".json")]
+      if seed.isdigit():
+        with open(path) as f:
+          found[int(seed)] = json.load(f)
+    per_member[member] = dict(sorted(found.items()))
+    all_seeds |= set(found)
+  seeds = sorted(all_seeds)
+  for member, by_seed in per_member.items():
+    results = list(by_seed.values())
     if not results:
       rows.append(f"| {member} | 0 | — | — | — | — | — |")
       continue
     psnr = [r["psnr"]["mean"] for r in results]
     seed_rows.append(f"| {member} | " + " | ".join(
-        f"{seed}: {p:.2f}" for seed, p in zip(seeds, psnr)) + f" | {fmt(psnr)} |")
+        f"{by_seed[s]['psnr']['mean']:.2f}" if s in by_seed else "—" for s in seeds)
+        + f" | {fmt(psnr)} |")
     rmse = [100 * np.sqrt(r["mse"]["mean"]) for r in results]
     ssim = [r["ssim"]["mean"] for r in results]
     ppl = " / ".join(fmt([r["levels"][n]["perplexity"] for r in results], 1)
@@ -70,13 +91,12 @@ def main(runs: str, out: str) -> None:
                 f"| {ppl} | {soft} |")
   header = ("| member | seeds | PSNR dB | RMSE x 10^2 | SSIM | hard perplexity layer_1 / layer_2 "
             "| soft perplexity layer_1 / layer_2 |\n|---|---|---|---|---|---|---|")
-  per_seed = ("| member | validation PSNR dB per seed | mean ± std |\n|---|---|---|\n"
-              + "\n".join(seed_rows))
-  text = header + "\n" + "\n".join(rows) + "\n\n" + per_seed + "\n"
+  per_seed = ("| member | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |\n"
+              + "|---" * (len(seeds) + 2) + "|\n" + "\n".join(seed_rows))
+  text = header + "\n" + "\n".join(rows) + "\n\nValidation PSNR dB per seed:\n\n" + per_seed + "\n"
   with open(os.path.join(out, "table.md"), "w") as f:
     f.write(text)
-  print(text)
-  plot(curves, os.path.join(out, "self_annealing.png"))
+  return text
 
 
 def member_curves(curves: dict, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -138,4 +158,7 @@ def plot(curves: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2])
+  if sys.argv[1] == "--table":
+    print(write_table(sys.argv[2]))
+  else:
+    main(sys.argv[1], sys.argv[2])

@@ -102,3 +102,13 @@ def test_every_sweep_member_trains_at_smoke_size(sweep_file, base, tmp_path):
     config_lib.validate(member_config)
     name = sweep_spec.member_name(member)
     assert train.train_and_evaluate(member_config, str(tmp_path / name))["checkpoint_step"] == 2
+
+
+def test_quantizer_comparison_trains_without_colour_augmentation():
+  # docs/QUANTIZERS.md's committed runs had no colour augmentation; 'auto' would
+  # turn it on for the built-in photos, so the config must say 'off' itself.
+  from vqjax import data  # pylint: disable=g-import-not-at-top
+  for member in ("", "vq", "fsq", "sq"):
+    config = load_config(f"configs/quantizers.py:{member}" if member else "configs/quantizers.py")
+    assert config.data.name == "builtin" and config.data.color_augment == "off"
+    assert not data.color_augment_on(config.data)

@@ -251,7 +251,12 @@ def figure2_section(members: list[Member], out_dir: str) -> list[str]:
   ks = sorted({k for _, k in grid})
   if len(grid) < 2 or (len(ds) < 2 and len(ks) < 2):
     return []
-  lines = ["## Figure 2: single-level model over K and D", "",
+  # One row (or column) is a slice, not the paper's K x D grid: tables, no heatmap.
+  grid_2d = len(ds) > 1 and len(ks) > 1
+  title = ("Figure 2: single-level model over K and D" if grid_2d else
+           f"Single-level model over K at D = {ds[0]}" if len(ds) == 1 else
+           f"Single-level model over D at K = {ks[0]}")
+  lines = [f"## {title}", "",
            "Mean ± std over seeds (n seeds) of the validation PSNR (dB) and of the "
            "normalized perplexity (perplexity / K).", ""]
   panels = []
@@ -277,6 +282,8 @@ def figure2_section(members: list[Member], out_dir: str) -> list[str]:
       lines.append(f"| {d} | " + " | ".join(cells) + " |")
     lines.append("")
     panels.append((f"Single-level: {title}", unit, values, text))
+  if not grid_2d:
+    return lines
   plots.save_heatmaps(panels, ks, ds, "codebook size K_s (codes)",
                       "code dimension D_s", os.path.join(out_dir, "figure2_heatmaps.png"))
   return lines + ["![Figure 2](figure2_heatmaps.png)", ""]

@@ -148,3 +148,39 @@ def expected_members(base: ml_collections.ConfigDict, members: list[dict]) -> di
   `sweep_spec.load_sweep` returns them) applied to their base config."""
   return {sweep_spec.member_name(m): sweep_spec.apply_overrides(base, m).to_dict()
           for m in members}
+
+
+
+def table1_pair_dirs(runs: str, name: str, code_dim: int = 8) -> dict[tuple[int, int], dict]:
+  """{(K_s, seed): {'single': run dir, 'hierarchical': run dir}} of Table 1's pairs
+  RUNS/<name>_single/D<D>_K<K_s>/seed<s> and RUNS/<name>_hierarchical/D<D>_2x<K_s / 2>/seed<s>
+  (configs/sweeps/table1.py's member names), finished or not; a side with no run dir
+  is absent. name: 'table1', 'table1_1200steps', 'table1_4800steps', ..."""
+  pattern = {"single": re.compile(rf"^D{code_dim}_K(\d+)$"),
+             "hierarchical": re.compile(rf"^D{code_dim}_2x(\d+)$")}
+  pairs: dict[tuple[int, int], dict] = {}
+  for side, member_re in pattern.items():
+    root = os.path.join(runs, f"{name}_{side}")
+    for member in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+      match = member_re.match(member)
+      if not match or not os.path.isdir(os.path.join(root, member)):
+        continue
+      k_s = int(match.group(1)) * (2 if side == "hierarchical" else 1)
+      for seed_dir in os.listdir(os.path.join(root, member)):
+        seed = _SEED_DIR.match(seed_dir)
+        path = os.path.join(root, member, seed_dir)
+        if seed and os.path.exists(os.path.join(path, "config.json")):
+          pairs.setdefault((k_s, int(seed.group(1))), {})[side] = path
+  return dict(sorted(pairs.items()))
+
+
+def table1_pairs(runs: str, name: str, code_dim: int = 8) -> dict[tuple[int, int], dict]:
+  """`table1_pair_dirs` with each side's eval/metrics.json instead of its dir; finished
+  runs only (a pair with no finished side is absent)."""
+  pairs: dict[tuple[int, int], dict] = {}
+  for key, sides in table1_pair_dirs(runs, name, code_dim).items():
+    for side, path in sides.items():
+      run = read_run(path)
+      if run.metrics is not None:
+        pairs.setdefault(key, {})[side] = run.metrics
+  return pairs
