@@ -79,3 +79,34 @@ def test_every_config_builds_the_same_model_settings(after):
   for key, before in BEFORE.items():
     assert with_defaults(after[key]["settings"]) == \
         with_defaults(renamed_before(before["settings"])), key
+
+
+def test_flat_config_json_of_old_runs_upgrades_to_the_same_model():
+  """A config.json written before the nesting (flat sq_/group_ fields) loads as
+  the nested config that builds the same model: the committed quantizers runs."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from vqjax import config_lib  # pylint: disable=import-outside-toplevel
+  old = {"kind": "single", "channels": 64, "code_dim": 8, "num_codes": 128, "res_channels": 0,
+         "num_res_blocks": 2, "factorized_codes": False, "conditioned": False,
+         "dtype": "float32", "quantizer": "grouped", "num_groups": 2,
+         "group_quantizer": "learned", "group_dropout": False, "group_drop_probs": [0.0, 0.5],
+         "group_dropout_scope": "example", "beta": 0.5, "decay": 0.9, "l2_normalize": True,
+         "gradient_estimator": "rotation", "sq_tau0": 2.0, "fsq_levels": [8, 5],
+         "reset_rule": "sample"}
+  new = config_lib.upgrade_model_config(old)
+  q = new["quantizer"]
+  assert (q["kind"], q["num_groups"], q["group_dropout"], q["drop_probs"],
+          q["dropout_scope"]) == ("grouped", 2, False, [0.0, 0.5], "example")
+  sub = q["group_quantizer"]
+  assert (sub["kind"], sub["beta"], sub["l2_normalize"], sub["gradient_estimator"]) == (
+      "learned", 0.5, True, "rotation")
+  assert not {k for k in new if k.startswith(("sq_", "fsq_", "lfq_", "group_"))}
+  assert "decay" not in new and "reset_rule" not in new   # EMA fields, not of 'learned'
+  config = ml_collections.ConfigDict({"model": new})
+  config_lib.validate(ml_collections.ConfigDict({**tiny_base().to_dict(), "model": new}))
+  assert config.model.quantizer.group_quantizer.kind == "learned"
+
+
+def tiny_base():
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  return tiny_config("single")

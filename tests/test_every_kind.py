@@ -69,6 +69,7 @@ def trained(tmp_path_factory):
     if case not in cache:
       config = model_snapshot.load_config(spec)
       config.data.builtin_val_images = ("chelsea",)   # 126 crops: a quicker evaluation
+      config.eval.batch_size = 64
       config_lib.validate(config)
       workdir = str(tmp_path_factory.mktemp(case))
       with open(os.path.join(workdir, "config.json"), "w") as f:  # as vqjax.main does
@@ -112,7 +113,6 @@ def test_every_kind_trains_resumes_loads_and_decodes(trained, case, spec, levels
     assert c.min() >= 0 and c.max() < k
   recon = model.reconstruct(x)
   np.testing.assert_array_equal(model.decode(codes), recon)
-  assert recon.std() > 1
   # Evaluation counted exactly the codes vqjax.load gives for the same crops.
   hist = np.load(os.path.join(workdir, "eval", "code_histograms.npz"))
   for level, c in codes.items():

@@ -194,6 +194,20 @@ def test_unknown_config_key_names_the_closest_valid_one(tmp_path):
   assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("flag,new", [
+    ("--config.model.quantizer=fsq", "--config.model.quantizer.kind (switch kinds"),
+    ("--config.model.sq_tau0=0.5", "--config.model.quantizer.tau0 (kind 'stochastic')"),
+])
+def test_old_flat_quantizer_key_names_the_new_one(tmp_path, flag, new):
+  cmd = [sys.executable, "-m", "vqjax.main", "--config=configs/default.py",
+         f"--workdir={tmp_path}", flag]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0 and "Traceback" not in out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {flag.split('=')[0]} is now {new}"), last
+  assert not os.listdir(tmp_path)  # nothing written
+
+
 # -- kill -9 ------------------------------------------------------------------------------
 
 

@@ -140,7 +140,8 @@ def test_fsq_metrics_and_validation():
   np.testing.assert_allclose(float(aux["metrics"]["perplexity"]), ppl, rtol=1e-5)
   assert int(aux["metrics"]["codes_used"]) == used
   assert FiniteScalarQuantizer(levels=levels).codebook_size == 1000
-  assert capacity.bits_per_position("fsq", levels=levels) == pytest.approx(math.log2(1000))
+  assert capacity.bits_per_position(FiniteScalarQuantizer(levels=levels)) == pytest.approx(
+      math.log2(1000))
   with pytest.raises(ValueError, match="expected len\\(levels\\)=4"):
     fsq_apply(levels, np.zeros((2, 3), np.float32))
   with pytest.raises(ValueError, match="levels=\\(8, 1\\)"):
@@ -185,7 +186,7 @@ def test_lfq_index_is_the_bits_of_the_signs():
   np.testing.assert_allclose(float(aux["metrics"]["perplexity"]), ppl, rtol=1e-5)
   assert int(aux["metrics"]["codes_used"]) == used
   assert LookupFreeQuantizer(code_dim=6).codebook_size == 64
-  assert capacity.bits_per_position("lfq", code_dim=6) == 6
+  assert capacity.bits_per_position(LookupFreeQuantizer(code_dim=6)) == 6
 
 
 def test_lfq_entropy_penalty_hand_computed():

@@ -19,6 +19,7 @@ from vqjax import capacity
 from vqjax.quantizers.ema_vq import VectorQuantizerEMA
 from vqjax.quantizers.grouped import GroupedProjection, GroupedQuantizer, keep_probabilities
 from vqjax.quantizers.learned_vq import LearnedCodebookQuantizer
+from vqjax.quantizers import FiniteScalarQuantizer, LookupFreeQuantizer, ResidualQuantizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED_KEEP = [0.2, 0.1, 0.1, 0.6]  # MGVQ notes: P(keep 1/2/3/4 groups)
@@ -328,16 +329,16 @@ def test_grouped_dropout_eight_devices_match_one(tmp_path):
 
 
 def test_bits_per_position():
-  assert capacity.bits_per_position("vq", num_codes=1024) == 10
-  assert capacity.bits_per_position("grouped", num_codes=32768, num_groups=4) == 52
-  assert capacity.bits_per_position("grouped", num_codes=16384, num_groups=8) == 88
-  assert capacity.bits_per_position("grouped", num_codes=512, num_groups=1) == 9
-  assert capacity.bits_per_position("lfq", code_dim=18) == 18
-  assert capacity.bits_per_position("fsq", levels=(8, 5, 5, 5)) == pytest.approx(
-      3 + 3 * math.log2(5))
-  with pytest.raises(ValueError, match="missing \\['num_groups'\\]"):
-    capacity.bits_per_position("grouped", num_codes=64)
-  with pytest.raises(ValueError, match="kind='rq'"):
-    capacity.bits_per_position("rq", num_codes=64)
-  with pytest.raises(ValueError, match="divide num_codes=10"):
-    capacity.bits_per_position("grouped", num_codes=10, num_groups=4)
+  bits = lambda q: capacity.bits_per_position(q)
+  assert bits(VectorQuantizerEMA(num_codes=1024, code_dim=4)) == 10
+  assert bits(GroupedQuantizer(num_groups=4, num_codes=32768, code_dim=8)) == 52  # 4 x 13
+  assert bits(GroupedQuantizer(num_groups=8, num_codes=16384, code_dim=8)) == 88  # 8 x 11
+  assert bits(GroupedQuantizer(num_groups=1, num_codes=512, code_dim=8)) == 9
+  assert bits(LookupFreeQuantizer(code_dim=18)) == 18
+  assert bits(FiniteScalarQuantizer(levels=(8, 5, 5, 5))) == pytest.approx(3 + 3 * math.log2(5))
+  assert bits(ResidualQuantizer(num_codes=1024, code_dim=4, num_stages=3)) == 30
+  # The code space: grouped codes are G entries of K/G codes, offset by group.
+  q = GroupedQuantizer(num_groups=4, num_codes=32, code_dim=8)
+  assert (q.code_shape, q.codebook_size, q.histogram_size) == ((4,), 8, 32)
+  np.testing.assert_array_equal(np.asarray(q.flat_codes(jnp.asarray([[7, 0, 3, 1]]))),
+                                [[7, 8, 19, 25]])

@@ -9,6 +9,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from vqjax import evaluate, hqvae_configs, metrics
+from vqjax.quantizers import StochasticQuantizer
 
 
 def np_ssim(a: np.ndarray, b: np.ndarray, win: int = 7) -> float:
@@ -79,8 +80,10 @@ def test_eval_step_soft_histogram_and_entropy_skip_masked_images():
   counts = {"layer_1": jnp.zeros(k), "layer_1/posterior": jnp.zeros(k),
             "layer_1/entropy": jnp.zeros(())}
   batch_dict = {"image": jnp.zeros((batch, 4, 4, 3)), "mask": jnp.asarray(mask)}
-  out = evaluate.eval_step({}, {}, counts, batch_dict, model=model)
-  out = evaluate.eval_step({}, {}, out["counts"], batch_dict, model=model)  # accumulates
+  quantizers = {"layer_1": StochasticQuantizer(num_codes=k, code_dim=1)}
+  out = evaluate.eval_step({}, {}, counts, batch_dict, model=model, quantizers=quantizers)
+  out = evaluate.eval_step({}, {}, out["counts"], batch_dict, model=model,  # accumulates
+                           quantizers=quantizers)
 
   kept = post[mask]                                         # [2, 2, 2, K]
   soft = 2 * kept.reshape(-1, k).sum(0)

@@ -87,18 +87,18 @@ def test_paper_configs_validate_and_shrink(name):
   t, m = config.train, config.model
   assert (t.learning_rate, t.adam_b2, t.lr_schedule, t.plateau_factor,
           t.plateau_patience) == ((5e-4 if "imagenet" in name else 1e-3), 0.9, "plateau", 0.5, 3)
-  assert m.code_dim == 64 and m.quantizer == "stochastic"
+  assert m.code_dim == 64 and m.quantizer.kind == "stochastic"
   assert not data.color_augment_on(config.data)  # the paper trains on plain images
   # One validation round per epoch feeds the plateau rule.
   assert state_lib.resolve_durations(config).train.eval_every == state_lib.steps_per_epoch(config)
   # tau at the last step is the paper's CIFAR-10 end point exp(-1e-5 * 125000).
-  np.testing.assert_allclose(np.exp(-m.sq_tau_rate * t.num_steps), np.exp(-1.25), rtol=1e-3)
+  np.testing.assert_allclose(np.exp(-m.quantizer.tau_rate * t.num_steps), np.exp(-1.25), rtol=1e-3)
   smoke = module.get_config("smoke")
   config_lib.validate(smoke)
   assert smoke.train.num_steps == 2 and smoke.model.channels == 8
   baseline = module.get_config("ema")
   assert baseline.model.quantizer.kind == "ema" and baseline.train.reconstruction_loss == "mse"
-  with pytest.raises(ValueError, match="unknown config option"):
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \[.smok.\]"):
     module.get_config("smok")
 
 

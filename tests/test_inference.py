@@ -137,10 +137,10 @@ def test_workdir_without_checkpoint_or_config_is_a_clear_error(tmp_path):
     vqjax.load(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no run directory"):
     vqjax.load(str(tmp_path / "missing"))
-  hq = tiny_config()
-  hq.model.kind = "residual_topdown"
-  (tmp_path / "config.json").write_text(hq.to_json_best_effort())
-  with pytest.raises(ValueError, match="supports runs of model.kind 'single' and 'hierarchical'"):
+  unknown = tiny_config()
+  unknown.model.kind = "flat"
+  (tmp_path / "config.json").write_text(unknown.to_json_best_effort())
+  with pytest.raises(ValueError, match="model.kind='flat'; use one of"):
     vqjax.load(str(tmp_path))
 
 

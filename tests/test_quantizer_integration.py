@@ -15,6 +15,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def grouped(**fields):
 @pytest.mark.parametrize("quantizer,model,message", [
     (grouped(num_groups=3), {}, r"model\.num_codes=64 is not divisible by "
                                 r"model\.quantizer\.num_groups=3"),
-    (grouped(num_groups=2), {"channels": 18}, r"model\.channels=18 is not divisible"),
+    (grouped(num_groups=4), {"channels": 18}, r"model\.channels=18 is not divisible"),
     (grouped(num_groups=2), {"factorized_codes": True}, "factorized_codes"),
     (grouped(num_groups=2, drop_probs=(0.3, 0.2)), {}, r"model\.quantizer\.drop_probs"),
     (grouped(num_groups=2, group_quantizer={"kind": "fsq", "levels": (8,), "eps": 1e-3}), {},
@@ -159,7 +160,7 @@ def grouped(**fields):
 ])
 def test_bad_quantizer_fields_fail_with_the_field_name(quantizer, model, message):
   config = tiny_config("single")
-  config.model.quantizer = quantizer
+  config.model = ml_collections.ConfigDict({**config.model.to_dict(), "quantizer": quantizer})
   config.model.update(model)
   with pytest.raises(ValueError, match=message):
     config_lib.validate(config)

@@ -103,7 +103,8 @@ def upgrade_model_config(model: dict) -> dict:
   return model
 
 
-def unknown_key_message(error: Exception, argv: list[str]) -> str | None:
+def unknown_key_message(error: Exception | None, argv: list[str],
+                        renamed_only: bool = False) -> str | None:
   """A one-line message for an unknown `--config.<key>` override (naming the
   new key of a flat quantizer key, else the closest valid key), or None."""
   given = [a.split("=")[0].removeprefix("--config.") for a in argv
@@ -112,6 +113,8 @@ def unknown_key_message(error: Exception, argv: list[str]) -> str | None:
     new = renamed_key(key)
     if new is not None:
       return f"--config.{key} is now --config.{new}."
+  if renamed_only:
+    return None
   found = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(error))
   if found is None:
     return None
@@ -124,9 +127,14 @@ def unknown_key_message(error: Exception, argv: list[str]) -> str | None:
 
 def run_app(app_main) -> None:
   """absl's app.run(app_main), a bad `--config.<key>` override a one-line error
-  (unknown_key_message) instead of a traceback. For `__main__` blocks."""
+  (unknown_key_message) instead of a traceback: a flat quantizer key of before
+  model.quantizer was nested is named before the flags are parsed (absl would
+  stop on it with a parse error first). For `__main__` blocks."""
   import sys  # pylint: disable=import-outside-toplevel
   from absl import app, flags  # pylint: disable=import-outside-toplevel
+  renamed = unknown_key_message(None, sys.argv, renamed_only=True)
+  if renamed:
+    sys.exit(f"error: {renamed}")
   try:
     app.run(app_main)
   except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:

@@ -98,8 +98,8 @@ def cpu_config(kind: str, num_codes, num_pools: int,
   return config
 
 
-def apply_hqvae_options(config: ml_collections.ConfigDict,
-                        arg: str | None) -> ml_collections.ConfigDict:
+def apply_hqvae_options(config: ml_collections.ConfigDict, arg: str | None,
+                        path: str = "configs/hqvae/*.py") -> ml_collections.ConfigDict:
   """Options of configs/hqvae/*.py, e.g. `--config=configs/hqvae/cpu_rsqvae.py:ema,shared`.
 
     ema      the deterministic baseline on the same network: EMA VQ (beta 0.25,
@@ -111,7 +111,7 @@ def apply_hqvae_options(config: ml_collections.ConfigDict,
     smoke    2 steps at tiny width on 32x32 built-in photo crops (tests, CI; any
              data set of the config is replaced, so it runs offline)
   """
-  options = config_options(arg, HQVAE_OPTIONS, "configs/hqvae/*.py")
+  options = config_options(arg, HQVAE_OPTIONS, path)
   m, t = config.model, config.train
   if "ema" in options:
     m.quantizer = quantizer_config("ema")

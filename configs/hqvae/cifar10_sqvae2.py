@@ -17,4 +17,4 @@ from vqjax import hqvae_configs
 
 def get_config(arg=None):
   config = hqvae_configs.cifar10_config("injected_topdown", num_codes=512, num_pools=2)
-  return hqvae_configs.apply_hqvae_options(config, arg)
+  return hqvae_configs.apply_hqvae_options(config, arg, "configs/hqvae/cifar10_sqvae2.py")

@@ -15,4 +15,4 @@ from vqjax import hqvae_configs
 
 def get_config(arg=None):
   config = hqvae_configs.cpu_config("residual_topdown", num_codes=32, num_pools=1)
-  return hqvae_configs.apply_hqvae_options(config, arg)
+  return hqvae_configs.apply_hqvae_options(config, arg, "configs/hqvae/cpu_rsqvae.py")

@@ -18,4 +18,4 @@ from vqjax import hqvae_configs
 
 def get_config(arg=None):
   config = hqvae_configs.cpu_config("injected_topdown", num_codes=64, num_pools=2)
-  return hqvae_configs.apply_hqvae_options(config, arg)
+  return hqvae_configs.apply_hqvae_options(config, arg, "configs/hqvae/cpu_sqvae2.py")

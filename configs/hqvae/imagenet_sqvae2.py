@@ -30,4 +30,4 @@ def get_config(arg=None):
   config.train.log_every = 100
   config.train.eval_every = steps_per_epoch
   config.train.checkpoint_every = 2000
-  return hqvae_configs.apply_hqvae_options(config, arg)
+  return hqvae_configs.apply_hqvae_options(config, arg, "configs/hqvae/imagenet_sqvae2.py")

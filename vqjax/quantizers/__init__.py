@@ -1,25 +1,32 @@
-"""Quantizers; one module per family, all with one interface.
+"""Quantizers: one module per family, all on one interface (`base.Quantizer`).
 
-A quantizer is a flax.linen Module called as
+    z_q, aux = quantizer(z_e, train=train, step=step)   # training and evaluation
+    codes = quantizer.encode(z_e)                       # int32 [..., *code_shape]
+    z_q = quantizer.decode(codes)                       # bit-identical to eval z_q
 
-    z_q, aux = quantizer(z_e, train=train, step=step)
+with the code space (code_shape, codebook_size, histogram_size, flat_codes,
+bits_per_position) static on the module; vqjax/quantizers/base.py documents
+the interface, registry.py maps config kinds to these classes.
 
-z_e: [..., D] (any leading shape); z_q: the same shape and dtype, what the
-decoder reads. `step` ([] int32 train step, traced; None outside training) is
-for quantizers with schedules (e.g. a Gumbel-softmax temperature); others
-ignore it. aux is a dict:
-
-  indices  int32 [...] (or [..., G] for grouped quantizers): the discrete codes
-  losses   {name: [] float32}: terms already weighted, added to the training loss
-  metrics  {name: [] scalar}: logged per level (perplexity, codes used, ...)
-  posterior  (optional) float32 [..., K]: P(k | z) of a stochastic quantizer;
-             evaluation sums it over the data set (soft perplexity, entropy)
-
-`quantizer.codebook_size` (a Python int) is the size of the index space.
-Where a quantizer keeps its state is its own business: the EMA codebook lives
-in the `codebook` collection (mutable in training), a learned codebook in
-`params`.
+  VectorQuantizerEMA        'ema'         EMA codebook in the `codebook` collection
+  LearnedCodebookQuantizer  'learned'     codebook in params (VQ-VAE loss)
+  StochasticQuantizer       'stochastic'  SQ-VAE / HQ-VAE (Gumbel-softmax)
+  GroupedQuantizer          'grouped'     MGVQ: G sub-quantizers over channel groups
+  FiniteScalarQuantizer     'fsq'         FSQ, implicit product grid
+  LookupFreeQuantizer       'lfq'         LFQ, sign bits
+  ResidualQuantizer         'residual'    RQ: L stages on the remaining residual
 """
 
+from vqjax.quantizers.base import Quantizer
 from vqjax.quantizers.code_search import nearest_code
 from vqjax.quantizers.ema_vq import COLLECTION, VectorQuantizerEMA
+from vqjax.quantizers.fsq import FiniteScalarQuantizer
+from vqjax.quantizers.grouped import GroupedQuantizer
+from vqjax.quantizers.learned_vq import LearnedCodebookQuantizer
+from vqjax.quantizers.lfq import LookupFreeQuantizer
+from vqjax.quantizers.residual import ResidualQuantizer
+from vqjax.quantizers.stochastic import StochasticQuantizer
+
+__all__ = ["COLLECTION", "FiniteScalarQuantizer", "GroupedQuantizer", "LearnedCodebookQuantizer",
+           "LookupFreeQuantizer", "Quantizer", "ResidualQuantizer", "StochasticQuantizer",
+           "VectorQuantizerEMA", "nearest_code"]

@@ -26,7 +26,6 @@ quantizer, updates its codebook); only its output is zeroed.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -259,10 +258,3 @@ class GroupedQuantizer(Quantizer):
     parts = [sub.decode(codes[..., i]).astype(jnp.float32) for i, sub in enumerate(self._groups())]
     parts = [p if i < active else jnp.zeros_like(p) for i, p in enumerate(parts)]
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
-
-
-def grouped_factory(num_groups: int, num_codes: int, code_dim: int,
-                    **kwargs) -> Callable[..., GroupedQuantizer]:
-  """functools.partial of GroupedQuantizer, the shape the models' `quantizer` factory takes."""
-  return functools.partial(GroupedQuantizer, num_groups=num_groups, num_codes=num_codes,
-                           code_dim=code_dim, **kwargs)
