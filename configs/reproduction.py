@@ -7,7 +7,7 @@ model is the paper's (C_h = 128, C_s = 160 by Eq. 4; K, D set by the sweeps),
 with the paper's dead-code rule (average of 4 encoder outputs). Every member
 trains 300 steps at batch 32 (docs/REPRODUCTION.md gives the wall time).
 
-  python -m vqjax.sweep --config=configs/reproduction.py:hierarchical \\
+  python -m vqjax.experiments.sweep --config=configs/reproduction.py:hierarchical \\
       --sweep=configs/sweeps/figure1.py --workdir=runs/reproduction/figure1 --seeds=0,1,2
 
 get_config('single' | 'hierarchical' [,smoke]) picks the base model (default

@@ -158,7 +158,7 @@ def repro_regime(c, t):
       c.num(f"{where} paper", m.group(1), 0.99 ** 299)
 
 
-# --- docs/reproduction/*/REPORT.md (vqjax.report) -----------------------------------
+# --- docs/reproduction/*/REPORT.md (vqjax.experiments.report) -----------------------------------
 
 
 def report_groups(t) -> list[str]:
@@ -172,7 +172,7 @@ def report_member(c, t, label: str):
 
 
 def report_stat(c, where, text, runs, key):
-  """'m ± s (n=N)' | 'm (n=1)' | '—' as vqjax.report.fmt prints it."""
+  """'m ± s (n=N)' | 'm (n=1)' | '—' as vqjax.experiments.report.fmt prints it."""
   if not runs:
     if not (text in ("—", "missing", "not in the sweep") or text.startswith("unfinished")):
       c.fail(where, f"prints {text!r}, the files hold no finished run")

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vqjax.report import fmt_values as fmt  # noqa: E402
+from vqjax.experiments.report import fmt_values as fmt  # noqa: E402
 from vqjax.writers import read_scalars  # noqa: E402
 
 ORDER = ["vqvae2_K16", "sqvae2_K16", "vqvae2_K128", "sqvae2_K128",

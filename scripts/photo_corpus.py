@@ -10,7 +10,7 @@ each file by package and path; a file is looked up as ROOT/<package>/<path>,
 then ROOT/<path>, for each --root in turn. Steps:
 
   1. copy each file to OUT/raw/<split>/<name><ext>, checking its sha256;
-  2. resize (vqjax.prepare: bicubic, shorter side --shorter_side, PNG) into
+  2. resize (vqjax.experiments.prepare: bicubic, shorter side --shorter_side, PNG) into
      OUT/train (whole photos) and OUT/val_photos;
   3. cut each validation photo into non-overlapping --crop x --crop tiles
      (top-left anchored, row-major, remainder dropped) in
@@ -206,10 +206,10 @@ def write_val_crops(photo_dir: str, crop_dir: str, size: int) -> dict:
 
 
 def resize_splits(out_dir: str, shorter_side: int, workers: int) -> None:
-  """OUT/raw/{train,val} -> OUT/train, OUT/val_photos via vqjax.prepare (PNG)."""
+  """OUT/raw/{train,val} -> OUT/train, OUT/val_photos via vqjax.experiments.prepare (PNG)."""
   if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-  from vqjax import prepare  # pylint: disable=import-outside-toplevel
+  from vqjax.experiments import prepare  # pylint: disable=import-outside-toplevel
   data = dict(name="folder", train_dir=os.path.join(out_dir, "raw", "train"),
               val_dir=os.path.join(out_dir, "raw", "val"))
   for split, dst in (("train", "train"), ("val", "val_photos")):
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--shorter_side", type=int, default=256)
   parser.add_argument("--crop", type=int, default=64)
   parser.add_argument("--workers", type=int, default=1,
-                      help="resize processes (vqjax.prepare; 0: one per core)")
+                      help="resize processes (vqjax.experiments.prepare; 0: one per core)")
   args = parser.parse_args(argv)
   counts = build(args.root, args.out_dir, args.manifest, shorter_side=args.shorter_side,
                  crop=args.crop, workers=args.workers)

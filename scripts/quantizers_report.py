@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from vqjax import capacity, config_lib  # noqa: E402
 from vqjax.models import level_quantizers  # noqa: E402
-from vqjax.report import fmt_values as fmt  # noqa: E402
+from vqjax.experiments.report import fmt_values as fmt  # noqa: E402
 
 ORDER = ["vq", "vq_rotation", "grouped_g2", "grouped_g2_nodrop", "grouped_g4", "fsq", "lfq",
          "lfq_noentropy", "sq", "sq_var1"]

@@ -20,7 +20,8 @@ import time
 import jax
 import numpy as np
 
-from vqjax import parallel, sweep_spec, train
+from vqjax import parallel, train
+from vqjax.experiments import sweep_spec
 from vqjax.models import create_model
 from vqjax.state import create_optimizer, create_train_state
 

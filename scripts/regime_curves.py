@@ -24,7 +24,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from vqjax import plots, run_results, writers  # noqa: E402  pylint: disable=g-import-not-at-top
+from vqjax import plots, writers  # noqa: E402  pylint: disable=g-import-not-at-top
+from vqjax.experiments import run_results  # noqa: E402  pylint: disable=g-import-not-at-top
 
 NAME = "table1_4800steps"
 TAG = "eval/psnr"

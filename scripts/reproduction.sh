@@ -12,7 +12,7 @@
 # with 1, then 2 seeds, then Figure 1's third), the Figure 2 grid last.
 #
 #   scripts/reproduction.sh [RUNS_DIR]     # default runs/reproduction
-#   python -m vqjax.report RUNS_DIR/* --out=docs/reproduction
+#   python -m vqjax.experiments.report RUNS_DIR/* --out=docs/reproduction
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-runs/reproduction}"
@@ -21,7 +21,7 @@ test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_co
 mkdir -p "$runs"
 if [[ -d docs/reproduction/runs ]]; then cp -rn docs/reproduction/runs/. "$runs"/; fi
 
-sweep() { "$python" -m vqjax.sweep "$@"; }
+sweep() { "$python" -m vqjax.experiments.sweep "$@"; }
 figure1() {
   sweep --config=configs/reproduction.py:hierarchical --sweep=configs/sweeps/figure1.py \
       --workdir="$runs/figure1" --seeds="$1"

@@ -31,9 +31,9 @@ pair() {
                 --config.train.num_steps="$steps" --config.train.steps_per_epoch="$per_epoch"
                 --config.train.eval_every="$eval_every" --config.train.log_every=100
                 --config.train.checkpoint_every=200 "$@")
-  "$python" -m vqjax.sweep --config=configs/reproduction.py:single \
+  "$python" -m vqjax.experiments.sweep --config=configs/reproduction.py:single \
       --workdir="$runs/table1_${suffix}_single" --members="$single" "${common[@]}"
-  "$python" -m vqjax.sweep --config=configs/reproduction.py:hierarchical \
+  "$python" -m vqjax.experiments.sweep --config=configs/reproduction.py:hierarchical \
       --workdir="$runs/table1_${suffix}_hierarchical" --members="$hier" "${common[@]}"
 }
 for seed in 0 1; do

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 runs="${1:-runs/reproduction}"
 python="${PYTHON:-.venv/bin/python}"
 out=docs/reproduction
-report() { "$python" -m vqjax.report "$@" > /dev/null; }
+report() { "$python" -m vqjax.experiments.report "$@" > /dev/null; }
 "$python" scripts/collect_runs.py "$runs" "$out/runs"
 report "$runs/figure1" --out="$out/figure1" --seeds=0,1,2 \
     --sweep=configs/sweeps/figure1.py --config=configs/reproduction.py:hierarchical

@@ -4,7 +4,7 @@
   # defaults: docs/reproduction/runs, docs/reproduction/table1/single_vs_hierarchical.png
 
 Table 1's D = 8 rows from the finished runs RUNS/table1{,_1200steps,_4800steps}_{single,
-hierarchical}/D8_*/seed<s> (vqjax.run_results.table1_pairs): left, the validation PSNR
+hierarchical}/D8_*/seed<s> (vqjax.experiments.run_results.table1_pairs): left, the validation PSNR
 of every run (one point per seed, a line through the seed means); right, the
 single-level minus hierarchical PSNR of every seed pair beside the paper's Table 1
 (its hierarchical model is ahead in every D = 8 row). Variants without runs are skipped.
@@ -18,7 +18,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from vqjax import plots, run_results  # noqa: E402  pylint: disable=g-import-not-at-top
+from vqjax import plots  # noqa: E402  pylint: disable=g-import-not-at-top
+from vqjax.experiments import run_results  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # The paper's Table 1, D = 8 rows: K_s -> (single-level, hierarchical) PSNR (dB),
 # ImageNet 256x256, 300 epochs.

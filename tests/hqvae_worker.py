@@ -19,7 +19,8 @@ import sys
 import jax
 import numpy as np
 
-from vqjax import config_lib, hqvae_configs, parallel, train
+from vqjax import config_lib, parallel, train
+from vqjax.experiments import hqvae_configs
 from vqjax import state as state_lib
 from vqjax.models import create_model
 

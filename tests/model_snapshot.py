@@ -26,7 +26,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from vqjax import sweep_spec  # pylint: disable=wrong-import-position
+from vqjax.experiments import sweep_spec  # pylint: disable=wrong-import-position
 from vqjax.models import create_model  # pylint: disable=wrong-import-position
 
 SNAPSHOT = os.path.join(REPO, "tests", "data", "config_models.json")

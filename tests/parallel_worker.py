@@ -21,7 +21,8 @@ from jax.experimental import multihost_utils
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
 
-from vqjax import parallel, sweep_spec, train  # noqa: E402
+from vqjax import parallel, train  # noqa: E402
+from vqjax.experiments import sweep_spec  # noqa: E402
 from vqjax import state as state_lib  # noqa: E402
 from vqjax.quantizers import COLLECTION  # noqa: E402
 from vqjax.models import create_model  # noqa: E402

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from vqjax import config_lib, sweep_spec, train
+from vqjax import config_lib, train
+from vqjax.experiments import sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(

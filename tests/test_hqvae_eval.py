@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vqjax import evaluate, hqvae_configs, metrics
+from vqjax import evaluate, metrics
+from vqjax.experiments import hqvae_configs
 from vqjax.quantizers import StochasticQuantizer
 
 

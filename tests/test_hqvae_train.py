@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib, data, hqvae_configs
+from vqjax import config_lib, data
+from vqjax.experiments import hqvae_configs
 from vqjax import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""vqjax.prepare: resized copies of folder data, checked against PIL directly."""
+"""vqjax.experiments.prepare: resized copies of folder data, checked against PIL directly."""
 
 import os
 import subprocess
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqjax import data, prepare
+from vqjax import data
+from vqjax.experiments import prepare
 
 from conftest import write_tiny_tfds
 
@@ -93,7 +94,7 @@ def test_command_line_writes_both_splits_with_worker_processes(tmp_path):
   src, out = tmp_path / "src", tmp_path / "out"
   _folder(src, {f"d{i % 3}/img{i}.png": (300 + i, 280) for i in range(12)})
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  cmd = [sys.executable, "-m", "vqjax.prepare", "--config=configs/default.py",
+  cmd = [sys.executable, "-m", "vqjax.experiments.prepare", "--config=configs/default.py",
          "--config.data.name=folder", f"--config.data.train_dir={src}",
          "--config.data.val_fraction=0.25", f"--out_dir={out}", "--workers=2"]
   proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300,

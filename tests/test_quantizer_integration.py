@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from vqjax import capacity, config_lib, evaluate, hqvae_configs
+from vqjax import capacity, config_lib, evaluate
+from vqjax.experiments import hqvae_configs
 from vqjax.models import create_model
 from vqjax.models.factory import create_quantizer, level_quantizers
 from vqjax.models.vqvae import SingleLevelVQVAE

@@ -1,4 +1,4 @@
-"""vqjax.report on fabricated run dirs: known numbers in, the same numbers in REPORT.md."""
+"""vqjax.experiments.report on fabricated run dirs: known numbers in, the same numbers in REPORT.md."""
 
 import importlib.util
 import json
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqjax import config_lib, report, run_results, sweep_spec
+from vqjax import config_lib
+from vqjax.experiments import report, run_results, sweep_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,7 +154,7 @@ def test_report_command_line(tmp_path):
   write_run(tmp_path / "runs" / "D8_K1024", configs["D8_K1024"], psnr=(30.0, 3.0))
   write_run(tmp_path / "runs" / "D8_K2048", configs["D8_K2048"], step=False)  # not evaluated
   out = subprocess.run(
-      [sys.executable, "-m", "vqjax.report", str(tmp_path / "runs"), f"--out={tmp_path / 'out'}"],
+      [sys.executable, "-m", "vqjax.experiments.report", str(tmp_path / "runs"), f"--out={tmp_path / 'out'}"],
       env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"), capture_output=True,
       text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -14,9 +14,12 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vqjax")
 # Sub-packages count as one node each (their modules import each other freely).
-PACKAGES = ("models", "quantizers", "data")
+PACKAGES = ("models", "quantizers", "data", "experiments")
 # Who may import whom: main -> train -> evaluate -> everything below.
-LAYERS = ["main", "sweep", "train", "evaluate"]
+LAYERS = ["main", "train", "evaluate"]
+# The paper tooling (sweeps, reports, HQ-VAE configs, prepare) sits on top of
+# the library; nothing in the library imports it.
+EXPERIMENTS = "experiments"
 
 
 def node_of(dotted: str) -> str:
@@ -93,12 +96,18 @@ def test_imports_run_one_way():
   graph = import_graph()
   for i, upper in enumerate(LAYERS):
     for lower in LAYERS[i + 1:]:
-      if upper == "sweep" and lower == "train":
-        continue  # sweep runs training (main's sibling)
       assert upper not in graph.get(lower, ()), f"{lower} imports {upper}"
   for node, deps in graph.items():
-    if node not in LAYERS:
+    if node not in LAYERS and node != EXPERIMENTS:
       assert not deps & set(LAYERS), f"library module {node} imports {deps & set(LAYERS)}"
+
+
+def test_the_library_never_imports_the_experiments():
+  graph = import_graph()
+  assert EXPERIMENTS in graph  # the package is seen (its modules import the library)
+  users = sorted(node for node, deps in graph.items() if EXPERIMENTS in deps)
+  assert users == [], f"library modules importing vqjax.experiments: {users}"
+  assert {"config_lib", "train"} <= graph[EXPERIMENTS]
 
 
 def test_the_cycle_finder_finds_a_cycle():

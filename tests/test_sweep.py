@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from vqjax import config_lib, sweep, sweep_spec
+from vqjax import config_lib
+from vqjax.experiments import sweep, sweep_spec
 
 from conftest import tiny_config
 
@@ -83,7 +84,7 @@ def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
       "  return [{'name': 'k16', 'model.num_codes': 16}, {'name': 'k8', 'model.num_codes': 8}]\n")
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   out = subprocess.run(
-      [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
+      [sys.executable, "-m", "vqjax.experiments.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
        f"--workdir={tmp_path / 'runs'}", "--index=1"],
       env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -93,12 +94,12 @@ def test_sweep_runs_one_member_in_its_own_workdir(tmp_path):
   with open(tmp_path / "runs" / "k8" / "config.json") as f:
     assert json.load(f)["model"]["num_codes"] == 8
   out = subprocess.run(  # rerun: finished, skipped
-      [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
+      [sys.executable, "-m", "vqjax.experiments.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
        f"--workdir={tmp_path / 'runs'}", "--index=1"],
       env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0 and "skipping" in out.stderr, out.stderr[-3000:]
   out = subprocess.run(
-      [sys.executable, "-m", "vqjax.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
+      [sys.executable, "-m", "vqjax.experiments.sweep", f"--config={config_file}", f"--sweep={sweep_file}",
        f"--workdir={tmp_path / 'runs'}", "--report"],
       env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -5,7 +5,7 @@ import importlib.util
 import json
 import os
 
-from vqjax import run_results
+from vqjax.experiments import run_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -83,7 +83,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"no config.json in {workdir}: vqjax.load needs a run directory written by "
-        "`python -m vqjax.main --workdir=...` (or vqjax.sweep).")
+        "`python -m vqjax.main --workdir=...` (or vqjax.experiments.sweep).")
   with open(path) as f:
     saved = json.load(f)
   if "model" in saved:  # runs from before model.quantizer was nested

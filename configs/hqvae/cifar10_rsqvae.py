@@ -11,7 +11,7 @@ variances, one entropy per layer). Optimisation as configs/hqvae/cifar10_sqvae2.
   --config=configs/hqvae/cifar10_rsqvae.py:smoke         2 steps at tiny width
 """
 
-from vqjax import hqvae_configs
+from vqjax.experiments import hqvae_configs
 
 
 def get_config(arg=None):

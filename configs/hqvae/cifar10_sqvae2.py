@@ -12,7 +12,7 @@ the first 40k training images train, the last 10k validate.
   --config=configs/hqvae/cifar10_sqvae2.py:smoke   2 steps at tiny width
 """
 
-from vqjax import hqvae_configs
+from vqjax.experiments import hqvae_configs
 
 
 def get_config(arg=None):

@@ -10,7 +10,7 @@ Two residual layers (8x8, 32), d_b = 64 at width 32 [the paper: 64], batch 32,
   --config=configs/hqvae/cpu_rsqvae.py:smoke         2 steps at tiny width
 """
 
-from vqjax import hqvae_configs
+from vqjax.experiments import hqvae_configs
 
 
 def get_config(arg=None):

@@ -13,7 +13,7 @@ Trains in a few minutes on CPU:
   --config=configs/hqvae/cpu_sqvae2.py:smoke    2 steps at tiny width
 """
 
-from vqjax import hqvae_configs
+from vqjax.experiments import hqvae_configs
 
 
 def get_config(arg=None):

@@ -11,7 +11,8 @@ prepared for tfds (README, "Paper runs").
   --config=configs/hqvae/imagenet_sqvae2.py:smoke   2 steps at tiny width
 """
 
-from vqjax import config_lib, hqvae_configs
+from vqjax import config_lib
+from vqjax.experiments import hqvae_configs
 
 
 def get_config(arg=None):

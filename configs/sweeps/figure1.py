@@ -8,7 +8,7 @@ discrete budget, Eq. 5: K D = 65,536 per hierarchical level). Every stage runs
 for both architectures, whichever paper config is the base (its data and
 training settings are kept; the model fields are set per member).
 
-  python -m vqjax.sweep --config=configs/paper_hierarchical.py \\
+  python -m vqjax.experiments.sweep --config=configs/paper_hierarchical.py \\
       --sweep=configs/sweeps/figure1.py --workdir=runs/figure1 --list
 """
 

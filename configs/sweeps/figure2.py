@@ -1,7 +1,7 @@
 """The paper's Figure 2: the single-level model over codebook size
 K_s in {1024, 2048, 4096, 8192} x code dimension D_s in {8, 16, 32, 64, 128}.
 
-  python -m vqjax.sweep --config=configs/paper_single.py \\
+  python -m vqjax.experiments.sweep --config=configs/paper_single.py \\
       --sweep=configs/sweeps/figure2.py --workdir=runs/figure2 --list
 """
 

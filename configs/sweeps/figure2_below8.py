@@ -7,13 +7,13 @@ sweep runs them beside the grid. Its D >= 8 members are figure2.py's (same
 names), so pointed at the same workdir it runs only the D = 2 and D = 4 rows
 (the others are finished runs and are skipped).
 
-  python -m vqjax.sweep --config=configs/reproduction.py:single \\
+  python -m vqjax.experiments.sweep --config=configs/reproduction.py:single \\
       --sweep=configs/sweeps/figure2_below8.py --workdir=runs/reproduction/figure2
 """
 
 import os
 
-from vqjax import sweep_spec
+from vqjax.experiments import sweep_spec
 
 BELOW_CODE_DIMS = (2, 4)
 

@@ -5,7 +5,7 @@ on the same networks, base config configs/hqvae/cpu_sqvae2.py.
   RQ-VAE (EMA, +-reset, +-shared codebook) vs RSQ-VAE (+-shared), two residual
   layers (8x8, 32).
 
-  nice -n 10 python -m vqjax.sweep --config=configs/hqvae/cpu_sqvae2.py \\
+  nice -n 10 python -m vqjax.experiments.sweep --config=configs/hqvae/cpu_sqvae2.py \\
       --sweep=configs/sweeps/hqvae.py --workdir=runs/hqvae --seeds=0,1,2
 """
 

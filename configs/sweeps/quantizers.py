@@ -5,7 +5,7 @@ G = 2 (+- group dropout) and G = 4, FSQ, LFQ (+- entropy penalty), SQ-VAE).
 Bits per position (capacity.bits_per_position): VQ and SQ log2 K; grouped
 G log2(K / G); FSQ sum_i log2 L_i; LFQ D.
 
-  nice -n 10 python -m vqjax.sweep --config=configs/quantizers.py \\
+  nice -n 10 python -m vqjax.experiments.sweep --config=configs/quantizers.py \\
       --sweep=configs/sweeps/quantizers.py --workdir=runs/quantizers --seeds=0
 """
 

@@ -2,7 +2,7 @@
 
 A sweep file defines `get_sweep(config) -> list[dict]`, each dict mapping dotted
 config keys to values (e.g. {"model.num_codes": 4096}) and optionally "name".
-`vqjax.sweep` runs the members; `vqjax.report` reads their results; both take
+`vqjax.experiments.sweep` runs the members; `vqjax.experiments.report` reads their results; both take
 the members from here.
 """
 

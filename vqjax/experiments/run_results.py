@@ -1,4 +1,4 @@
-"""Finished runs read back from their dirs (files only), for vqjax.report.
+"""Finished runs read back from their dirs (files only), for vqjax.experiments.report.
 
 A run dir is a dir holding config.json (its eval/metrics.json and
 eval/code_histograms.npz are read when present); dirs named seed<s> are seeds of
@@ -16,7 +16,8 @@ import re
 import ml_collections
 import numpy as np
 
-from vqjax import config_lib, sweep_spec
+from vqjax import config_lib
+from vqjax.experiments import sweep_spec
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 

@@ -1,10 +1,10 @@
 """The paper's tables and figures from finished runs, read from files only.
 
-  python -m vqjax.report runs/table1_single runs/table1_hier --out=runs/report
-  python -m vqjax.report runs/figure1 --out=runs/figure1 \\
+  python -m vqjax.experiments.report runs/table1_single runs/table1_hier --out=runs/report
+  python -m vqjax.experiments.report runs/figure1 --out=runs/figure1 \\
       --sweep=configs/sweeps/figure1.py --config=configs/paper_hierarchical.py
 
-The runs are read by `vqjax.run_results` (a run dir holds config.json, and
+The runs are read by `vqjax.experiments.run_results` (a run dir holds config.json, and
 eval/metrics.json once finished; dirs named seed<s> are seeds of the member
 dir above them). Writes OUT/REPORT.md (Figure 1, Table 1, Figure 2
 and every run) and OUT/figure1_*.png, OUT/figure2_heatmaps.png. Given a sweep,
@@ -22,8 +22,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import plots, sweep_spec
-from vqjax.run_results import Member, code_histograms, expected_members, find_members
+from vqjax.experiments import figures, sweep_spec
+from vqjax.experiments.run_results import Member, code_histograms, expected_members, find_members
 
 STAGES = ("none", "init", "reset", "lowdim")  # configs/sweeps/figure1.py, in order
 ARCHS = {"hier": "hierarchical", "single": "single-level"}
@@ -170,7 +170,7 @@ def figure1_section(members: list[Member], out_dir: str) -> list[str]:
       label = ARCHS[arch] if len(names) == 1 else f"{ARCHS[arch]} / {lv}"
       ppl_series[label] = [value(arch, s, level_perplexity(lv)) if arch in levels else None
                            for s in STAGES]
-  plots.save_grouped_bars(
+  figures.save_grouped_bars(
       [("Validation MSE (lower is better)", "MSE (pixels in [0, 1])", mse_series),
        ("Codebook usage (higher is better)", "normalized perplexity (perplexity / K)",
         ppl_series)],
@@ -185,7 +185,7 @@ def figure1_section(members: list[Member], out_dir: str) -> list[str]:
       for lv, counts in (code_histograms(m) if m else {}).items():
         curves[stage if arch == "single" else f"{stage} / {lv}"] = counts
     panels[f"{arch_name} (first finished seed)"] = curves
-  plots.save_lorenz_panels(panels, os.path.join(out_dir, "figure1_lorenz.png"))
+  figures.save_lorenz_panels(panels, os.path.join(out_dir, "figure1_lorenz.png"))
   lines += ["![Figure 1: MSE and perplexity](figure1_mse_perplexity.png)", "",
             "![Figure 1: Lorenz curves](figure1_lorenz.png)", ""]
   return lines
@@ -284,7 +284,7 @@ def figure2_section(members: list[Member], out_dir: str) -> list[str]:
     panels.append((f"Single-level: {title}", unit, values, text))
   if not grid_2d:
     return lines
-  plots.save_heatmaps(panels, ks, ds, "codebook size K_s (codes)",
+  figures.save_heatmaps(panels, ks, ds, "codebook size K_s (codes)",
                       "code dimension D_s", os.path.join(out_dir, "figure2_heatmaps.png"))
   return lines + ["![Figure 2](figure2_heatmaps.png)", ""]
 
@@ -337,7 +337,7 @@ def _define_flags() -> dict:
 def main(argv, flag_values: dict):
   dirs = argv[1:]
   if not dirs:
-    raise app.UsageError("give the run dirs: python -m vqjax.report DIR [DIR ...] --out=OUT")
+    raise app.UsageError("give the run dirs: python -m vqjax.experiments.report DIR [DIR ...] --out=OUT")
   f = {name: holder.value for name, holder in flag_values.items()}
   expected = None
   if f["sweep"]:

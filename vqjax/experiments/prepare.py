@@ -1,6 +1,6 @@
 """Writes a dataset's splits as image files with the shorter side resized, once.
 
-    python -m vqjax.prepare --config=configs/paper_single.py --out_dir=/data/imagenet_256
+    python -m vqjax.experiments.prepare --config=configs/paper_single.py --out_dir=/data/imagenet_256
         [--shorter_side=256] [--format=jpeg] [--quality=95] [--workers=16]
         [--splits=train,val]
 

@@ -4,12 +4,12 @@ A sweep file defines `get_sweep(config) -> list[dict]` (config: the base config)
 config keys to values (e.g. {"model.num_codes": 4096, "model.code_dim": 16})
 and optionally "name". Run one member (e.g. a SLURM array task) or all:
 
-  python -m vqjax.sweep --config=configs/paper_single.py \\
+  python -m vqjax.experiments.sweep --config=configs/paper_single.py \\
       --sweep=configs/sweeps/table1.py --workdir=runs/table1 --index=3
-  python -m vqjax.sweep ... --seeds=0,1,2     # every member once per seed
-  python -m vqjax.sweep ... --members=D8_K1024,D16_K8192   # only these members
-  python -m vqjax.sweep ... --list            # the runs, their indices and workdirs
-  python -m vqjax.sweep ... --report          # WORKDIR/REPORT.md + figures (vqjax.report)
+  python -m vqjax.experiments.sweep ... --seeds=0,1,2     # every member once per seed
+  python -m vqjax.experiments.sweep ... --members=D8_K1024,D16_K8192   # only these members
+  python -m vqjax.experiments.sweep ... --list            # the runs, their indices and workdirs
+  python -m vqjax.experiments.sweep ... --report          # WORKDIR/REPORT.md + figures (vqjax.experiments.report)
 
 Without --seeds a member trains in `workdir/<name>` with the config's seed;
 with --seeds in `workdir/<name>/seed<s>` with config.seed = s. --index picks
@@ -31,8 +31,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, report, run_results
-from vqjax.sweep_spec import (Run, expand_runs, load_sweep, parse_seeds, run_config,
+from vqjax import config_lib
+from vqjax.experiments import report, run_results
+from vqjax.experiments.sweep_spec import (Run, expand_runs, load_sweep, parse_seeds, run_config,
                                select_members)
 
 
@@ -114,7 +115,7 @@ def _define_flags() -> dict:
           "(default: $SLURM_ARRAY_TASK_ID, else all in turn)."),
       list=flags.DEFINE_bool("list", False, "Print the runs and exit."),
       report=flags.DEFINE_bool(
-          "report", False, "Write WORKDIR/REPORT.md and figures (vqjax.report) and exit."),
+          "report", False, "Write WORKDIR/REPORT.md and figures (vqjax.experiments.report) and exit."),
   )
   flags.mark_flags_as_required(["config", "sweep", "workdir"])
   return holders
