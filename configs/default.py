@@ -5,7 +5,7 @@ by Eq. 4; K_s = 8192, D_s = 8 matched to 2 x 4096 by Eq. 5), trained on random
 64x64 crops of the colour photos that scikit-image ships, so it runs offline on
 a laptop CPU in minutes. Those photos hold almost no green, so every training
 crop gets a random hue rotation and channel order (data.color_augment, 'auto'
-= on for builtin; README, "Colour augmentation"):
+= on for builtin; docs/DATA.md, "Colour augmentation"):
 
   python -m vqjax.main --config=configs/default.py --workdir=runs/default
 """
@@ -20,7 +20,7 @@ def get_config(arg=None):
                                          image_size=config.data.image_size)
   # On these few photos, replacing a dead code by one random encoder output
   # beat the paper's average (of 4) after 300 steps: 26.8 vs 26.0 dB validation
-  # PSNR (README, "Default run"). The paper runs keep 'average'.
+  # PSNR (docs/TRAINING.md, "The default run, measured"). The paper runs keep 'average'.
   config.model.quantizer.reset_rule = "sample"
   config.data.color_augment = "auto"     # on for builtin; 'off' reproduces the runs before issue 15
   config.train.num_steps = 600

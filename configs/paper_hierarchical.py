@@ -1,7 +1,8 @@
 """The paper's two-level VQ-VAE on ImageNet 256x256 (Table 1, hierarchical column).
 
 K_h = 4096 codes of D_h = 8 per level, C_h = 128; bottom 64x64, top 32x32.
-Needs ImageNet prepared for tfds as array_record (see README, "Paper runs").
+Needs ImageNet prepared for tfds as array_record (docs/DATA.md, "ImageNet and
+other tfds datasets").
 Variants by override, e.g. `--config.model.code_dim=64 --config.model.num_codes=...`
 or the VQ-VAE-2 conditioned bottom: `--config.model.conditioned=True`.
 """

@@ -11,8 +11,9 @@ recomputed value; mean ± std is over seeds (ddof 1), "beyond noise" means
 |difference| > the larger seed std. Every markdown table of docs/**/*.md goes to the rule
 that its header names (rules in check_docs_rules.py); a table with no rule is an error,
 so a new table needs one. Not checked: the tables in EXEMPT (settings and prose, e.g.
-REPRODUCTION.md's findings), the parameter counts (they need the model) and the train
-seconds of QUANTIZERS.md (from logs that are not committed). tests/test_docs.py runs it.
+REPRODUCTION.md's findings, and two tables of early runs whose metrics were never
+committed), the parameter counts (they need the model) and the train seconds of
+QUANTIZERS.md (from logs that are not committed). tests/test_docs.py runs it.
 """
 
 from __future__ import annotations

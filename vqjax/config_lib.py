@@ -177,7 +177,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_epochs=0,             # > 0: train this many epochs instead (steps from the data size)
       learning_rate=3e-4,       # Adam
       lr_decay_rate=0.99,       # exponential decay per epoch
-      steps_per_epoch=0,        # 0: examples per epoch / global batch (see README)
+      steps_per_epoch=0,        # 0: examples per epoch / global batch (docs/CONFIG.md)
       log_every=10,
       eval_every=0,             # 0: only at the end
       eval_every_epochs=0,      # > 0: evaluate every this many epochs instead

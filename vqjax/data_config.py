@@ -3,8 +3,7 @@
 `default_data_config()` is the one place the data fields are defined (the
 loaders fill a partial data config from it, `vqjax.data.sources.resolve`) and
 `validate_data` the one place they are checked (by `config_lib.validate` and
-by the loaders). The README's "Data" section says how to point vqjax at your
-images.
+by the loaders). docs/DATA.md says how to point vqjax at your images.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Injected top-down, 256 -> stem conv 128 -> pools 64, 32; d_b = 64. Adam 5e-4
 betas (0.9, 0.9), global batch 512, 50 epochs (2502 steps each), LR halved
 after 3 epochs without improvement, tau = exp(-1e-5 t) (ends at 0.29). The
 network width (128) is not in the paper's text [our choice]. Needs ImageNet
-prepared for tfds (README, "Paper runs").
+prepared for tfds (docs/DATA.md, "ImageNet and other tfds datasets").
 
   python -m vqjax.main --config=configs/hqvae/imagenet_sqvae2.py --workdir=runs/in_sqvae2
   --config=configs/hqvae/imagenet_sqvae2.py:ema     VQ-VAE-2 on the same network

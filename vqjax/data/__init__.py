@@ -8,8 +8,8 @@ NHWC images, with the pixel transforms and colour augmentation between.
   loaders.py     create_train_loader, create_eval_batches, iterator state, prefetch
 
 The data config's defaults and checks live in `vqjax.data_config`
-(`default_data_config`, `validate_data`); the README's "Data" section says how
-to point vqjax at your images.
+(`default_data_config`, `validate_data`); docs/DATA.md says how to point vqjax
+at your images.
 """
 
 from vqjax.data_config import BUILTIN_PHOTOS, IMAGE_EXTENSIONS, default_data_config

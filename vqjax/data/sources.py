@@ -1,6 +1,6 @@
 """Data sources: `builtin` (scikit-image's photos), `folder` (data/folder.py)
 and `tfds` (an array_record dataset on disk), as grain random-access sources
-of uint8 H x W x 3 images. See the README's "Data" section.
+of uint8 H x W x 3 images. See docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -166,8 +166,8 @@ def _not_prepared_message(name: str, data_dir: str, why: str) -> str:
       'a directory and run\n'
       f'  tfds build imagenet2012 --manual_dir=<dir with the tars> '
       f'--data_dir={data_dir} --file_format=array_record\n'
-      '(see the README, "Paper runs on ImageNet"), or set data.tfds_data_dir to '
-      'where it is prepared.')
+      '(see docs/DATA.md, "ImageNet and other tfds datasets"), or set '
+      'data.tfds_data_dir to where it is prepared.')
 
 
 def _check_tfds_on_disk(name: str, data_dir: str) -> None:
