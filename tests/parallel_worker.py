@@ -71,7 +71,8 @@ def run(num_devices: int) -> dict:
   eval_fn = jax.jit(lambda params, codebook, x: model.apply(
       {"params": params, COLLECTION: codebook}, x, train=False)[1]["levels"])
   batch = parallel.global_batch({"image": batches[-1][rows]}, mesh)
-  levels = eval_fn(state.params, state.codebook, batch["image"].astype(np.float32) / 127.5 - 1)
+  eval_input = batch["image"].astype(np.float32) / 127.5 - 1
+  levels = eval_fn(state.params, state.codebook, eval_input)
   gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
   result = {f"params/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
             jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))}
@@ -79,6 +80,7 @@ def run(num_devices: int) -> dict:
                  jax.tree_util.tree_leaves_with_path(jax.device_get(state.codebook))})
   for level, aux in levels.items():
     result[f"indices/{level}"] = gather(aux["indices"])
+  result["eval_input_std"] = np.asarray(np.std(gather(eval_input)))
   result["resets"] = np.asarray(resets)
   result["lr_scale"] = np.asarray(lr_scale)
   return result
