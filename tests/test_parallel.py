@@ -44,11 +44,11 @@ def assert_same_training(a_path, b_path):
   # The plateau rule halved the rate after validation rounds 5 and 10.
   np.testing.assert_array_equal(a["lr_scale"], [1] * 5 + [0.5] * 5 + [0.25] * 5)
   # The codes compared below are of real images (smooth images in [-1, 1]
-  # have a pixel std of about 0.5), and they are not all one code.
+  # have a pixel std of about 0.5): the images' code maps differ.
   assert a["eval_input_std"] > 0.2, float(a["eval_input_std"])
   for name in a.files:
     if name.startswith("indices/"):
-      assert len(np.unique(a[name])) > 1, name
+      assert (a[name] != a[name][:1]).any(), f"{name}: every image has the same codes"
       np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     elif name != "resets":
       np.testing.assert_allclose(a[name], b[name], atol=1e-5, rtol=0, err_msg=name)
