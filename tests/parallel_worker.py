@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
 
-from vqjax import parallel, sweep_spec, train  # noqa: E402
+from vqjax import data, parallel, sweep_spec, train  # noqa: E402
 from vqjax import state as state_lib  # noqa: E402
 from vqjax.quantizers import COLLECTION  # noqa: E402
 from vqjax.models import create_model  # noqa: E402
@@ -71,7 +71,7 @@ def run(num_devices: int) -> dict:
   eval_fn = jax.jit(lambda params, codebook, x: model.apply(
       {"params": params, COLLECTION: codebook}, x, train=False)[1]["levels"])
   batch = parallel.global_batch({"image": batches[-1][rows]}, mesh)
-  eval_input = batch["image"].astype(np.float32) / 127.5 - 1
+  eval_input = data.to_model_range(batch["image"])  # as the train step reads the batch
   levels = eval_fn(state.params, state.codebook, eval_input)
   gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
   result = {f"params/{jax.tree_util.keystr(k)}": np.asarray(v) for k, v in
