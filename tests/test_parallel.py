@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 
+import chex
 import pytest
 
-from devices_worker import assert_same_training, run_worker, training_run
+from devices_worker import assert_same_training, pick, run_worker, training_run
+from vqjax import config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,6 +20,39 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_eight_devices_match_one_device(tmp_path):
   runs = run_worker(tmp_path, {"run": training_run([1, 8])}, host_devices=8)["run"]
   assert_same_training(runs[1], runs[8])
+
+
+def sample_stream_run(quantizer) -> dict:
+  """The tiny single-level model (K = 64, D = 8, one residual block) with
+  `quantizer`, 2 steps of 8 smooth 16x16 images on a 1- and a 2-device mesh
+  (no evaluation: the train step is what draws from the 'sample' stream)."""
+  return dict(scenario="train", devices=[1, 2], config="tiny_single", steps=2, batch=8,
+              image_size=16, images="smooth", evaluate=False,
+              overrides={"model.num_res_blocks": 1, "model.quantizer": quantizer.to_dict()})
+
+
+def test_sample_stream_on_two_devices_matches_one_device(tmp_path):
+  # The train step's 'sample' PRNG stream on a batch sharded over 2 devices:
+  # the stochastic quantizer's Gumbel noise, and the grouped quantizer's
+  # nested group dropout drawn per example. Both draw over the global batch,
+  # so the sharded step is the 1-device step.
+  runs = run_worker(tmp_path, {
+      "stochastic": sample_stream_run(config_lib.quantizer_config("stochastic", tau0=0.5)),
+      "grouped": sample_stream_run(config_lib.quantizer_config(
+          "grouped", num_groups=2, dropout_scope="example", drop_probs=(0.0, 0.5)))},
+      host_devices=2, fast_compile=True)
+  # Group 1 is dropped for some of each batch's 8 images, not for all:
+  # groups_kept = 1 + the fraction of images that keep it.
+  kept = runs["grouped"][1]["metrics/codes/groups_kept"]
+  assert ((kept > 1) & (kept < 2)).all(), kept
+  assert runs["stochastic"][1]["metrics/codes/perplexity_soft"].min() > 1
+  for name, run in runs.items():
+    one, two = run[1], run[2]
+    assert set(one) == set(two) and any(k.startswith("params/") for k in one), name
+    assert any(k.startswith("codebook/") for k in one) == (name == "grouped")
+    compared = ("params/", "codebook/", "metrics/")
+    chex.assert_trees_all_close(pick(one, *compared), pick(two, *compared),
+                                rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
