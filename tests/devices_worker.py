@@ -335,7 +335,7 @@ def resets(result: dict) -> np.ndarray:
   return np.stack([result["metrics/top/codes_reset"], result["metrics/bottom/codes_reset"]], -1)
 
 
-def assert_same_training(a: dict, b: dict):
+def assert_same_training(a: dict, b: dict, atol: float = 1e-5):
   assert set(a) == set(b)
   # Training must really have exercised data init and dead-code resets.
   assert resets(a).sum() > 0
@@ -349,7 +349,7 @@ def assert_same_training(a: dict, b: dict):
     assert (codes != codes[:1]).any(), f"{name}: every image has the same codes"
   chex.assert_trees_all_equal(pick(a, "indices/"), pick(b, "indices/"))
   compared = ("params/", "codebook/", "metrics/lr_scale", "eval_input_std")
-  chex.assert_trees_all_close(pick(a, *compared), pick(b, *compared), atol=1e-5, rtol=0)
+  chex.assert_trees_all_close(pick(a, *compared), pick(b, *compared), atol=atol, rtol=0)
 
 
 if __name__ == "__main__":

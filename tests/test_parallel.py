@@ -65,7 +65,10 @@ def test_released_options_on_eight_devices_match_one_device(tmp_path):
       "model.quantizer.reset_criterion": "ema", "model.quantizer.reset_rule": "sample",
       "model.factorized_codes": True})
   runs = run_worker(tmp_path, {"run": run}, host_devices=8)["run"]
-  assert_same_training(runs[1], runs[8])
+  # Measured: max |1 device - 8 devices| = 2.7e-5 (codebook embed_sum, decoder
+  # Conv_0 kernel), the summation order of the all-reduced k-means sums over 15
+  # steps; this test failed at atol 1e-5 already before issue 22 (9e7d906).
+  assert_same_training(runs[1], runs[8], atol=5e-5)
   assert any("project_in" in name for name in runs[1])
 
 
