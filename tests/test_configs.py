@@ -3,7 +3,6 @@
 builds and validates (and trains at smoke size with -m slow)."""
 
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -11,30 +10,12 @@ import pytest
 from vqjax import config_lib, train
 from vqjax.experiments import sweep_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_snapshot import REPO, SWEEP_BASES, load_config  # SWEEP_BASES: each sweep's base
+
 CONFIG_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"),
                                                 recursive=True)
     if os.sep + "sweeps" + os.sep not in p)
-# The base config each sweep is meant for (a new sweep file must be added here).
-SWEEP_BASES = {
-    "configs/sweeps/figure1.py": ["configs/reproduction.py:hierarchical",
-                                  "configs/paper_hierarchical.py"],
-    "configs/sweeps/figure2.py": ["configs/reproduction.py:single", "configs/paper_single.py"],
-    "configs/sweeps/figure2_below8.py": ["configs/reproduction.py:single"],
-    "configs/sweeps/table1.py": ["configs/reproduction.py:single",
-                                 "configs/reproduction.py:hierarchical"],
-    "configs/sweeps/hqvae.py": ["configs/hqvae/cpu_sqvae2.py"],
-    "configs/sweeps/quantizers.py": ["configs/quantizers.py"],  # its base (docstring, runs)
-}
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def with_smoke(spec: str) -> str:
