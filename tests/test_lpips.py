@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from vqjax import perceptual
 from vqjax.perceptual import lpips
 
 
@@ -112,3 +113,38 @@ def test_the_weight_reader_runs_no_code(tmp_path):
   with open(tmp_path / "w.ckpt", "rb") as f, pytest.raises(pickle.UnpicklingError,
                                                             match="only NumPy arrays"):
     lpips._RestrictedUnpickler(f).load()  # pylint: disable=protected-access
+
+
+def test_evaluation_reports_lpips_per_image_and_the_fid_stand_in(tmp_path):
+  """metrics.json's lpips is the mean over images of lpips_distance(x, clip(x_hat))."""
+  from conftest import tiny_config, write_image_folder  # pylint: disable=import-outside-toplevel
+  from vqjax import data, evaluate, parallel  # pylint: disable=import-outside-toplevel
+  from vqjax import state as state_lib  # pylint: disable=import-outside-toplevel
+  from vqjax.models import create_model  # pylint: disable=import-outside-toplevel
+  config = tiny_config("single")
+  config.data.name = "folder"
+  config.data.train_dir = config.data.val_dir = str(write_image_folder(tmp_path / "i", 5))
+  config.eval.batch_size = 4  # 5 images: the second batch has 3 padding rows
+  config.eval.lpips, config.eval.fid = "alex", "lpips_alex"
+  model = create_model(config.model)
+  mesh = parallel.create_mesh()
+  state = parallel.replicate(state_lib.create_train_state(
+      model, state_lib.create_optimizer(config), 32, 0), mesh)
+  psnr, mse, counts, _, extra = evaluate.Evaluator(config, model, mesh)(state.params,
+                                                                       state.codebook)
+  result = evaluate.summarize(config, 0, psnr, mse, counts, extra)
+  images = np.concatenate([b["image"][b["mask"]] for b in data.create_eval_batches(
+      config.data, batch_size=4)])
+  x = images.astype(np.float32) / 127.5 - 1
+  x_hat, _ = model.apply({"params": state.params, "codebook": state.codebook}, x, train=False)
+  want = _distance(x, np.clip(np.asarray(x_hat), -1, 1))
+  assert result["lpips"]["network"] == "alex"
+  assert result["lpips"]["mean"] == pytest.approx(want.mean(), rel=1e-5)
+  assert result["lpips"]["std"] == pytest.approx(want.std(), rel=1e-4, abs=1e-6)
+  fid = result["fid_lpips_alex"]
+  assert fid["num_images"] == 5 and fid["dim"] == 256 and fid["value"] > 0
+  assert "stand-in" in fid["features"] and "fid" not in result
+  # Off ('' for both, as tests/conftest.py's configs run every other evaluation): no keys.
+  extra["perceptual"] = perceptual.PerceptualMetrics("", "").accumulator().summary()
+  off = evaluate.summarize(config, 0, psnr, mse, counts, extra)
+  assert not [k for k in off if k == "lpips" or k.startswith("fid")]
