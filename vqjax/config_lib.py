@@ -200,8 +200,8 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_step=-1,       # -1: latest
       num_grid_images=8,
       # Perceptual metrics, computed in the eval step (vqjax/perceptual; docs/EVALUATION.md).
-      # Measured on configs/default.py (BENCHMARKS.md): LPIPS (AlexNet) adds 16-20% to an
-      # evaluation, under the 20% that earns a default; with the FID stand-in 19-33%.
+      # Measured on configs/default.py (BENCHMARKS.md): LPIPS (AlexNet) adds 14-20% to an
+      # evaluation's wall time, under the 20% that earns a default; with the FID stand-in 23-33%.
       lpips="alex",             # LPIPS network: 'alex' | 'vgg' | '' (off)
       fid="",                   # Fréchet distance features: 'lpips_alex' (offline stand-in) |
                                 #   'lpips_vgg' | 'inception_v3' (needs inception_weights) | '' (off)
