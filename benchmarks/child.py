@@ -86,6 +86,7 @@ class VqjaxRunner:
     config.model = build_model_config(spec["recipe"], spec.get("overrides"))
     config.data.image_size, config.data.batch_size = size, batch
     config.eval.batch_size = batch
+    config.eval.lpips = config.eval.fid = ""  # the forward pass alone, as the reference's eval
     config.train.steps_per_epoch = 1000  # no data source needed for the schedule
     config_lib.validate(config)
     if spec.get("cpu_devices", 0) != 1:

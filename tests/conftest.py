@@ -41,6 +41,7 @@ def tiny_config(kind: str = "single", image_size: int = 32, batch_size: int = 8)
   config.train.checkpoint_every = 3
   config.train.steps_per_epoch = 10
   config.eval.num_grid_images = 4
+  config.eval.lpips = ""  # LPIPS compiles AlexNet into every eval step: tests/test_lpips.py has it
   return config
 
 

@@ -9,6 +9,7 @@ The data section is `data_config.py`'s, the HQ-VAE configs are in
 
 from __future__ import annotations
 
+import os
 import re
 
 import ml_collections
@@ -18,6 +19,7 @@ from vqjax.data_config import default_data_config, validate_data
 from vqjax.models import hqvae
 from vqjax.models.factory import (HQVAE_KINDS, check_buildable, layer_codebook_sizes,
                                   level_quantizers, num_groups)
+from vqjax.perceptual import FID_NETWORKS, LPIPS_NETWORKS
 from vqjax.quantizers import registry
 
 # Evaluation sums a dense float32 histogram of every level's index space on the
@@ -197,6 +199,13 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=32,
       checkpoint_step=-1,       # -1: latest
       num_grid_images=8,
+      # Perceptual metrics, computed in the eval step (vqjax/perceptual; docs/EVALUATION.md).
+      # Measured on configs/default.py (BENCHMARKS.md): LPIPS (AlexNet) adds 14-20% to an
+      # evaluation's wall time, under the 20% that earns a default; with the FID stand-in 23-33%.
+      lpips="alex",             # LPIPS network: 'alex' | 'vgg' | '' (off)
+      fid="",                   # Fréchet distance features: 'lpips_alex' (offline stand-in) |
+                                #   'lpips_vgg' | 'inception_v3' (needs inception_weights) | '' (off)
+      inception_weights="",     # .npz of pytorch-fid's Inception-v3 (scripts/inception_npz.py)
   ))
 
   # Using a trained model (vqjax.export; checkpoint: eval.checkpoint_step).
@@ -367,6 +376,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "(0: stop at the first non-finite step).")
   need(t.log_every >= 1 and t.checkpoint_every >= 1,
        "train.log_every and train.checkpoint_every must be >= 1.")
+  if "eval" in config:
+    _validate_perceptual(config.eval, need)
+
+
+def _validate_perceptual(e, need) -> None:
+  """config.eval's LPIPS network and Fréchet-distance features (vqjax/perceptual)."""
+  lp, fid, weights = e.get("lpips", ""), e.get("fid", ""), e.get("inception_weights", "")
+  need(lp in LPIPS_NETWORKS, f"eval.lpips={lp!r}; use one of {LPIPS_NETWORKS} ('' = off).")
+  need(fid in FID_NETWORKS, f"eval.fid={fid!r}; use one of {FID_NETWORKS} ('' = off).")
+  if fid == "inception_v3":
+    need(bool(weights) and os.path.isfile(os.path.expanduser(weights)),
+         f"eval.fid='inception_v3' needs eval.inception_weights, the .npz of pytorch-fid's "
+         f"Inception-v3 (got {weights!r}; scripts/inception_npz.py makes it, "
+         "docs/EVALUATION.md says where the weights come from).")
 
 
 def _model_key(name: str) -> str:

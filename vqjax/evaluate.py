@@ -5,7 +5,10 @@ Reports per-image PSNR (pixels on [0, 1], reconstructions clipped), MSE (on
 level the dataset-wide code histogram, perplexity = exp(entropy), normalized
 perplexity = perplexity / K, unused codes, Gini coefficient and Lorenz curve;
 stochastic levels add the soft perplexity of the data-set posterior marginal,
-the mean posterior entropy and s^2. Grouped levels (MGVQ) keep one histogram of
+the mean posterior entropy and s^2. `config.eval.lpips` adds per-image LPIPS
+and `config.eval.fid` a Fréchet distance named by its feature network
+(`fid_lpips_alex`: the offline stand-in), both computed in the eval step
+(vqjax/perceptual). Grouped levels (MGVQ) keep one histogram of
 K codes, group i's K/G codes at offset i K/G, and add the usage of each group
 under `levels.<level>.groups.group_<i>` (perplexity / (K/G) as its
 normalized_perplexity); grouped models add `psnr_first_k_groups` {k: {mean,
@@ -32,6 +35,7 @@ from jax.experimental import multihost_utils
 from vqjax import checkpointing, data, metrics, parallel, plots, writers
 from vqjax.models import create_model, level_quantizers
 from vqjax.models.factory import num_groups
+from vqjax.perceptual import PerceptualMetrics
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_optimizer, create_train_state
 
@@ -49,8 +53,8 @@ def dataset_name(data_config: ml_collections.ConfigDict) -> str:
   return data_config.name
 
 
-def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
-              quantizers: dict) -> dict:
+def eval_step(params, codebook, counts: dict, batch: dict, key=None, perceptual_params=None,
+              *, model, quantizers: dict, perceptual: PerceptualMetrics | None = None) -> dict:
   """Frozen-codebook forward pass over one batch.
 
   Returns per-image `psnr` and `mse` [B] (pixels on [0, 1]), the reconstructions
@@ -64,7 +68,9 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
   stream (sq_eval_mode='sample'); batch['image'] as in the train step.
   quantizers: {level: quantizer} (`level_quantizers`): a level's codes are
   counted in its joint index space (`flat_codes`, histogram_size entries:
-  grouped group i at offset i K/G, residual stage l at l K).
+  grouped group i at offset i K/G, residual stage l at l K). perceptual (with
+  its weights perceptual_params) adds `perceptual`: per-image LPIPS [B] and FID
+  features of x and x_hat [B, d] (`PerceptualMetrics.apply`).
   """
   x = data.to_model_range(batch["image"])
   rngs = {} if key is None else {"sample": key}
@@ -86,8 +92,11 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, *, model,
       new_counts[f"{name}/posterior"] = counts[f"{name}/posterior"] + jnp.sum(post, (0, 1))
     if f"{name}/entropy" in counts:
       new_counts[f"{name}/entropy"] = counts[f"{name}/entropy"] + jnp.sum(entr(post))
-  return dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat),
-              counts=new_counts, x_hat=x_hat, variance=variance)
+  out = dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat),
+             counts=new_counts, x_hat=x_hat, variance=variance)
+  if perceptual is not None:
+    out["perceptual"] = perceptual.apply(perceptual_params, x, x_hat)
+  return out
 
 
 def first_k_psnr_step(params, codebook, batch: dict, *, models: dict) -> dict:
@@ -109,6 +118,8 @@ class Evaluator:
   `ssim` [N] and, per stochastic level, {'posterior': [K] summed posterior,
   'entropy': mean posterior entropy per position (nats), 'variance': s^2};
   grouped models add 'psnr_first_k_groups' {k: per-image PSNR [N]}, k = 1..G.
+  'perceptual': the metrics.json entries of config.eval.lpips / .fid
+  (`perceptual.Accumulator.summary`; {} when both are off).
   The histograms are summed on the device (float32 counts are exact below
   2**24 per code). `step(params, codebook, counts, batch, key=None)` is the
   jitted eval_step.
@@ -120,12 +131,16 @@ class Evaluator:
     self.num_codes = {name: q.histogram_size for name, q in quantizers.items()}
     self.stochastic = config.model.quantizer.kind == "stochastic"
     repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
+    self.perceptual = PerceptualMetrics.from_config(config.eval)
+    perceptual = self.perceptual if self.perceptual.enabled else None
     jitted = jax.jit(
-        functools.partial(eval_step, model=model, quantizers=quantizers),
-        in_shardings=(repl, repl, repl, batch_sharding, repl),
+        functools.partial(eval_step, model=model, quantizers=quantizers, perceptual=perceptual),
+        in_shardings=(repl, repl, repl, batch_sharding, repl, repl),
         out_shardings=dict(psnr=batch_sharding, mse=batch_sharding, counts=repl,
-                           x_hat=batch_sharding, variance=repl),
+                           x_hat=batch_sharding, variance=repl,
+                           **({"perceptual": batch_sharding} if perceptual else {})),
         donate_argnums=2)
+    perceptual_params = parallel.replicate(self.perceptual.params, mesh)
     self.first_k = None  # grouped: {k: model decoding from the first k groups}
     groups = num_groups(config.model)
     if groups > 1:
@@ -135,7 +150,8 @@ class Evaluator:
                              out_shardings=batch_sharding)
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
     self.step = lambda params, codebook, counts, batch, key=None: jitted(
-        params, codebook, counts, batch, self._base_key if key is None else key)
+        params, codebook, counts, batch, self._base_key if key is None else key,
+        perceptual_params)
 
   def _zero_counts(self) -> dict:
     counts = {name: jnp.zeros((k,), jnp.float32) for name, k in self.num_codes.items()}
@@ -149,6 +165,7 @@ class Evaluator:
     config = self.config
     counts = self._zero_counts()
     psnr, mse, ssim, grid, variance, first_k = [], [], [], None, {}, []
+    perceptual = self.perceptual.accumulator()
     batches = data.create_eval_batches(
         config.data,
         batch_size=data.per_process_batch_size(config.eval.batch_size,
@@ -163,6 +180,8 @@ class Evaluator:
       if self.first_k is not None:
         first_k.append({k: np.asarray(_gather(v))[mask]
                         for k, v in self.first_k(params, codebook, batch).items()})
+      if "perceptual" in out:
+        perceptual.add(jax.tree.map(lambda v: np.asarray(_gather(v)), out["perceptual"]), mask)
       psnr.append(np.asarray(_gather(out["psnr"]))[mask])
       mse.append(np.asarray(_gather(out["mse"]))[mask])
       images = data.to_model_range(np.asarray(_gather(batch["image"])))[mask]
@@ -180,7 +199,7 @@ class Evaluator:
       soft = np.asarray(counts[f"{name}/posterior"], np.float64)
       levels[name] = dict(posterior=soft, variance=float(s2),
                           entropy=float(counts[f"{name}/entropy"]) / max(soft.sum(), 1.0))
-    extra = dict(ssim=np.concatenate(ssim), levels=levels)
+    extra = dict(ssim=np.concatenate(ssim), levels=levels, perceptual=perceptual.summary())
     if first_k:
       extra["psnr_first_k_groups"] = {k: np.concatenate([b[k] for b in first_k])
                                       for k in first_k[0]}
@@ -196,6 +215,8 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
   quantizer has several codebooks side by side (grouped, residual) adds their
   usage (`Quantizer.entries`: `groups` {group_<i>: ...}, `stages` {stage_<l>:
   ...}); grouped models, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}.
+  extra's 'perceptual' adds `lpips` {mean, std, network} and `fid_<network>`
+  {value, features, dim, num_images}.
   """
   result = {
       "checkpoint_step": int(step),
@@ -222,11 +243,17 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
         str(k): {"mean": float(v.mean()), "std": float(v.std())}
         for k, v in extra["psnr_first_k_groups"].items()}
   result["ssim"] = {"mean": float(extra["ssim"].mean()), "std": float(extra["ssim"].std())}
+  result.update(extra.get("perceptual", {}))  # 'lpips', 'fid_<network>'
   for name, soft in extra["levels"].items():
     result["levels"][name].update(
         perplexity_soft=metrics.perplexity(soft["posterior"]),
         entropy=soft["entropy"], variance=soft["variance"])
   return result
+
+
+def _perceptual(result: dict) -> dict:
+  """The metrics.json entries of vqjax.perceptual: 'lpips', 'fid_<network>'."""
+  return {k: v for k, v in result.items() if k == "lpips" or k.startswith("fid_")}
 
 
 def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str, *,
@@ -237,6 +264,8 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
   line = ", ".join(
       [f"psnr={result['psnr']['mean']:.2f}±{result['psnr']['std']:.2f} dB",
        f"mse={result['mse']['mean']:.5f}", f"ssim={result['ssim']['mean']:.4f}"]
+      + [f"lpips={v['mean']:.4f}" if k == "lpips" else f"{k}={v['value']:.3f}"
+         for k, v in _perceptual(result).items()]
       + [f"{n}: perplexity={v['perplexity']:.1f} "
          f"({100 * v['normalized_perplexity']:.1f}% of K), unused={v['unused_codes']}"
          for n, v in result["levels"].items()]
@@ -253,6 +282,8 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
           scalars[f"eval/{name}/{key}"] = v[key]
     for k, v in result.get("psnr_first_k_groups", {}).items():
       scalars[f"eval/psnr_first_{k}_groups"] = v["mean"]
+    for k, v in _perceptual(result).items():
+      scalars[f"eval/{k}"] = v["mean"] if k == "lpips" else v["value"]
     writer.write_scalars(step, scalars)
     # TensorBoard at every evaluation: originals over reconstructions, and per
     # level the distribution of uses per code (a collapsed codebook piles up at 0).
