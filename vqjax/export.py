@@ -15,7 +15,8 @@ an uncompressed NumPy `.npz` (`np.savez`) holding
   index     int64 []      the record's position in the split
 
 `read_record(bytes) -> dict` parses one; `codes_dataset(path)` is a grain
-MapDataset of parsed records. The file is written to PATH.tmp and renamed to
+MapDataset of parsed records; `write_codes_file(path, codes)` writes arrays of
+codes as such a file (vqjax.prior's samples, tests). The file is written to PATH.tmp and renamed to
 PATH when complete, so a killed export never leaves a file at PATH.
 
 Records of a split (`split_records`), all at data.image_size S:
@@ -64,6 +65,23 @@ def read_record(data: bytes) -> dict:
     out = {k: z[k] for k in z.files}
   out["source"], out["index"] = str(out["source"]), int(out["index"])
   return out
+
+
+def write_codes_file(path: str, codes: dict[str, np.ndarray],
+                     sources: list[str] | None = None) -> str:
+  """{level: int [N, h, w, *code_shape]} -> a codes file at `path` (one record
+  per image, index i, source sources[i] or 'codes/<i>'), written atomically."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  n = len(next(iter(codes.values())))
+  writer = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1")
+  try:
+    for i in range(n):
+      writer.write(record_bytes({k: v[i] for k, v in codes.items()},
+                                sources[i] if sources else f"codes/{i}", i))
+  finally:
+    writer.close()
+  os.replace(path + ".tmp", path)
+  return path
 
 
 def codes_dataset(path: str) -> grain.MapDataset:

@@ -54,7 +54,8 @@ def configure_cpu_devices(config, requested: int = 0) -> None:
   """On CPU, one XLA device per core (XLA:CPU runs a device's step mostly on one core).
 
   Sets XLA_FLAGS before JAX starts its backends: `requested` devices, or (0)
-  the largest count <= the usable cores that divides both batch sizes. Leaves
+  the largest count <= the usable cores that divides both batch sizes
+  (data.batch_size, or a prior config's train.batch_size, and eval.batch_size). Leaves
   an explicit --xla_force_host_platform_device_count alone and does nothing
   for multi-process runs or when JAX is told to use another platform. On a GPU
   machine the extra CPU devices exist but are not used.
@@ -65,7 +66,8 @@ def configure_cpu_devices(config, requested: int = 0) -> None:
       or cluster_says_multiprocess()):
     return
   cores = requested or len(os.sched_getaffinity(0))
-  batches = math.gcd(config.data.batch_size, config.eval.batch_size)
+  train_batch = config.data.batch_size if "data" in config else config.train.batch_size
+  batches = math.gcd(train_batch, config.eval.batch_size)
   count = max(n for n in range(1, cores + 1) if batches % n == 0)
   if count > 1:
     os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={count}".strip()

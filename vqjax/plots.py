@@ -1,7 +1,8 @@
 """The figures of a run, as PNG files drawn on the Agg canvas (no display needed).
 
 Per run (vqjax/evaluate.py): `save_lorenz_plot` (codebook usage per level) and
-`save_reconstruction_grid` (originals over reconstructions); `new_figure` for
+`save_reconstruction_grid` (originals over reconstructions), `save_image_grid` (any
+uint8 images, e.g. a prior's samples); `new_figure` for
 every other figure (the sweep reports' are vqjax/experiments/figures.py).
 """
 
@@ -112,4 +113,35 @@ def save_reconstruction_grid(originals: Any, reconstructions: Any,
   image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
   make_parent_dir(path)
   image.save(os.fspath(path), format="PNG")
+  return grid
+
+
+def image_grid(images: Any, ncols: int = 8, pad: int = 2) -> np.ndarray:
+  """Tiles uint8 images [N, H, W, C] row by row, `ncols` per row, on white.
+
+  Returns [r H + (r + 1) pad, c W + (c + 1) pad, C] uint8, c = min(N, ncols),
+  r = ceil(N / c).
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or images.dtype != np.uint8 or not len(images):
+    raise ValueError(f"images must be uint8 [N, H, W, C] with N >= 1; got "
+                     f"{images.dtype} {images.shape}")
+  n, h, w, c = images.shape
+  cols = min(n, ncols)
+  rows = -(-n // cols)
+  grid = np.full((rows * h + (rows + 1) * pad, cols * w + (cols + 1) * pad, c), 255, np.uint8)
+  for i, image in enumerate(images):
+    top, left = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+    grid[top:top + h, left:left + w] = image
+  return grid
+
+
+def save_image_grid(images: Any, path: str | os.PathLike, ncols: int = 8) -> np.ndarray:
+  """Writes `image_grid(images, ncols)` as a PNG and returns it."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  grid = image_grid(images, ncols)
+  make_parent_dir(path)
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(os.fspath(path),
+                                                                       format="PNG")
   return grid
