@@ -102,6 +102,8 @@ def specs() -> list[str]:
                  if os.sep + "sweeps" + os.sep not in p)
   out = []
   for path in files:
+    if "model" not in load_config(path):  # a prior's config (configs/prior.py): no model
+      continue
     out.append(path)
     out += [f"{path}:{o}" for o in config_options(path) if o != "smoke"]
   return out

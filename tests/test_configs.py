@@ -12,10 +12,16 @@ from vqjax.experiments import sweep_spec
 
 from model_snapshot import REPO, SWEEP_BASES, load_config  # SWEEP_BASES: each sweep's base
 
-CONFIG_FILES = sorted(
+ALL_CONFIG_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"),
                                                 recursive=True)
     if os.sep + "sweeps" + os.sep not in p)
+# Configs of a prior on the codes (no model, no data): built here, trained at smoke
+# size by the test PRIOR_SMOKE_TRAINED_BY names (it needs a tokenizer's codes).
+PRIOR_CONFIG_FILES = ["configs/prior.py"]
+PRIOR_SMOKE_TRAINED_BY = ("test_prior",
+                          "test_smoke_tokenizer_codes_train_a_prior_that_samples_decoded_images")
+CONFIG_FILES = [p for p in ALL_CONFIG_FILES if p not in PRIOR_CONFIG_FILES]
 
 
 def with_smoke(spec: str) -> str:
@@ -48,6 +54,18 @@ def test_config_builds_validates_and_its_smoke_size_trains(path, tmp_path):
   assert result["checkpoint_step"] == 2
 
 
+@pytest.mark.parametrize("path", PRIOR_CONFIG_FILES)
+def test_prior_config_builds_and_validates_at_full_and_smoke_size(path):
+  config = load_config(path)
+  assert "model" not in config and config_lib.is_prior_config(config)
+  config_lib.validate(config)          # its codes files are --mode=train's to check
+  config = load_config(with_smoke(path))
+  config_lib.validate(config)
+  assert config.train.num_steps == 3 and config.prior.width == 32
+  module, test = PRIOR_SMOKE_TRAINED_BY
+  assert callable(getattr(__import__(module), test)), PRIOR_SMOKE_TRAINED_BY
+
+
 def parametrized_values(test, argnames: str) -> list:
   """The values `test` is parametrized with for `argnames` (read from its
   pytest marks: what pytest runs, not the lists above)."""
@@ -69,6 +87,9 @@ def test_every_file_under_configs_is_built_by_a_test():
   sweeps = [f for f in files if f.startswith("configs/sweeps/")]
   built = parametrized_values(test_config_builds_and_validates_at_full_and_smoke_size, "path")
   trained = parametrized_values(test_config_builds_validates_and_its_smoke_size_trains, "path")
+  prior = parametrized_values(test_prior_config_builds_and_validates_at_full_and_smoke_size,
+                              "path")
+  built, trained = built + prior, trained + prior  # trained: PRIOR_SMOKE_TRAINED_BY
   swept = parametrized_values(test_every_sweep_member_builds_and_validates, "sweep_file, base")
   for f in files:
     if f in sweeps:

@@ -14,12 +14,14 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vqjax")
 # Sub-packages count as one node each (their modules import each other freely).
-PACKAGES = ("models", "quantizers", "data", "experiments")
+PACKAGES = ("models", "quantizers", "data", "experiments", "prior")
 # Who may import whom: main -> train -> evaluate -> everything below.
 LAYERS = ["main", "train", "evaluate"]
 # The paper tooling (sweeps, reports, HQ-VAE configs, prepare) sits on top of
 # the library; nothing in the library imports it.
 EXPERIMENTS = "experiments"
+# The prior on the codes (vqjax/prior/) sits on the library too; only main runs it.
+PRIOR = "prior"
 
 
 def node_of(dotted: str) -> str:
@@ -98,7 +100,7 @@ def test_imports_run_one_way():
     for lower in LAYERS[i + 1:]:
       assert upper not in graph.get(lower, ()), f"{lower} imports {upper}"
   for node, deps in graph.items():
-    if node not in LAYERS and node != EXPERIMENTS:
+    if node not in LAYERS and node not in (EXPERIMENTS, PRIOR):
       assert not deps & set(LAYERS), f"library module {node} imports {deps & set(LAYERS)}"
 
 
@@ -108,6 +110,14 @@ def test_the_library_never_imports_the_experiments():
   users = sorted(node for node, deps in graph.items() if EXPERIMENTS in deps)
   assert users == [], f"library modules importing vqjax.experiments: {users}"
   assert {"config_lib", "train"} <= graph[EXPERIMENTS]
+
+
+def test_only_main_imports_the_prior():
+  graph = import_graph()
+  assert PRIOR in graph and {"export", "inference", "checkpointing"} <= graph[PRIOR]
+  assert not graph[PRIOR] & set(LAYERS), graph[PRIOR] & set(LAYERS)
+  users = sorted(node for node, deps in graph.items() if PRIOR in deps)
+  assert users == ["main"], f"modules importing vqjax.prior: {users}"
 
 
 def test_the_cycle_finder_finds_a_cycle():

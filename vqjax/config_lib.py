@@ -262,7 +262,10 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   kind, quantizer and the other options stay as configured; with the
   'plateau' schedule an evaluation after each step feeds the rule. Every config
   file offers it as `get_config('smoke')` (tests/test_configs.py trains each).
+  A prior config (`is_prior_config`) gets `prior_smoke` instead.
   """
+  if is_prior_config(config):
+    return prior_smoke(config)
   m, t = config.model, config.train
   if m.kind in HQVAE_KINDS:
     m.channels, m.code_dim = 8, 8
@@ -311,6 +314,9 @@ def apply_options(config: ml_collections.ConfigDict,
                   options: list[str]) -> ml_collections.ConfigDict:
   """The options every config takes, in place: 'quantizer=KIND', then 'smoke'."""
   for o in options:
+    if o.startswith(QUANTIZER_OPTION) and is_prior_config(config):
+      raise ValueError(f"option {o!r} sets a tokenizer's quantizer; a prior config has "
+                       "none (its codes come from --config.prior.codes).")
     if o.startswith(QUANTIZER_OPTION):
       kind = o[len(QUANTIZER_OPTION):]
       config.model.quantizer = quantizer_config(kind)
@@ -327,8 +333,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Clear errors for config values that cannot work (before anything compiles).
 
   A quantizer's own settings are checked by the quantizer (`registry.check`),
-  run here with the config keys in the messages.
+  run here with the config keys in the messages. A prior config
+  (`is_prior_config`) is checked by `validate_prior`.
   """
+  if is_prior_config(config):
+    return validate_prior(config)
   m, d, t = config.model, config.data, config.train
 
   def need(ok: bool, msg: str):
@@ -445,7 +454,8 @@ def _validate_quantizer(m, need) -> None:
          "Dense projections would mix the groups; set model.factorized_codes=False.")
 
 
-MODES = ("train", "eval", "encode", "decode", "reconstruct")
+MODES = ("train", "eval", "encode", "decode", "reconstruct", "sample")
+PRIOR_MODES = ("train", "eval", "sample")
 
 
 def validate_mode(config: ml_collections.ConfigDict, mode: str) -> None:
@@ -455,6 +465,13 @@ def validate_mode(config: ml_collections.ConfigDict, mode: str) -> None:
       raise ValueError(f"bad config for --mode={mode}: {msg}")
 
   need(mode in MODES, f"unknown mode; use one of {MODES}.")
+  if is_prior_config(config):
+    need(mode in PRIOR_MODES, f"a prior config (configs/prior.py) runs the modes "
+         f"{PRIOR_MODES}; --mode={mode} is for a tokenizer's config.")
+    validate_prior_files(config, mode)
+    return
+  need(mode != "sample", "--mode=sample samples a prior on the codes: "
+       "--config=configs/prior.py (docs/PRIOR.md).")
   if mode in ("encode", "decode", "reconstruct"):
     group = config[mode]
     need(group.batch_size >= 1, f"{mode}.batch_size={group.batch_size} must be >= 1.")
@@ -467,3 +484,140 @@ def validate_mode(config: ml_collections.ConfigDict, mode: str) -> None:
   if mode == "reconstruct":
     need(bool(config.reconstruct.input),
          "pass the images: --config.reconstruct.input=FILE_OR_FOLDER.")
+
+
+# -- the prior on the codes (vqjax.prior, docs/PRIOR.md) ------------------------------
+
+ENCODE_HINT = ("python -m vqjax.main --config=CONFIG --workdir=TOKENIZER --mode=encode "
+               "--config.encode.split={split} (written to "
+               "TOKENIZER/codes/{split}.array_record)")
+PRIOR_LR_SCHEDULES = ("cosine", "constant")
+
+
+def prior_config() -> ml_collections.ConfigDict:
+  """Everything a prior run needs: the codes, the transformer, its optimizer, sampling.
+
+  No `model` or `data` section: the data are the codes files a tokenizer's
+  --mode=encode wrote; `is_prior_config` tells the two kinds of config apart.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.compilation_cache_dir = "~/.cache/vqjax/jax_cache"
+  c.prior = ml_collections.ConfigDict(dict(
+      codes="",               # training codes: ArrayRecord of --mode=encode --config.encode.split=train
+      validation_codes="",    # '' = validation.array_record in prior.codes' folder
+      tokenizer="",           # the tokenizer's workdir: codebook sizes (config.json), samples decoded
+      num_layers=4,           # pre-LN decoder blocks
+      num_heads=4,
+      width=128,              # token / position embedding and residual width
+      mlp_ratio=4,            # MLP hidden width = mlp_ratio * width
+      dropout=0.1,            # on embeddings, attention weights, attention and MLP outputs
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=2000,
+      batch_size=32,          # global, sharded over the devices
+      learning_rate=3e-4,     # AdamW
+      lr_schedule="cosine",   # 'cosine' (linear warm-up, then cosine to 0) | 'constant' (after warm-up)
+      warmup_steps=100,
+      weight_decay=0.01,      # AdamW, on the matrices only
+      grad_clip=1.0,          # global norm; 0 = off
+      log_every=50,
+      eval_every=500,         # validation NLL every this many steps; 0 = only at the end
+      checkpoint_every=500,
+      keep_checkpoints=3,
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=32,
+      checkpoint_step=-1,     # --mode=eval / sample: -1 = latest
+  ))
+  c.sample = ml_collections.ConfigDict(dict(
+      num_samples=16,         # after training and with --mode=sample; 0 = none
+      temperature=1.0,        # 0 = greedy (argmax)
+      top_k=0,                # > 0: sample among the k most likely codes; 1 = greedy
+      seed=0,
+      batch_size=16,          # samples drawn per compiled call
+      output="",              # '' = <workdir>/samples
+  ))
+  return c
+
+
+def is_prior_config(config) -> bool:
+  """A config of vqjax.prior (a `prior` section, no `model`)."""
+  return "prior" in config and "model" not in config
+
+
+def prior_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A prior config at smoke size, in place: a 2-layer, 32-wide transformer,
+  3 steps at batch 8 (evaluation at 32), 2 samples; the codes stay those of prior.codes (any small
+  codes file: a smoke tokenizer's --mode=encode writes one in seconds)."""
+  p, t = config.prior, config.train
+  p.num_layers, p.num_heads, p.width, p.mlp_ratio, p.dropout = 2, 2, 32, 2, 0.0
+  t.num_steps, t.batch_size, t.warmup_steps = 3, 8, 1
+  t.log_every, t.eval_every, t.checkpoint_every = 1, 0, 3
+  config.eval.batch_size = 32
+  config.sample.num_samples = config.sample.batch_size = 2
+  return config
+
+
+def prior_validation_codes(config: ml_collections.ConfigDict) -> str:
+  """prior.validation_codes, or validation.array_record in prior.codes' folder."""
+  p = config.prior
+  if p.validation_codes:
+    return p.validation_codes
+  return os.path.join(os.path.dirname(p.codes), "validation.array_record")
+
+
+def validate_prior_files(config: ml_collections.ConfigDict, mode: str = "train") -> None:
+  """The codes files a prior's --mode=train / eval reads must exist (errors
+  that say how to write them); --mode=sample reads only its workdir."""
+  if mode == "sample":
+    return
+  p = config.prior
+
+  def need(ok: bool, msg: str):
+    if not ok:
+      raise ValueError(f"bad config for --mode={mode}: {msg}")
+
+  need(bool(p.codes), "pass the training codes: --config.prior.codes=PATH; write them "
+       "with " + ENCODE_HINT.format(split="train") + ".")
+  need(os.path.isfile(p.codes), f"prior.codes={p.codes!r}: no such file; write it with "
+       + ENCODE_HINT.format(split="train") + ".")
+  val = prior_validation_codes(config)
+  need(os.path.isfile(val), f"prior.validation_codes={val!r}: no such file; pass "
+       "--config.prior.validation_codes=PATH or write it with "
+       + ENCODE_HINT.format(split="validation") + ".")
+
+
+def validate_prior(config: ml_collections.ConfigDict) -> None:
+  """Clear errors for a prior config's values, each naming its key (before
+  anything compiles); `validate_mode` checks the codes files a mode reads."""
+  p, t, e, s = config.prior, config.train, config.eval, config.sample
+
+  def need(ok: bool, msg: str):
+    if not ok:
+      raise ValueError(f"bad config: {msg}")
+
+  need(not p.tokenizer or os.path.isfile(os.path.join(p.tokenizer, "config.json")),
+       f"prior.tokenizer={p.tokenizer!r} holds no config.json: pass the --workdir of "
+       "the tokenizer run that wrote the codes (or '' to train without decoding).")
+  need(p.num_layers >= 1, f"prior.num_layers={p.num_layers} must be >= 1.")
+  need(p.num_heads >= 1 and p.width >= 1 and p.width % p.num_heads == 0,
+       f"prior.width={p.width} must be a positive multiple of prior.num_heads={p.num_heads}.")
+  need(p.mlp_ratio >= 1, f"prior.mlp_ratio={p.mlp_ratio} must be >= 1.")
+  need(0 <= p.dropout < 1, f"prior.dropout={p.dropout} must be in [0, 1).")
+  need(t.num_steps >= 1, f"train.num_steps={t.num_steps} must be >= 1.")
+  need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1.")
+  need(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
+  need(t.lr_schedule in PRIOR_LR_SCHEDULES,
+       f"train.lr_schedule={t.lr_schedule!r}; use one of {PRIOR_LR_SCHEDULES}.")
+  need(t.warmup_steps >= 0 and t.weight_decay >= 0 and t.grad_clip >= 0,
+       f"train.warmup_steps={t.warmup_steps}, weight_decay={t.weight_decay} and "
+       f"grad_clip={t.grad_clip} must be >= 0.")
+  need(t.log_every >= 1 and t.checkpoint_every >= 1 and t.eval_every >= 0,
+       "train.log_every and train.checkpoint_every must be >= 1, train.eval_every >= 0.")
+  need(e.batch_size >= 1, f"eval.batch_size={e.batch_size} must be >= 1.")
+  need(s.num_samples >= 0 and s.batch_size >= 1,
+       f"sample.num_samples={s.num_samples} must be >= 0 and sample.batch_size="
+       f"{s.batch_size} >= 1.")
+  need(s.temperature >= 0, f"sample.temperature={s.temperature} must be >= 0 (0: greedy).")
+  need(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0: off, 1: greedy).")

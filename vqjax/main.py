@@ -12,10 +12,15 @@
   python -m vqjax.main --config=configs/default.py --workdir=runs/default \\
       --mode=reconstruct --config.reconstruct.input=photos/ --config.reconstruct.output=recon
 
+  python -m vqjax.main --config=configs/prior.py --workdir=runs/prior \\
+      --config.prior.codes=runs/default/codes/train.array_record --config.prior.tokenizer=runs/default
+  python -m vqjax.main --config=configs/prior.py --workdir=runs/prior --mode=sample ... (the same flags)
+
 `train` resumes from the latest checkpoint in --workdir and evaluates at the
 end; `eval` evaluates the latest (or --config.eval.checkpoint_step) checkpoint.
 encode / decode / reconstruct use the model of --workdir (its config.json and
-checkpoint, vqjax.export) and leave its config.json as it is.
+checkpoint, vqjax.export) and leave its config.json as it is. A prior config
+(configs/prior.py) runs vqjax.prior: train (+ eval + samples), eval, sample.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vqjax import config_lib, evaluate, export, parallel, train
+from vqjax import config_lib, evaluate, export, parallel, prior, train
 
 def _define_flags() -> dict:
   """The command line's flags; defined only when run as a program, so importing
@@ -40,7 +45,8 @@ def _define_flags() -> dict:
       mode=flags.DEFINE_enum(
           "mode", "train", list(config_lib.MODES),
           "train (+ final eval) | eval | encode (a split -> codes file) | decode "
-          "(codes file -> PNGs) | reconstruct (image files -> reconstructions, PSNR CSV)."),
+          "(codes file -> PNGs) | reconstruct (image files -> reconstructions, PSNR CSV) | "
+          "sample (a prior config: samples of its checkpoint)."),
       coordinator=flags.DEFINE_string(
           "coordinator_address", "",
           "Multi-host: host:port of process 0 (else from the cluster env)."),
@@ -95,7 +101,9 @@ def main(argv, fv: dict):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  if mode == "train":
+  if config_lib.is_prior_config(config):
+    prior.run(config, workdir, mode)
+  elif mode == "train":
     train.train_and_evaluate(config, workdir)
   else:
     evaluate.evaluate_checkpoint(config, workdir)

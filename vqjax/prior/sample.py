@@ -1,0 +1,107 @@
+"""Sampling the prior, position by position, and decoding the samples to images.
+
+`make_sampler` jits one fixed-length loop (`lax.fori_loop` over the T
+positions of the layout): at position t the transformer runs on the whole
+[B, T] buffer (BOS and the tokens drawn so far; the causal mask makes the
+not-yet-drawn positions irrelevant), its logits at t are restricted to t's
+segment, divided by the temperature, cut to the top_k most likely tokens
+(top_k > 0) and sampled with the PRNG key folded with t. No KV cache: each
+step recomputes the prefix, T forward passes per batch, which is seconds at
+CPU sizes (T = 256..320, a 4-layer, 128-wide model) and quadratic in T.
+temperature 0 or top_k 1 is greedy (argmax); a fixed seed gives the same
+samples for the same batch size.
+
+`write_samples` decodes the codes with the tokenizer (`vqjax.load(...)
+.decode`), writes samples.png (a grid), the codes as a codes file
+(samples.array_record, the format of vqjax.export: `--mode=decode` reads it)
+and the images to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from vqjax import export, inference, plots
+from vqjax.prior.layout import Layout
+from vqjax.prior.model import segment_mask, shift_right
+
+
+def choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_k: int) -> jax.Array:
+  """int32 [B]: a token per row of logits [B, V] (-inf = not allowed)."""
+  if temperature == 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / temperature
+  if top_k > 0:
+    values, indices = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))
+    pick = jax.random.categorical(key, values, axis=-1)
+    return jnp.take_along_axis(indices, pick[:, None], axis=-1)[:, 0].astype(jnp.int32)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def sample_tokens(params, key: jax.Array, *, model, layout: Layout, batch_size: int,
+                  temperature: float, top_k: int) -> jax.Array:
+  """int32 [batch_size, seq_len] tokens drawn from the prior (module docstring)."""
+  lo, hi = jnp.asarray(layout.lo), jnp.asarray(layout.hi)
+  start = jnp.broadcast_to(lo, (batch_size, layout.seq_len))  # valid placeholders
+
+  def step(t, tokens):
+    logits = model.apply({"params": params}, shift_right(tokens, layout.bos), train=False)
+    logits = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)  # [B, V]
+    allowed = segment_mask(lo[t], hi[t], layout.num_code_tokens)
+    logits = jnp.where(allowed, logits, -jnp.inf)
+    token = choose(logits, jax.random.fold_in(key, t), temperature=temperature, top_k=top_k)
+    return jax.lax.dynamic_update_index_in_dim(tokens, token, t, axis=1)
+
+  return jax.lax.fori_loop(0, layout.seq_len, step, start)
+
+
+def make_sampler(model, layout: Layout, *, batch_size: int, temperature: float,
+                 top_k: int):
+  """(params, key) -> int32 [batch_size, seq_len], jitted once (one device)."""
+  return jax.jit(functools.partial(sample_tokens, model=model, layout=layout,
+                                   batch_size=batch_size, temperature=float(temperature),
+                                   top_k=int(top_k)))
+
+
+def draw(params, layout: Layout, model, sample_config) -> np.ndarray:
+  """int32 [num_samples, seq_len]: sample_config.num_samples tokens in batches of
+  sample_config.batch_size; batch i uses fold_in(PRNGKey(seed), i)."""
+  s = sample_config
+  sampler = make_sampler(model, layout, batch_size=s.batch_size,
+                         temperature=s.temperature, top_k=s.top_k)
+  params = jax.device_put(params, jax.local_devices()[0])
+  key = jax.random.PRNGKey(s.seed)
+  out = [np.asarray(sampler(params, jax.random.fold_in(key, i)))
+         for i in range(-(-s.num_samples // s.batch_size))]
+  return np.concatenate(out)[:s.num_samples]
+
+
+def write_samples(tokens: np.ndarray, layout: Layout, out_dir: str, *, tokenizer: str = "",
+                  step: int = 0, writer=None, ncols: int = 8) -> dict:
+  """Writes the samples' codes (samples.array_record) and, with a tokenizer
+  workdir, their images (samples.png, TensorBoard 'samples'). Returns
+  {'codes': path, 'png': path or None, 'images': uint8 [N, H, W, 3] or None}."""
+  os.makedirs(out_dir, exist_ok=True)
+  codes = layout.codes(tokens)
+  out = {"codes": export.write_codes_file(
+      os.path.join(out_dir, "samples.array_record"), codes,
+      [f"sample/{i}" for i in range(len(tokens))]),
+         "png": None, "images": None}
+  if not tokenizer:
+    logging.info("wrote %d sampled codes to %s (no prior.tokenizer: not decoded; "
+                 "--mode=decode of the tokenizer decodes them)", len(tokens), out["codes"])
+    return out
+  images = inference.load(tokenizer, batch_size=min(len(tokens), 16)).decode(codes)
+  out["images"] = images
+  out["png"] = os.path.join(out_dir, "samples.png")
+  plots.save_image_grid(images, out["png"], ncols=ncols)
+  if writer is not None:
+    writer.write_images(step, {"samples": images})
+  logging.info("wrote %d samples to %s and %s", len(images), out["png"], out["codes"])
+  return out
