@@ -8,7 +8,6 @@ import os
 import shutil
 import types
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,6 +58,28 @@ def entropy_rate(transition: np.ndarray) -> float:
   """H = -sum_i pi_i sum_j P_ij log2 P_ij (bits per step)."""
   pi = stationary(transition)
   return float(-(pi[:, None] * transition * np.log2(transition)).sum())
+
+
+MARKOV_4 = np.array([[0.6, 0.2, 0.1, 0.1], [0.1, 0.6, 0.2, 0.1],
+                     [0.1, 0.1, 0.6, 0.2], [0.2, 0.1, 0.1, 0.6]])
+
+
+def markov_prior_config(out_dir: str):
+  """A 2-layer prior (dropout 0.1) for 6 steps on codes files of 4x4 maps of a
+  4-state Markov chain written into out_dir/codes (the same every time)."""
+  rng = np.random.default_rng(0)
+  codes = os.path.join(out_dir, "codes")
+  os.makedirs(codes, exist_ok=True)
+  for split, n in (("train", 64), ("validation", 24)):
+    export.write_codes_file(os.path.join(codes, f"{split}.array_record"),
+                            {"codes": markov_chain(MARKOV_4, n, 16, rng).reshape(n, 4, 4)})
+  config = tiny_prior(codes=os.path.join(codes, "train.array_record"), dropout=0.1,
+                      num_layers=2)
+  config.train.update(num_steps=6, batch_size=16, warmup_steps=2, learning_rate=3e-3,
+                      log_every=2, checkpoint_every=3)
+  config.eval.batch_size = 16
+  config.sample.num_samples = 0
+  return config
 
 
 # -- the layout ---------------------------------------------------------------------
@@ -169,17 +190,19 @@ def test_loss_equals_a_numpy_cross_entropy_on_a_hand_made_batch(hier_prior):
       lo, hi = HIER.lo[i], HIER.hi[i]                                 # the level's own codes
       z = logits[b, i, lo:hi]
       nll[b, i] = -(z[tokens[b, i] - lo] - np.log(np.exp(z - z.max()).sum()) - z.max())
-  loss_fn = jax.jit(lambda p, t: prior_train.loss_and_nll(p, t, apply_fn=model.apply,
-                                                          layout=HIER, train=False))
-  loss, per_token = loss_fn(params, tokens)
+
+  def loss_nll_levels_grads(p, t):  # one compiled program
+    loss_fn = lambda p: prior_train.loss_and_nll(p, t, apply_fn=model.apply, layout=HIER,
+                                                 train=False)
+    (loss, per_token), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+    return loss, per_token, evaluate.eval_step(p, {"tokens": t}, model=model, layout=HIER), grads
+
+  loss, per_token, per_level, grads = jax.jit(loss_nll_levels_grads)(params, tokens)
   assert float(loss) == pytest.approx(nll.mean(), rel=1e-5)
   np.testing.assert_allclose(per_token, nll, rtol=1e-5, atol=1e-6)
-  per_level = jax.jit(lambda p, t: evaluate.eval_step(p, {"tokens": t}, model=model,
-                                                      layout=HIER))(params, tokens)
   np.testing.assert_allclose(per_level, np.stack([nll[:, :4].sum(1), nll[:, 4:].sum(1)], 1),
                              rtol=1e-5)
   # The gradient is finite although the other level's logits are -inf.
-  grads = jax.jit(jax.grad(lambda p, t: loss_fn(p, t)[0]))(params, tokens)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
@@ -221,7 +244,6 @@ def test_top_k_1_sampling_is_greedy_and_a_seed_repeats_its_samples(hier_prior):
     logits = np.asarray(logits_fn(params, want))[:, t]
     want[:, t] = HIER.lo[t] + np.argmax(logits[:, HIER.lo[t]:HIER.hi[t]], axis=-1)
   np.testing.assert_array_equal(greedy, want)
-  np.testing.assert_array_equal(draw(temperature=0.0, top_k=0), want)   # temperature 0 too
   sampled = draw(temperature=1.0, top_k=0)
   np.testing.assert_array_equal(sampled, draw(temperature=1.0, top_k=0))
   assert ((sampled >= HIER.lo) & (sampled < HIER.hi)).all()             # each in its segment

@@ -29,7 +29,6 @@ import math
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils

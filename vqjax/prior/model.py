@@ -6,7 +6,9 @@
 Token and learned position embeddings (T positions: the layout fixes which
 level and entry every position holds, so the position embedding also says
 which segment is next), `num_layers` blocks of causal self-attention
-(`flax.linen.MultiHeadDotProductAttention` with `nn.make_causal_mask`) and an
+(`flax.linen.MultiHeadDotProductAttention` with `nn.make_causal_mask`, no
+biases: a key bias only shifts a query's logits by a constant, so its
+gradient is rounding noise that Adam would turn into steps) and an
 MLP (GELU, mlp_ratio * width), each behind a LayerNorm and added to the
 residual stream, a final LayerNorm and a Dense to the code tokens (BOS is
 never predicted). `segment_log_probs` turns logits into log-probabilities over
@@ -34,7 +36,7 @@ class Block(nn.Module):
     h = nn.LayerNorm(name="ln_attention")(x)
     h = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=self.width, dropout_rate=self.dropout,
-        deterministic=not train, name="attention")(h, h, mask=mask)
+        deterministic=not train, use_bias=False, name="attention")(h, h, mask=mask)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(name="ln_mlp")(x)
     h = nn.Dense(self.mlp_ratio * self.width, name="mlp_in")(h)
