@@ -227,7 +227,7 @@ def test_prior_reaches_the_entropy_rate_of_a_two_state_markov_chain():
   _, nll = jax.jit(lambda p, t: prior_train.loss_and_nll(
       p, t, apply_fn=model.apply, layout=layout, train=False))(state.params, val_seq)
   bits = np.asarray(nll) / LN2
-  rate = entropy_rate(transition)                                     # 0.5694 bits
+  rate = entropy_rate(transition)                                     # 0.5721 bits
   assert abs(bits[:, 1:].mean() - rate) < 0.05, (bits[:, 1:].mean(), rate)
   pi = stationary(transition)
   assert abs(bits[:, 0].mean() + (pi * np.log2(pi)).sum()) < 0.05     # first code: H(pi)
@@ -282,6 +282,31 @@ def test_codes_file_round_trips_through_the_grain_loader(tmp_path):
   assert len(halves[0]) == len(halves[1]) == 2
   got = np.concatenate([b["tokens"][b["mask"]] for h in halves for b in h])
   np.testing.assert_array_equal(got, want)
+
+
+def test_codebook_sizes_and_entries_come_from_the_tokenizer_config(tmp_path):
+  """A grouped hierarchical tokenizer (G = 2 groups of K / G = 16 codes per level):
+  its config.json alone sizes the layout, two tokens per position."""
+  from conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  config = tiny_config("hierarchical")
+  config.model.quantizer = config_lib.quantizer_config("grouped", num_groups=2)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+  rng = np.random.default_rng(3)
+  # Codes up to 9 only: the tokenizer's K / G = 16 is the size, not the largest code + 1.
+  codes = {"bottom": rng.integers(0, 10, (4, 8, 8, 2)), "top": rng.integers(0, 10, (4, 4, 4, 2))}
+  path = export.write_codes_file(str(tmp_path / "train.array_record"), codes)
+  levels, counts = data.scan(path)
+  layout, source = data.make_layout(levels, [counts], str(tmp_path))
+  assert layout == Layout((Level("top", (4, 4), (2,), 16), Level("bottom", (8, 8), (2,), 16)))
+  assert source.startswith("tokenizer") and layout.seq_len == 2 * (16 + 64)
+  np.testing.assert_array_equal(layout.lo[:4], [0, 16, 0, 16])     # group 1, group 2, ...
+  np.testing.assert_array_equal(layout.lo[32:34], [32, 48])        # bottom after 2 x 16
+  np.testing.assert_array_equal(layout.codes(layout.tokens(codes))["bottom"], codes["bottom"])
+  config.model.quantizer = config_lib.quantizer_config("grouped", num_groups=4)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+  with pytest.raises(ValueError, match=r"level 'top' has codes of shape \(2,\) in the file "
+                                       r"and \(4,\) in the tokenizer"):
+    data.make_layout(levels, [counts], str(tmp_path))
 
 
 # -- the config ---------------------------------------------------------------------
