@@ -15,11 +15,7 @@
 #   python -m vqjax.experiments.report RUNS_DIR/* --out=docs/reproduction
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-runs/reproduction}"
-python="${PYTHON:-.venv/bin/python}"
-test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
-mkdir -p "$runs"
-if [[ -d docs/reproduction/runs ]]; then cp -rn docs/reproduction/runs/. "$runs"/; fi
+source scripts/reproduction_setup.sh "$@"
 
 sweep() { "$python" -m vqjax.experiments.sweep "$@"; }
 figure1() {

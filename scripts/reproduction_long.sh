@@ -17,11 +17,7 @@
 #   scripts/reproduction_report.sh [RUNS_DIR]   # then redraws the reports
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-runs/reproduction}"
-python="${PYTHON:-.venv/bin/python}"
-test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
-mkdir -p "$runs"
-if [[ -d docs/reproduction/runs ]]; then cp -rn docs/reproduction/runs/. "$runs"/; fi
+source scripts/reproduction_setup.sh "$@"
 
 # pair SUFFIX STEPS STEPS_PER_EPOCH EVAL_EVERY SEED SINGLE HIER [overrides...]
 pair() {

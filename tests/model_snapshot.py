@@ -30,7 +30,8 @@ from vqjax.experiments import sweep_spec  # pylint: disable=wrong-import-positio
 from vqjax.models import create_model  # pylint: disable=wrong-import-position
 
 SNAPSHOT = os.path.join(REPO, "tests", "data", "config_models.json")
-# The base config each committed sweep is meant for (tests/test_configs.py's SWEEP_BASES).
+# The base config each committed sweep is meant for (a new sweep file must be added
+# here; tests/test_configs.py checks that every sweep has one).
 SWEEP_BASES = {
     "configs/sweeps/figure1.py": ["configs/reproduction.py:hierarchical",
                                   "configs/paper_hierarchical.py"],

@@ -3,7 +3,6 @@
 builds and validates (and trains at smoke size with -m slow)."""
 
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -11,39 +10,17 @@ import pytest
 from vqjax import config_lib, train
 from vqjax.experiments import sweep_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_snapshot import REPO, SWEEP_BASES, load_config  # SWEEP_BASES: each sweep's base
+
 CONFIG_FILES = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"),
                                                 recursive=True)
     if os.sep + "sweeps" + os.sep not in p)
-# The base config each sweep is meant for (a new sweep file must be added here).
-SWEEP_BASES = {
-    "configs/sweeps/figure1.py": ["configs/reproduction.py:hierarchical",
-                                  "configs/paper_hierarchical.py"],
-    "configs/sweeps/figure2.py": ["configs/reproduction.py:single", "configs/paper_single.py"],
-    "configs/sweeps/figure2_below8.py": ["configs/reproduction.py:single"],
-    "configs/sweeps/table1.py": ["configs/reproduction.py:single",
-                                 "configs/reproduction.py:hierarchical"],
-    "configs/sweeps/hqvae.py": ["configs/hqvae/cpu_sqvae2.py"],
-    "configs/sweeps/quantizers.py": ["configs/quantizers.py"],  # its base (docstring, runs)
-}
-
-
-def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def with_smoke(spec: str) -> str:
   path, _, arg = spec.partition(":")
   return f"{path}:{arg + ',' if arg else ''}smoke"
-
-
-def test_every_config_file_is_covered():
-  assert "configs/default.py" in CONFIG_FILES and len(CONFIG_FILES) >= 4
 
 
 # Training every smoke size takes ~10 s each: default.py in the quick suite,
@@ -69,6 +46,40 @@ def test_config_builds_validates_and_its_smoke_size_trains(path, tmp_path):
   assert config.train.num_steps == 2 and config.data.name == "builtin"
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result["checkpoint_step"] == 2
+
+
+def parametrized_values(test, argnames: str) -> list:
+  """The values `test` is parametrized with for `argnames` (read from its
+  pytest marks: what pytest runs, not the lists above)."""
+  values = []
+  for mark in getattr(test, "pytestmark", []):
+    if mark.name == "parametrize" and mark.args[0] == argnames:
+      values += [v.values if hasattr(v, "values") else v for v in mark.args[1]]
+  return [v[0] if isinstance(v, tuple) and len(v) == 1 else v for v in values]
+
+
+def test_every_file_under_configs_is_built_by_a_test():
+  # Every file under configs/ (walked here, whatever CONFIG_FILES' glob
+  # finds): a config file is a parameter of the build test and of the
+  # smoke-training test, a sweep file one of the sweep test with a base
+  # config from SWEEP_BASES (that base itself a built config file).
+  root = os.path.join(REPO, "configs")
+  files = sorted(os.path.relpath(os.path.join(d, f), REPO) for d, _, names in os.walk(root)
+                 for f in names if "__pycache__" not in d)
+  sweeps = [f for f in files if f.startswith("configs/sweeps/")]
+  built = parametrized_values(test_config_builds_and_validates_at_full_and_smoke_size, "path")
+  trained = parametrized_values(test_config_builds_validates_and_its_smoke_size_trains, "path")
+  swept = parametrized_values(test_every_sweep_member_builds_and_validates, "sweep_file, base")
+  for f in files:
+    if f in sweeps:
+      assert SWEEP_BASES.get(f), f"add {f} to SWEEP_BASES in tests/test_configs.py"
+      assert {(f, base) for base in SWEEP_BASES[f]} <= set(swept), f
+    else:
+      assert f in built and f in trained, f"{f} is not built by the config tests"
+  assert sorted(set(built)) == sorted(set(trained)) == [f for f in files if f not in sweeps]
+  assert sorted(SWEEP_BASES) == sweeps          # no base for a sweep file that is gone
+  for base in (b for bases in SWEEP_BASES.values() for b in bases):
+    assert base.partition(":")[0] in built, base
 
 
 def test_unknown_config_option_is_a_clear_error():

@@ -1,10 +1,14 @@
 """The EMA quantizer's dead-code reset (window and released-EMA criteria, average and
 sample rules), checked against hand-computed cases and NumPy."""
 
+import collections
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from vqjax.quantizers import ema_vq
 
@@ -180,9 +184,25 @@ def test_average_rule_is_the_mean_of_exactly_average_size_outputs():
     assert sum(digits) == 4, (c, total)
 
 
-def test_replacement_candidates_average_matches_the_drawn_rows():
-  z = jnp.asarray(np.random.default_rng(14).normal(size=(50, 3)), jnp.float32)
-  key = jax.random.key(5)
-  got = np.asarray(ema_vq.replacement_candidates(key, z, 8, "average", 4, 0.01))
-  idx = np.asarray(jax.random.randint(key, (8, 4), 0, 50))  # the rule's draw
-  np.testing.assert_allclose(got, np.asarray(z)[idx].mean(1), rtol=1e-6)
+def test_replacement_candidates_average_are_means_of_independent_uniform_draws():
+  # z = the 5 x 5 identity: 4 x a candidate (the mean of 4 rows) is the count
+  # vector of the rows it averages. Each candidate must average exactly 4
+  # rows, drawn independently and uniformly (with replacement): its count
+  # vector is Multinomial(4, 1/5), whose 70 outcomes' probabilities are
+  # enumerated here over all 5^4 draws.
+  n, size, k = 5, 4, 20000
+  got = np.asarray(ema_vq.replacement_candidates(jax.random.key(5), jnp.eye(n), k, "average",
+                                                 size, 0.01))
+  counts = np.round(got * size)
+  np.testing.assert_allclose(got * size, counts, atol=1e-5)   # means of rows of z
+  assert counts.min() >= 0 and (counts.sum(1) == size).all()  # of exactly 4 rows
+  outcomes = collections.Counter(
+      tuple(np.bincount(draw, minlength=n)) for draw in itertools.product(range(n), repeat=size))
+  observed = collections.Counter(map(tuple, counts.astype(int)))
+  assert set(observed) <= set(outcomes)
+  cells = sorted(outcomes)
+  expected = np.array([outcomes[c] / n**size * k for c in cells])
+  seen = np.array([observed[c] for c in cells])
+  assert expected.min() > 25                                  # chi-square applies
+  chi2 = ((seen - expected) ** 2 / expected).sum()
+  assert scipy.stats.chi2.sf(chi2, len(cells) - 1) > 1e-4, chi2

@@ -3,10 +3,6 @@ nested dropout frequencies, 8 simulated devices match 1; bits per position."""
 
 import functools
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import chex
 import flax.linen as nn
@@ -15,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from devices_worker import run_worker
 from vqjax import capacity
 from vqjax.quantizers.ema_vq import VectorQuantizerEMA
 from vqjax.quantizers.grouped import GroupedProjection, GroupedQuantizer, keep_probabilities
 from vqjax.quantizers.learned_vq import LearnedCodebookQuantizer
 from vqjax.quantizers import FiniteScalarQuantizer, LookupFreeQuantizer, ResidualQuantizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED_KEEP = [0.2, 0.1, 0.1, 0.6]  # MGVQ notes: P(keep 1/2/3/4 groups)
 
 
@@ -259,70 +255,20 @@ def test_dropout_off_eval_and_active_groups():
 
 # -- 8 simulated devices match 1 -------------------------------------------------------
 
-WORKER = textwrap.dedent("""
-    import functools, sys
-    import jax, jax.numpy as jnp, numpy as np
-    from vqjax import parallel
-    from vqjax.quantizers.ema_vq import VectorQuantizerEMA
-    from vqjax.quantizers.grouped import GroupedQuantizer
-
-    out, n, scope = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    mesh = parallel.create_mesh(jax.devices()[:n])
-    sub = functools.partial(VectorQuantizerEMA, reset_window=2, reset_threshold=30.0)
-    q = GroupedQuantizer(num_groups=4, num_codes=32, code_dim=8, group_quantizer=sub,
-                         dropout_scope=scope)
-    rng = np.random.default_rng(0)
-    zs = rng.normal(size=(6, 16, 3, 3, 8)).astype(np.float32)
-    w = jnp.asarray(rng.normal(size=zs.shape[1:]), jnp.float32)
-    variables = parallel.replicate(q.init(jax.random.key(0), jnp.asarray(zs[0]), train=False), mesh)
-
-    @jax.jit
-    def step(variables, z, t):
-      def f(zz):
-        (z_q, aux), new = q.apply(variables, zz, train=True, mutable=["codebook"],
-                                  rngs={"codebook": jax.random.fold_in(jax.random.key(1), t),
-                                        "sample": jax.random.fold_in(jax.random.key(2), t)})
-        return jnp.sum(w * z_q), (z_q, aux, new)
-      grad, (z_q, aux, new) = jax.grad(f, has_aux=True)(z)
-      return new, z_q, aux, grad
-
-    res = {}
-    for t, z in enumerate(zs):
-      z = jax.device_put(z, parallel.data_sharding(mesh))
-      variables, z_q, aux, grad = step(variables, z, t)
-      res[f"z_q/{t}"], res[f"grad/{t}"] = np.asarray(z_q), np.asarray(grad)
-      res[f"indices/{t}"] = np.asarray(aux["indices"])
-      res[f"kept/{t}"] = np.asarray(aux["metrics"]["groups_kept"])
-      res[f"resets/{t}"] = np.asarray(aux["metrics"]["codes_reset"])
-    for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(variables)):
-      res["var" + jax.tree_util.keystr(path)] = np.asarray(leaf)
-    np.savez(out, **res)
-""")
-
-
 @pytest.mark.slow
 def test_grouped_dropout_eight_devices_match_one(tmp_path):
   # Per-example draws over the sharded batch ('batch' scope draws one scalar).
-  scope = "example"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-  script = tmp_path / "worker.py"
-  script.write_text(WORKER)
-  for n in (1, 8):
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / f"{n}.npz"), str(n),
-                           scope], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  a, b = np.load(tmp_path / "1.npz"), np.load(tmp_path / "8.npz")
-  assert set(a.files) == set(b.files)
+  run = {"scenario": "grouped_quantizer", "devices": [1, 8], "scope": "example"}
+  runs = run_worker(tmp_path, {"grouped": run}, host_devices=8)["grouped"]
+  a, b = runs[1], runs[8]
+  assert set(a) == set(b)
   kept = np.array([a[f"kept/{t}"] for t in range(6)])
   assert kept.min() < 4 and kept.max() > 1                 # dropout really happened
   assert sum(int(a[f"resets/{t}"]) for t in range(6)) > 0  # and dead-code resets
-  for name in a.files:
-    if name.startswith(("indices/", "kept/", "resets/")):
-      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    else:
-      np.testing.assert_allclose(a[name], b[name], atol=1e-5, rtol=0, err_msg=name)
+  exact = ("indices/", "kept/", "resets/")
+  pick = lambda r, want: {k: v for k, v in r.items() if k.startswith(exact) == want}
+  chex.assert_trees_all_equal(pick(a, True), pick(b, True))
+  chex.assert_trees_all_close(pick(a, False), pick(b, False), atol=1e-5, rtol=0)
 
 
 # -- capacity --------------------------------------------------------------------------

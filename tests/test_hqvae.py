@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vqjax import losses
-from vqjax.models.hqvae import (InjectedTopDownVAE, ResidualQuantizer, ResidualTopDownVAE,
+from vqjax.models.hqvae import (InjectedTopDownVAE, ResidualLayers, ResidualTopDownVAE,
                                 latent_shapes)
 from vqjax.quantizers.ema_vq import VectorQuantizerEMA
 from vqjax.quantizers.stochastic import StochasticQuantizer
@@ -117,7 +117,7 @@ def residual_variables(rq, h, coarse, fine, family, log_vars=(0.0, 0.0)):
 @pytest.mark.parametrize("family", ["sq", "ema"])
 def test_residual_quantizer_reconstructs_its_input_from_data_codebooks(family):
   h, coarse, fine, i, j = data_codebooks()
-  rq = ResidualQuantizer(FAMILIES[family], num_codes=(4, 4), code_dim=2)
+  rq = ResidualLayers(FAMILIES[family], num_codes=(4, 4), code_dim=2)
   variables = residual_variables(rq, h, coarse, fine, family)
   total, levels = rq.apply(variables, h, train=False)
   np.testing.assert_array_equal(levels["layer_1"]["indices"], i)
@@ -133,7 +133,7 @@ def test_rsq_losses_follow_eq14():
   h, coarse, fine, _, _ = data_codebooks()
   h = h + np.random.default_rng(8).normal(0, 0.3, h.shape).astype(np.float32)
   log_vars = (math.log(30.0), math.log(0.5))
-  rq = ResidualQuantizer(FAMILIES["sq"], num_codes=(4, 4), code_dim=2)
+  rq = ResidualLayers(FAMILIES["sq"], num_codes=(4, 4), code_dim=2)
   variables = residual_variables(rq, h, coarse, fine, "sq", log_vars)
   _, levels = rq.apply(variables, h, train=False)
   z = h.reshape(-1, 2).astype(np.float64)
@@ -153,7 +153,7 @@ def test_rq_baseline_commits_every_partial_sum_and_passes_the_sum_straight_throu
   h, coarse, fine, _, _ = data_codebooks()
   h = h + np.random.default_rng(9).normal(0, 0.3, h.shape).astype(np.float32)
   beta = 0.25
-  rq = ResidualQuantizer(functools.partial(VectorQuantizerEMA, beta=beta),
+  rq = ResidualLayers(functools.partial(VectorQuantizerEMA, beta=beta),
                          num_codes=(4, 4), code_dim=2)
   variables = residual_variables(rq, h, coarse, fine, "ema")
   weights = np.random.default_rng(10).normal(size=h.shape).astype(np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from devices_worker import assert_same_training, run_worker, training_run
 from vqjax import capacity, config_lib, evaluate
 from vqjax.experiments import hqvae_configs
 from vqjax.models import create_model
@@ -29,7 +30,6 @@ from vqjax.models.vqvae import SingleLevelVQVAE
 from vqjax.quantizers.grouped import GroupedQuantizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARALLEL_WORKER = os.path.join(os.path.dirname(__file__), "parallel_worker.py")
 TOP_KEYS = {"checkpoint_step", "num_images", "dataset", "split", "image_size",
             "pixel_range", "psnr", "mse", "ssim", "levels"}
 LEVEL_KEYS = {"num_codes", "perplexity", "normalized_perplexity", "unused_codes", "gini"}
@@ -291,34 +291,19 @@ def test_first_k_group_psnr_matches_a_numpy_reference():
 # -- 8 devices = 1 ----------------------------------------------------------------------
 
 
-def _run_parallel_worker(out, num_devices: int, overrides: dict):
-  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             VQJAX_MODEL_OVERRIDES=json.dumps(overrides))
-  proc = subprocess.run([sys.executable, PARALLEL_WORKER, str(out), str(num_devices)],
-                        env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-  return np.load(out)
-
-
 @pytest.mark.slow
 def test_grouped_model_on_eight_devices_matches_one(tmp_path):
   # The tiny hierarchical model (C = 16, D = 8, K = 32) with 2 groups of 16
   # EMA codes, per-image nested dropout (drawn from the global batch), 15
   # steps of train.jit_train_step with data init and dead-code resets.
-  overrides = {"model.quantizer": grouped(num_groups=2, dropout_scope="example",
-                                   drop_probs=(0.0, 0.5)).to_dict()}
-  one = _run_parallel_worker(tmp_path / "one.npz", 1, overrides)
-  eight = _run_parallel_worker(tmp_path / "eight.npz", 8, overrides)
-  assert set(one.files) == set(eight.files)
-  assert any("pre_quant_top']['conv" in name for name in one.files)
+  run = training_run([1, 8], **{"model.quantizer": grouped(
+      num_groups=2, dropout_scope="example", drop_probs=(0.0, 0.5)).to_dict()})
+  runs = run_worker(tmp_path, {"run": run}, host_devices=8)["run"]
+  one, eight = runs[1], runs[8]
+  assert any("pre_quant_top']['conv" in name for name in one)
   assert one["indices/top"].shape[-1] == 2                   # [B, h, w, G]
-  assert one["resets"].sum() > 0
-  np.testing.assert_array_equal(one["resets"], eight["resets"])
-  for name in one.files:
-    if name.startswith("indices/"):
-      np.testing.assert_array_equal(one[name], eight[name], err_msg=name)
-    elif name != "resets":
-      np.testing.assert_allclose(one[name], eight[name], atol=1e-5, rtol=0, err_msg=name)
+  # Resets, codes (equal), params and codebooks (atol 1e-5) as in test_parallel.py.
+  assert_same_training(one, eight)
 
 
 @pytest.mark.slow

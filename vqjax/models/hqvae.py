@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 from vqjax import losses as losses_lib
 from vqjax.models.blocks import ResBlock, down_conv, up_conv
-from vqjax.models.vqvae import level_losses
+from vqjax.models.vqvae import CodesModel, level_losses
 from vqjax.quantizers.stochastic import Codebook, StochasticQuantizer
 
 Dtype = Any
@@ -166,7 +166,7 @@ class UpDecoder(nn.Module):
     return h
 
 
-class _TopDownVAE(nn.Module):
+class _TopDownVAE(CodesModel):
   """The fields both HQ-VAE networks share (quantizer factory, layer sizes,
   widths, bottom-up geometry, decoder variance, dtype)."""
 
@@ -194,20 +194,6 @@ class InjectedTopDownVAE(_TopDownVAE):
   """
 
 
-  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
-    return self._run(x, None, train=train, step=step)
-
-  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, C] in [-1, 1] -> {layer_l: int32 [B, h_l, w_l]} (frozen codebooks)."""
-    return self._run(x, None, train=False, stage="encode")
-
-  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
-    """{layer_l: int32 [B, h_l, w_l]} -> x_hat float32 [B, H, W, out_channels]."""
-    return self._run(None, codes, train=False, out_channels=out_channels)
-
-  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """{layer_l: int32 [...]} -> {layer_l: the quantizer's decode [..., code_dim]}."""
-    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
@@ -310,7 +296,7 @@ def residual_quantize(h: jax.Array | None, *, quantizer: Callable[..., nn.Module
   return total + (h - jax.lax.stop_gradient(h)), levels
 
 
-class ResidualQuantizer(nn.Module):
+class ResidualLayers(nn.Module):
   """`residual_quantize` as a module: (h [B, ..., D], train, step) -> (sum, levels)."""
 
   quantizer: Callable[..., nn.Module]
@@ -335,20 +321,6 @@ class ResidualTopDownVAE(_TopDownVAE):
   num_codes: Sequence[int] = (32, 32)
   shared_codebook: bool = False
 
-  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
-    return self._run(x, None, train=train, step=step)
-
-  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, C] in [-1, 1] -> {layer_l: int32 [B, h, w]} (frozen codebooks)."""
-    return self._run(x, None, train=False, stage="encode")
-
-  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
-    """{layer_l: int32 [B, h, w]} -> x_hat float32 [B, H, W, out_channels]."""
-    return self._run(None, codes, train=False, out_channels=out_channels)
-
-  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """{layer_l: int32 [...]} -> {layer_l: the quantizer's decode [..., code_dim]}."""
-    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",

@@ -94,7 +94,30 @@ def lookup(indices: jax.Array, *, quantizer, name: str, factorized: bool, width:
   return codes
 
 
-class SingleLevelVQVAE(nn.Module):
+class CodesModel(nn.Module):
+  """The entry points every vqjax model has, all through its one compact `_run`.
+
+  __call__(x, train, step) -> (x_hat, aux); encode_codes(x) -> {level: int32
+  [B, h, w, *code_shape]} (frozen codebooks); decode_codes(codes) -> x_hat
+  float32 [B, H, W, out_channels] (unclipped); decode_quantized(codes) ->
+  {level: the level quantizer's `decode` [..., D]} (no decoder network).
+  `decode_codes(encode_codes(x))` is the x_hat of `__call__(x, train=False)`.
+  """
+
+  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
+    return self._run(x, None, train=train, step=step)
+
+  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
+    return self._run(x, None, train=False, stage="encode")
+
+  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
+    return self._run(None, codes, train=False, out_channels=out_channels)
+
+  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return self._run(None, codes, train=False, stage="quantized")
+
+
+class SingleLevelVQVAE(CodesModel):
   """x -> Encoder (stride 4, C) -> 1x1 conv (D) -> VQ -> Decoder -> x_hat.
 
   At 256x256 input the latent map is 64x64xC (the paper: C_s = 160).
@@ -109,20 +132,6 @@ class SingleLevelVQVAE(nn.Module):
   num_groups: int = 1  # > 1: grouped pre_quant (module docstring)
   dtype: Dtype = jnp.float32
 
-  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
-    return self._run(x, None, train=train, step=step)
-
-  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, 3] in [-1, 1] -> {'codes': int32 [B, H/4, W/4, *code_shape]} (frozen codebook)."""
-    return self._run(x, None, train=False, stage="encode")
-
-  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
-    """{'codes': int32 [B, h, w, *code_shape]} -> x_hat float32 [B, 4h, 4w, out_channels] (unclipped)."""
-    return self._run(None, codes, train=False, out_channels=out_channels)
-
-  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """{'codes': int32 [..., *code_shape]} -> {'codes': the quantizer's decode [..., D]}."""
-    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
@@ -153,7 +162,7 @@ class SingleLevelVQVAE(nn.Module):
     return x_hat.astype(jnp.float32), level_losses(dict(codes=q_aux))
 
 
-class HierarchicalVQVAE(nn.Module):
+class HierarchicalVQVAE(CodesModel):
   """Two-level VQ-VAE: bottom latents at H/4, top latents at H/8, C_h channels.
 
   conditioned=False (the paper): both levels are quantized independently,
@@ -174,22 +183,6 @@ class HierarchicalVQVAE(nn.Module):
   num_groups: int = 1
   dtype: Dtype = jnp.float32
 
-  def __call__(self, x: jax.Array, *, train: bool, step: jax.Array | None = None):
-    return self._run(x, None, train=train, step=step)
-
-  def encode_codes(self, x: jax.Array) -> dict[str, jax.Array]:
-    """Images [B, H, W, 3] in [-1, 1] -> {'top': int32 [B, H/8, W/8, *code_shape],
-    'bottom': int32 [B, H/4, W/4, *code_shape]} (frozen codebooks)."""
-    return self._run(x, None, train=False, stage="encode")
-
-  def decode_codes(self, codes: dict[str, jax.Array], out_channels: int = 3) -> jax.Array:
-    """{'top': [B, h, w], 'bottom': [B, 2h, 2w]} int32 -> x_hat float32
-    [B, 8h, 8w, out_channels] (unclipped)."""
-    return self._run(None, codes, train=False, out_channels=out_channels)
-
-  def decode_quantized(self, codes: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """{level: int32 [..., *code_shape]} -> {level: the quantizer's decode [..., D]}."""
-    return self._run(None, codes, train=False, stage="quantized")
 
   @nn.compact
   def _run(self, x, codes, *, train: bool, step=None, stage: str = "all",
