@@ -29,13 +29,14 @@ class DownConv(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     if h % 2 or w % 2:
       raise ValueError(f"DownConv needs even height and width, got {h}x{w}.")
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (4, 4, c, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     # kernel[2t + p] acts on block t, phase p: regroup to [2, 2, (2, 2, C), F].
