@@ -17,7 +17,10 @@ is split over devices. Here `norm` is 'group' (GroupNorm with gcd(32, width)
 groups, statistics per image) or 'none', so the discriminator is a pure
 per-image function and N devices train exactly what one device trains.
 Weights are initialised as pix2pix's `weights_init`: convolutions N(0, 0.02),
-biases 0 (GroupNorm scale 1, bias 0).
+biases 0 (GroupNorm scale 1, bias 0). As in pix2pix, a convolution followed by a
+normalisation has no bias (the normalisation would cancel it: its gradient is
+rounding noise, which Adam's normalised step would turn into steps of the
+learning rate, different on every device count).
 """
 
 from __future__ import annotations
@@ -62,12 +65,13 @@ class PatchDiscriminator(nn.Module):
     init = nn.initializers.normal(INIT_STD)
     x = jnp.asarray(x, jnp.float32)
     x = nn.leaky_relu(DownConv(self.channels, kernel_init=init, name="conv_0")(x), 0.2)
+    bias = self.norm == "none"
     for n in range(1, self.num_layers):
       width = self.channels * min(2 ** n, 8)
-      x = DownConv(width, kernel_init=init, name=f"conv_{n}")(x)
+      x = DownConv(width, kernel_init=init, use_bias=bias, name=f"conv_{n}")(x)
       x = nn.leaky_relu(self._norm(x, f"norm_{n}"), 0.2)
     width = self.channels * min(2 ** self.num_layers, 8)
-    x = nn.Conv(width, (4, 4), padding=((1, 1), (1, 1)), kernel_init=init,
+    x = nn.Conv(width, (4, 4), padding=((1, 1), (1, 1)), kernel_init=init, use_bias=bias,
                 name=f"conv_{self.num_layers}")(x)
     x = nn.leaky_relu(self._norm(x, f"norm_{self.num_layers}"), 0.2)
     return nn.Conv(1, (4, 4), padding=((1, 1), (1, 1)), kernel_init=init, name="logits")(x)
