@@ -13,7 +13,9 @@ Each run is done once per entry of `devices` on a mesh of that many of the
 
   train     train.jit_train_step on fixed synthetic batches, the config from a
             builder (BUILDERS) and dotted overrides (sweep_spec.apply_overrides),
-            validated. Fields: config, overrides, steps, batch (global),
+            validated (config.loss's terms included: the discriminator's
+            state is saved as disc_params/, disc_opt_state/). Fields: config,
+            overrides, steps, batch (global),
             image_size, images ('smooth': float32 in [-1, 1]; 'uint8': uniform
             noise), validation (a scripted validation loss per step, fed to the
             plateau rule after each step as the train loop does after an
@@ -118,11 +120,13 @@ def run_train(mesh, spec: dict) -> dict:
   config = train_config(spec)
   steps, batch_size, size = spec["steps"], spec["batch"], spec["image_size"]
   validation = spec.get("validation")
-  model, tx = create_model(config.model), state_lib.create_optimizer(config)
+  model = create_model(config.model)
   parallel.check_batch_size(batch_size, mesh)
-  state = parallel.replicate(state_lib.create_train_state(model, tx, size, 0), mesh)
+  # The discriminator too when config.loss.gan_weight > 0 (GANTrainState).
+  state = parallel.replicate(state_lib.create_state_for(config, model, seed=0), mesh)
   step_fn = train.jit_train_step(
-      mesh, reconstruction_loss=config.train.get("reconstruction_loss", "mse"))
+      mesh, reconstruction_loss=config.train.get("reconstruction_loss", "mse"),
+      objective=train.training_losses(config))
   plateau_step = train.jit_plateau_step(config, mesh) if validation else None
   per_process = batch_size // jax.process_count()
   rows = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
@@ -139,6 +143,9 @@ def run_train(mesh, spec: dict) -> dict:
   result.update(flat("params/", state.params))
   result.update(flat("codebook/", state.codebook))
   result.update(flat("opt_state/", state.opt_state))
+  if isinstance(state, state_lib.GANTrainState):
+    result.update(flat("disc_params/", state.disc_params))
+    result.update(flat("disc_opt_state/", state.disc_opt_state))
   if not spec.get("evaluate", True):
     return result
   gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -16,7 +16,7 @@ import ml_collections
 
 from vqjax import capacity, losses
 from vqjax.data_config import default_data_config, validate_data
-from vqjax.models import hqvae
+from vqjax.models import discriminator, hqvae
 from vqjax.models.factory import (HQVAE_KINDS, check_buildable, layer_codebook_sizes,
                                   level_quantizers, num_groups)
 from vqjax.perceptual import FID_NETWORKS, LPIPS_NETWORKS
@@ -164,6 +164,33 @@ def single_model(hier_num_codes: int, hier_code_dim: int, image_size: int,
       hierarchical_model(hier_num_codes, hier_code_dim), image_size, code_dim)
 
 
+def default_loss_config() -> ml_collections.ConfigDict:
+  """config.loss: LPIPS and PatchGAN terms of the generator's loss (0 = off)."""
+  return ml_collections.ConfigDict(dict(
+      lpips_weight=0.0,         # > 0: + lpips_weight * LPIPS(x, x_hat) (mean over images)
+      lpips_network="alex",     # 'alex' | 'vgg' (vqjax/perceptual/lpips.py)
+      gan_weight=0.0,           # > 0: a PatchGAN discriminator; its term's weight (VQGAN's
+                                #   discriminator_weight, times the adaptive weight)
+      gan_loss="hinge",         # 'hinge' | 'non_saturating' (vqjax/losses.py)
+      gan_start_step=0,         # before this step: no adversarial term, discriminator frozen
+      adaptive_weight=True,     # VQGAN Eq. 7: ||grad L_rec|| / (||grad L_G|| + 1e-4) at
+                                #   the decoder's last layer, clipped to [0, 1e4]
+      disc_channels=64,         # PatchGAN width C (layers: C, 2C, 4C, 8C at most)
+      disc_layers=3,            # stride-2 convolutions (logits at 1/2^layers, minus 2)
+      disc_norm="group",        # 'group' (GroupNorm, per image) | 'none'; not BatchNorm
+      disc_learning_rate=3e-4,  # Adam, constant
+      disc_b1=0.5,              # Adam betas of VQGAN's discriminator
+      disc_b2=0.9,
+  ))
+
+
+def loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """config.loss with every field (configs and runs from before it have none: all off)."""
+  merged = default_loss_config()
+  merged.update(config.get("loss", {}) or {})
+  return merged
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model: data, optimizer, schedule, cadences, eval."""
   c = ml_collections.ConfigDict()
@@ -194,6 +221,10 @@ def base_config() -> ml_collections.ConfigDict:
       plateau_rtol=1e-4,        #   (1 - plateau_rtol) * best (state.plateau_rule)
       adam_b2=0.999,            # Adam beta_2 (HQ-VAE: 0.9)
   ))
+
+  # Perceptual and adversarial training losses (docs/PERCEPTUAL.md): all off by
+  # default, and then the train state and step are exactly those without them.
+  c.loss = default_loss_config()
 
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=32,
@@ -283,6 +314,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if m.quantizer.kind == "stochastic":
     m.quantizer.tau_rate = HQVAE_TAU_EXPONENT / t.num_steps
   config.eval.num_grid_images = 4
+  if "loss" in config:
+    config.loss.disc_channels = 8
   return config
 
 
@@ -387,6 +420,52 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "train.log_every and train.checkpoint_every must be >= 1.")
   if "eval" in config:
     _validate_perceptual(config.eval, need)
+  _validate_loss(config, need)
+
+
+# The model kinds whose decoder's last layer (vqvae.LAST_LAYER) the adaptive weight reads.
+PERCEPTUAL_LOSS_KINDS = ("single", "hierarchical")
+
+
+def _validate_loss(config, need) -> None:
+  """config.loss: weights, names, the discriminator's size against the image size."""
+  l, m = loss_config(config), config.model
+  need(l.lpips_weight >= 0 and l.gan_weight >= 0,
+       f"loss.lpips_weight={l.lpips_weight} and loss.gan_weight={l.gan_weight} must be "
+       ">= 0 (0 = off).")
+  if not (l.lpips_weight or l.gan_weight):
+    return
+  need(m.kind in PERCEPTUAL_LOSS_KINDS,
+       f"loss.lpips_weight / loss.gan_weight with model.kind={m.kind!r}: the perceptual "
+       f"and adversarial losses are for the kinds {PERCEPTUAL_LOSS_KINDS}.")
+  need(config.train.get("reconstruction_loss", "mse") != "gaussian_nll",
+       "loss.lpips_weight / loss.gan_weight with train.reconstruction_loss='gaussian_nll' "
+       "(a learned decoder variance) is not supported.")
+  if l.lpips_weight:
+    need(l.lpips_network in LPIPS_NETWORKS and l.lpips_network,
+         f"loss.lpips_network={l.lpips_network!r}; use one of {LPIPS_NETWORKS[1:]}.")
+  if not l.gan_weight:
+    return
+  need(l.gan_loss in losses.GAN_LOSSES,
+       f"loss.gan_loss={l.gan_loss!r}; use one of {losses.GAN_LOSSES}.")
+  need(l.gan_start_step >= 0, f"loss.gan_start_step={l.gan_start_step} must be >= 0.")
+  need(isinstance(l.adaptive_weight, bool),
+       f"loss.adaptive_weight={l.adaptive_weight!r} must be True or False.")
+  need(l.disc_norm in discriminator.NORMS,
+       f"loss.disc_norm={l.disc_norm!r}; use one of {discriminator.NORMS} (BatchNorm is "
+       "not offered: its batch statistics would make the step depend on the device count).")
+  need(l.disc_channels >= 1 and l.disc_layers >= 1,
+       f"loss.disc_channels={l.disc_channels} and loss.disc_layers={l.disc_layers} "
+       "must be >= 1.")
+  size, layers = config.data.image_size, l.disc_layers
+  need(size % 2 ** layers == 0 and discriminator.logits_size(size, layers) >= 1,
+       f"loss.disc_layers={layers} at data.image_size={size}: the discriminator halves the "
+       f"image {layers} times (the side must divide by 2^{layers}) and ends 2 smaller, "
+       f"leaving {discriminator.logits_size(size, layers)} logits per side; use fewer layers.")
+  need(l.disc_learning_rate > 0,
+       f"loss.disc_learning_rate={l.disc_learning_rate} must be > 0.")
+  need(0 <= l.disc_b1 < 1 and 0 <= l.disc_b2 < 1,
+       f"loss.disc_b1={l.disc_b1} and loss.disc_b2={l.disc_b2} must be in [0, 1).")
 
 
 def _validate_perceptual(e, need) -> None:

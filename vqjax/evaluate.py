@@ -37,7 +37,7 @@ from vqjax.models import create_model, level_quantizers
 from vqjax.models.factory import num_groups
 from vqjax.perceptual import PerceptualMetrics
 from vqjax.quantizers import COLLECTION
-from vqjax.state import create_optimizer, create_train_state
+from vqjax.state import create_state_for
 
 
 def _gather(x: jax.Array) -> np.ndarray:
@@ -309,9 +309,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   mesh = parallel.create_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   model = create_model(config.model)
-  tx = create_optimizer(config)
-  abstract = jax.eval_shape(lambda: create_train_state(
-      model, tx, config.data.image_size, config.seed))
+  abstract = jax.eval_shape(lambda: create_state_for(config, model))
   abstract = checkpointing.abstract_like(abstract, parallel.replicated(mesh))
   manager = checkpointing.create_manager(workdir, config, read_only=True)
   state, step = checkpointing.restore_state(manager, abstract,

@@ -17,6 +17,19 @@ The learned log sigma^2 is a model parameter: the model declares
 at its top level (the HQ-VAE models do so with `decoder_variance=True`), so it
 sits in `params['decoder_log_var']`, is trained by the optimizer with the rest,
 and the train step passes it to `gaussian_nll`.
+
+Adversarial terms (config.loss; docs/PERCEPTUAL.md), on the discriminator's
+logits [B, h, w, 1] (a PatchGAN's map; means over every entry):
+
+  hinge           D: (mean relu(1 - real) + mean relu(1 + fake)) / 2,
+                  G: -mean fake (VQGAN's `hinge_d_loss` and generator loss)
+  non_saturating  D: (mean softplus(-real) + mean softplus(fake)) / 2 (the
+                  logistic loss, -log sigmoid(real) - log(1 - sigmoid(fake))),
+                  G: mean softplus(-fake) = -log sigmoid(fake) (Goodfellow's
+                  non-saturating generator loss)
+
+`adaptive_weight` is VQGAN's Eq. 7 on the gradients of the two generator terms
+at the decoder's last layer.
 """
 
 from __future__ import annotations
@@ -27,6 +40,9 @@ import jax
 import jax.numpy as jnp
 
 RECONSTRUCTION_LOSSES = ("mse", "arelbo", "gaussian_nll")
+GAN_LOSSES = ("hinge", "non_saturating")
+ADAPTIVE_EPS = 1e-4         # VQGAN: ||grad L_rec|| / (||grad L_G|| + 1e-4)
+ADAPTIVE_MAX = 1e4          # ... clamped to [0, 1e4]
 DECODER_LOG_VAR = "decoder_log_var"
 DECODER_LOG_VAR_INIT = math.log(0.1)   # the released SQ-VAE code's init
 MIN_SSE = 1e-30                        # keeps log finite for a perfect reconstruction
@@ -86,3 +102,41 @@ def reconstruction_loss(kind: str, x: jax.Array, x_hat: jax.Array,
                        "the model with decoder_variance=True).")
     return gaussian_nll(x, x_hat, log_var)
   raise ValueError(f"reconstruction loss {kind!r}; choose one of {RECONSTRUCTION_LOSSES}.")
+
+
+# -- adversarial terms -----------------------------------------------------------
+
+
+def _check_gan(kind: str) -> None:
+  if kind not in GAN_LOSSES:
+    raise ValueError(f"GAN loss {kind!r}; choose one of {GAN_LOSSES}.")
+
+
+def discriminator_loss(kind: str, logits_real: jax.Array, logits_fake: jax.Array) -> jax.Array:
+  """The discriminator's loss on real and reconstructed images' logits -> [] float32."""
+  _check_gan(kind)
+  real, fake = logits_real.astype(jnp.float32), logits_fake.astype(jnp.float32)
+  if kind == "hinge":
+    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake)))
+  return 0.5 * (jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake)))
+
+
+def generator_loss(kind: str, logits_fake: jax.Array) -> jax.Array:
+  """The generator's (autoencoder's) adversarial loss on the reconstructions' logits -> []."""
+  _check_gan(kind)
+  fake = logits_fake.astype(jnp.float32)
+  if kind == "hinge":
+    return -jnp.mean(fake)
+  return jnp.mean(jax.nn.softplus(-fake))
+
+
+def adaptive_weight(rec_grad: jax.Array, gan_grad: jax.Array) -> jax.Array:
+  """VQGAN's Eq. 7: ||rec_grad|| / (||gan_grad|| + 1e-4), clipped to [0, 1e4] -> [].
+
+  rec_grad, gan_grad: the gradients of the reconstruction (+ perceptual) loss
+  and of the generator's adversarial loss with respect to the decoder's last
+  layer's kernel. The result carries no gradient (stop_gradient).
+  """
+  num = jnp.sqrt(jnp.sum(jnp.square(rec_grad.astype(jnp.float32))))
+  den = jnp.sqrt(jnp.sum(jnp.square(gan_grad.astype(jnp.float32)))) + ADAPTIVE_EPS
+  return jax.lax.stop_gradient(jnp.clip(num / den, 0.0, ADAPTIVE_MAX))

@@ -8,6 +8,12 @@ flax's imagenet example carries `batch_stats`; the key never changes (each
 step folds in its step number). Here also the optimizer (Adam) and its
 learning-rate schedule: decayed once per epoch, or halved when the validation
 loss stops improving (the plateau rule, whose state is part of opt_state).
+
+With a GAN term (config.loss.gan_weight > 0) the state is a `GANTrainState`:
+the same fields plus the discriminator's params and its own optax state
+(`disc_tx`: Adam with VQGAN's betas). Without one it is a plain `TrainState`,
+so runs with the adversarial loss off keep the state tree (and the
+checkpoints) of before.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import struct
 from flax.training import train_state
 
-from vqjax import data
+from vqjax import config_lib, data
+from vqjax.models import discriminator as discriminator_lib
 from vqjax.quantizers import COLLECTION
 
 
@@ -36,6 +44,25 @@ class TrainState(train_state.TrainState):
 
   codebook: Any
   rng: jax.Array
+
+
+class GANTrainState(TrainState):
+  """TrainState plus the PatchGAN discriminator (config.loss.gan_weight > 0).
+
+  disc_params: the discriminator's params (trained by `disc_tx`, never by `tx`);
+  disc_opt_state: disc_tx's state; disc_apply_fn: the discriminator's apply.
+  """
+
+  disc_params: Any
+  disc_opt_state: Any
+  disc_apply_fn: Callable = struct.field(pytree_node=False)
+  disc_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  def apply_disc_gradients(self, *, grads) -> "GANTrainState":
+    """The discriminator's update (disc_tx); the rest of the state as it is."""
+    updates, opt_state = self.disc_tx.update(grads, self.disc_opt_state, self.disc_params)
+    return self.replace(disc_params=optax.apply_updates(self.disc_params, updates),
+                        disc_opt_state=opt_state)
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
@@ -186,21 +213,52 @@ def applied_learning_rate(config: ml_collections.ConfigDict
   return exponential
 
 
+def create_disc_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam(loss.disc_b1, loss.disc_b2) at the constant loss.disc_learning_rate."""
+  l = config_lib.loss_config(config)
+  return optax.adam(l.disc_learning_rate, b1=l.disc_b1, b2=l.disc_b2)
+
+
+# The discriminator's init key: fold_in(PRNGKey(seed), DISC_KEY), apart from the
+# autoencoder's keys (split(PRNGKey(seed))), which stay those of runs without it.
+DISC_KEY = 0x6761
+
+
 def create_train_state(model, tx: optax.GradientTransformation, image_size: int,
-                       seed: int) -> TrainState:
+                       seed: int, discriminator=None,
+                       disc_tx: optax.GradientTransformation | None = None) -> TrainState:
   """Fresh state (built under jit); the codebooks are initialised from data on
-  the first train step."""
+  the first train step. With a `discriminator` (a Flax module on images) and
+  its `disc_tx`: a GANTrainState."""
 
   def init() -> TrainState:
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     variables = model.init({"params": init_key}, x, train=False)
-    return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply,
-                      params=variables["params"], tx=tx,
-                      opt_state=tx.init(variables["params"]),
-                      codebook=variables.get(COLLECTION, {}), rng=train_key)
+    fields = dict(step=jnp.zeros((), jnp.int32), apply_fn=model.apply,
+                  params=variables["params"], tx=tx,
+                  opt_state=tx.init(variables["params"]),
+                  codebook=variables.get(COLLECTION, {}), rng=train_key)
+    if discriminator is None:
+      return TrainState(**fields)
+    disc_params = discriminator.init(
+        jax.random.fold_in(jax.random.PRNGKey(seed), DISC_KEY), x)["params"]
+    return GANTrainState(**fields, disc_params=disc_params,
+                         disc_opt_state=disc_tx.init(disc_params),
+                         disc_apply_fn=discriminator.apply, disc_tx=disc_tx)
 
   return jax.jit(init)()
+
+
+def create_state_for(config: ml_collections.ConfigDict, model, seed: int | None = None
+                     ) -> TrainState:
+  """The fresh train state of `config`: create_train_state with
+  create_optimizer(config), and the discriminator when config.loss.gan_weight > 0."""
+  l = config_lib.loss_config(config)
+  disc = discriminator_lib.create_discriminator(l) if l.gan_weight > 0 else None
+  return create_train_state(model, create_optimizer(config), config.data.image_size,
+                            config.seed if seed is None else seed, discriminator=disc,
+                            disc_tx=create_disc_optimizer(config) if disc else None)
 
 
 def count_params(params) -> int:

@@ -3,11 +3,15 @@
 State is explicit: `params` (trained by optax) and `codebook` (the quantizers'
 EMA collection) side by side in one `TrainState`, threaded through one
 `jax.jit` that donates the old state. Nothing about the codebook lives in
-Python between steps.
+Python between steps. With config.loss's perceptual and adversarial terms the
+same one step also adds LPIPS, and updates a PatchGAN discriminator whose
+params and optimizer state sit in the state beside the autoencoder's
+(`TrainingLosses`, docs/PERCEPTUAL.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import signal
 import time
@@ -19,11 +23,12 @@ import numpy as np
 import optax
 from absl import logging
 
-from vqjax import checkpointing, data, evaluate, losses, metrics, parallel, writers
-from vqjax.models import create_model
+from vqjax import checkpointing, config_lib, data, evaluate, losses, metrics, parallel, writers
+from vqjax.models import create_model, vqvae
+from vqjax.perceptual import lpips
 from vqjax.quantizers import COLLECTION
-from vqjax.state import (TrainState, advance_plateau, all_finite, applied_learning_rate,
-                         count_params, create_optimizer, create_train_state,
+from vqjax.state import (GANTrainState, TrainState, advance_plateau, all_finite,
+                         applied_learning_rate, count_params, create_state_for,
                          learning_rate_scale, plateau_rule, plateau_state,
                          resolve_durations)
 
@@ -41,9 +46,122 @@ def level_metrics(levels: dict) -> dict[str, jax.Array]:
           for name, aux in levels.items() for key, value in aux["metrics"].items()}
 
 
-def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
-               reconstruction_loss: str = "mse",
-               learning_rate_fn=None) -> tuple[TrainState, dict]:
+@dataclasses.dataclass(frozen=True)
+class TrainingLosses:
+  """The perceptual and adversarial terms of config.loss (static: compiled into the step).
+
+  lpips_weight > 0: + lpips_weight * mean LPIPS(x, x_hat) (`lpips_network`; the
+  reconstruction is not clipped, so the gradient flows). gan_weight > 0: +
+  [step >= gan_start_step] * lambda * gan_weight * L_G(D(x_hat)), with lambda
+  VQGAN's adaptive weight (`losses.adaptive_weight` on the gradients of L_rec =
+  reconstruction + LPIPS term and of L_G at the decoder's last layer) or 1, and
+  the discriminator trained on real x against sg(x_hat) from the same step.
+  """
+
+  lpips_weight: float = 0.0
+  lpips_network: str = "alex"
+  gan_weight: float = 0.0
+  gan_loss: str = "hinge"
+  gan_start_step: int = 0
+  adaptive_weight: bool = True
+
+  @property
+  def gan(self) -> bool:
+    return self.gan_weight > 0
+
+
+def training_losses(config: ml_collections.ConfigDict) -> TrainingLosses | None:
+  """config.loss as a TrainingLosses; None when both terms are off (the plain step)."""
+  l = config_lib.loss_config(config)
+  if not (l.lpips_weight > 0 or l.gan_weight > 0):
+    return None
+  return TrainingLosses(lpips_weight=float(l.lpips_weight), lpips_network=l.lpips_network,
+                        gan_weight=float(l.gan_weight), gan_loss=l.gan_loss,
+                        gan_start_step=int(l.gan_start_step),
+                        adaptive_weight=bool(l.adaptive_weight))
+
+
+def _perceptual_gradients(state: TrainState, forward, recon_of, x, lpips_params,
+                          objective: TrainingLosses):
+  """(loss, grads, x_hat, aux, codebook, recon, metrics) of the generator with
+  config.loss's terms.
+
+  One forward pass (jax.vjp over params to x_hat and the quantizer losses); the
+  loss terms are differentiated with respect to x_hat, and the pullback maps
+  their sum to the params. The adaptive weight pulls back the reconstruction
+  and the adversarial cotangent alone and reads only the decoder's last kernel
+  of each (XLA drops the rest of those two pullbacks).
+  """
+
+  def outputs(params):
+    x_hat, (aux, codebook) = forward(params)
+    return (x_hat, sum(aux["losses"].values())), (aux, codebook)
+
+  (x_hat, quant), pull, (aux, codebook) = jax.vjp(outputs, state.params, has_aux=True)
+
+  def rec_fn(x_hat):
+    recon = recon_of(x_hat)
+    if not objective.lpips_weight:
+      return recon, (recon, None)
+    perceptual = jnp.mean(lpips.lpips_distance(lpips_params, x, x_hat,
+                                               objective.lpips_network))
+    return recon + objective.lpips_weight * perceptual, (recon, perceptual)
+
+  (rec, (recon, perceptual)), d_rec = jax.value_and_grad(rec_fn, has_aux=True)(x_hat)
+  step_metrics = {} if perceptual is None else {"lpips": perceptual}
+  loss, d_x_hat = rec + quant, d_rec
+  if objective.gan:
+    def g_fn(x_hat):
+      logits = state.disc_apply_fn({"params": state.disc_params}, x_hat)
+      return losses.generator_loss(objective.gan_loss, logits), logits
+
+    (g_loss, logits_fake), d_g = jax.value_and_grad(g_fn, has_aux=True)(x_hat)
+    no_quant = jnp.zeros_like(quant)
+    if objective.adaptive_weight:
+      weight = losses.adaptive_weight(
+          vqvae.last_layer_kernel(pull((d_rec, no_quant))[0]),
+          vqvae.last_layer_kernel(pull((d_g, no_quant))[0]))
+    else:
+      weight = jnp.ones((), jnp.float32)
+    on = state.step >= objective.gan_start_step
+    factor = jnp.where(on, objective.gan_weight * weight, 0.0)
+    # Before the start step the cotangent is d_rec itself (bit for bit the step
+    # without the term), whatever the discriminator's gradient holds.
+    d_x_hat = jnp.where(on, d_rec + factor * d_g, d_rec)
+    loss = loss + jnp.where(on, factor * g_loss, 0.0)
+    step_metrics.update(g_loss=g_loss, adaptive_weight=weight, gan_factor=factor,
+                        logits_fake=jnp.mean(logits_fake))
+  (grads,) = pull((d_x_hat, jnp.ones_like(quant)))
+  return loss, grads, x_hat, aux, codebook, recon, step_metrics
+
+
+def _discriminator_update(state: GANTrainState, new_state: GANTrainState, x, x_hat,
+                          objective: TrainingLosses):
+  """new_state with the discriminator's step on real x vs sg(x_hat) (from `state`'s
+  params), unchanged before gan_start_step; and its metrics."""
+
+  def d_loss_fn(disc_params):
+    logits = state.disc_apply_fn({"params": disc_params},
+                                 jnp.concatenate([x, jax.lax.stop_gradient(x_hat)]))
+    real, fake = logits[:x.shape[0]], logits[x.shape[0]:]
+    return losses.discriminator_loss(objective.gan_loss, real, fake), real
+
+  (d_loss, logits_real), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+      state.disc_params)
+  stepped = new_state.apply_disc_gradients(grads=d_grads)
+  on = state.step >= objective.gan_start_step
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(on, a, b), new, old)
+  new_state = new_state.replace(
+      disc_params=keep(stepped.disc_params, state.disc_params),
+      disc_opt_state=keep(stepped.disc_opt_state, state.disc_opt_state))
+  return new_state, dict(d_loss=d_loss, logits_real=jnp.mean(logits_real),
+                         disc_grad_norm=optax.tree.norm(d_grads))
+
+
+def train_step(state: TrainState, batch: dict, lpips_params=None, *,
+               skip_nonfinite: bool = False, reconstruction_loss: str = "mse",
+               learning_rate_fn=None,
+               objective: TrainingLosses | None = None) -> tuple[TrainState, dict]:
   """One step: loss = reconstruction + quantizer losses; Adam on params; EMA on codebooks.
 
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
@@ -64,26 +182,51 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
   `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).
+
+  objective (config.loss's terms, `training_losses`): loss adds
+  lpips_weight * LPIPS (lpips_params: the network's weights, an argument so
+  they are not constants of the program) and the adversarial term; a
+  GANTrainState's discriminator takes its step in the same call. Logged too:
+  lpips (the mean LPIPS of the batch), g_loss, d_loss, adaptive_weight (lambda),
+  gan_factor (the term's applied weight: 0 before gan_start_step), logits_real
+  and logits_fake (means), disc_grad_norm.
   """
   x = data.to_model_range(batch["image"])
   key = jax.random.fold_in(state.rng, state.step)
   rngs = {COLLECTION: key, "sample": jax.random.fold_in(key, 1)}
 
-  def loss_fn(params):
+  def forward(params):
     (x_hat, aux), updates = state.apply_fn(
         {"params": params, COLLECTION: state.codebook}, x, train=True,
         mutable=[COLLECTION], rngs=rngs, step=state.step)
-    recon = jnp.mean((x - x_hat) ** 2) if reconstruction_loss == "mse" else (
-        losses.reconstruction_loss(reconstruction_loss, x, x_hat,
-                                   params.get(losses.DECODER_LOG_VAR)))
-    return recon + sum(aux["losses"].values()), (
-        x_hat, aux, updates.get(COLLECTION, {}), recon)
+    return x_hat, (aux, updates.get(COLLECTION, {}))
 
-  (loss, (x_hat, aux, codebook, recon)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+  def recon_of(x_hat, params=None):
+    return jnp.mean((x - x_hat) ** 2) if reconstruction_loss == "mse" else (
+        losses.reconstruction_loss(reconstruction_loss, x, x_hat,
+                                   None if params is None else
+                                   params.get(losses.DECODER_LOG_VAR)))
+
+  extra = {}
+  if objective is None:
+    def loss_fn(params):
+      x_hat, (aux, codebook) = forward(params)
+      recon = recon_of(x_hat, params)
+      return recon + sum(aux["losses"].values()), (x_hat, aux, codebook, recon)
+
+    (loss, (x_hat, aux, codebook, recon)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+  else:
+    loss, grads, x_hat, aux, codebook, recon, extra = _perceptual_gradients(
+        state, forward, recon_of, x, lpips_params, objective)
   new_state = state.apply_gradients(grads=grads, codebook=codebook)
-  grad_norm = optax.tree.norm(grads)
-  finite = all_finite(loss, grad_norm, new_state.params, new_state.codebook)
+  checked = [loss, optax.tree.norm(grads), new_state.params, new_state.codebook]
+  if objective is not None and objective.gan:
+    new_state, d_metrics = _discriminator_update(state, new_state, x, x_hat, objective)
+    extra.update(d_metrics)
+    checked += [d_metrics["d_loss"], new_state.disc_params]
+  grad_norm = checked[1]
+  finite = all_finite(*checked)
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
@@ -93,21 +236,30 @@ def train_step(state: TrainState, batch: dict, *, skip_nonfinite: bool = False,
       psnr=jnp.mean(metrics.psnr_from_mse(per_image_mse)),
       grad_norm=grad_norm, lr_scale=learning_rate_scale(state.opt_state),
       nonfinite=1.0 - finite.astype(jnp.float32),
-      **level_metrics(aux["levels"]))
+      **level_metrics(aux["levels"]), **extra)
   if learning_rate_fn is not None:
     step_metrics["learning_rate"] = learning_rate_fn(state.opt_state)
   return new_state, step_metrics
 
 
 def jit_train_step(mesh, *, skip_nonfinite: bool = False, reconstruction_loss: str = "mse",
-                   learning_rate_fn=None):
-  """train_step jitted over the mesh: batch sharded, state replicated, state donated."""
+                   learning_rate_fn=None, objective: TrainingLosses | None = None):
+  """train_step jitted over the mesh: batch sharded, state replicated, state donated.
+
+  Returns step(state, batch) -> (state, metrics); with an LPIPS term the
+  network's weights (replicated once here) are passed to every call.
+  """
   repl, batch_sharding = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(train_step, skip_nonfinite=skip_nonfinite,
-                                   reconstruction_loss=reconstruction_loss,
-                                   learning_rate_fn=learning_rate_fn),
-                 in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
-                 donate_argnums=0)
+  step = functools.partial(train_step, skip_nonfinite=skip_nonfinite,
+                           reconstruction_loss=reconstruction_loss,
+                           learning_rate_fn=learning_rate_fn, objective=objective)
+  if objective is None or not objective.lpips_weight:
+    return jax.jit(step, in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
+                   donate_argnums=0)
+  jitted = jax.jit(step, in_shardings=(repl, batch_sharding, repl),
+                   out_shardings=(repl, repl), donate_argnums=0)
+  weights = parallel.replicate(lpips.load_params(objective.lpips_network), mesh)
+  return lambda state, batch: jitted(state, batch, weights)
 
 
 # -- the plateau rule's validation rounds -------------------------------------------
@@ -252,7 +404,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = writers.create_writer(workdir, just_logging=not is_main)
 
   model = create_model(config.model)
-  tx = create_optimizer(config)
   train_loader = data.create_train_loader(
       config.data, seed=config.seed, shard_index=jax.process_index(),
       shard_count=jax.process_count())
@@ -260,7 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # (data.prefetch; checkpoints keep the position of the batches consumed).
   train_iter = data.prefetch(iter(train_loader), int(config.data.get("prefetch", 0)))
 
-  state = create_train_state(model, tx, config.data.image_size, config.seed)
+  state = create_state_for(config, model)
   checkpointing.check_disk_space(workdir, state)
   manager = checkpointing.create_manager(workdir, config)
   state, train_iter = checkpointing.restore_latest(
@@ -279,7 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = jit_train_step(
       mesh, skip_nonfinite=config.train.skip_nonfinite > 0,
       reconstruction_loss=config.train.get("reconstruction_loss", "mse"),
-      learning_rate_fn=applied_learning_rate(config))
+      learning_rate_fn=applied_learning_rate(config), objective=training_losses(config))
   evaluator = evaluate.Evaluator(config, model, mesh)
   plateau_step = jit_plateau_step(config, mesh)
   guard = _NonFiniteGuard(config.train.skip_nonfinite, manager)

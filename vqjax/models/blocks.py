@@ -29,15 +29,16 @@ class DownConv(nn.Module):
 
   features: int
   dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     if h % 2 or w % 2:
       raise ValueError(f"DownConv needs even height and width, got {h}x{w}.")
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (4, 4, c, self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     # kernel[2t + p] acts on block t, phase p: regroup to [2, 2, (2, 2, C), F].
     k = kernel.reshape(2, 2, 2, 2, c, self.features).transpose(0, 2, 1, 3, 4, 5)
     k = k.reshape(2, 2, 4 * c, self.features).astype(self.dtype)
@@ -47,6 +48,9 @@ class DownConv(nn.Module):
     blocks = blocks.reshape(b, hb, wb, 4 * c)
     y = jax.lax.conv_general_dilated(
         blocks, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     return y + bias.astype(self.dtype)
 
 

@@ -44,6 +44,20 @@ from vqjax.quantizers.grouped import GroupedProjection
 
 Dtype = Any
 
+# The decoder's last layer (the one whose output is x_hat) in the params of
+# both models: the stride-4 Decoder's second transposed convolution (C/2 -> 3
+# channels). VQGAN's adaptive weight compares the gradients at its kernel.
+LAST_LAYER = ("decoder", "UpConv_1", "kernel")
+
+
+def last_layer_kernel(params) -> jax.Array:
+  """params[LAST_LAYER]: the decoder's last kernel [4, 4, C/2, 3] (of params or
+  of a gradient tree with their structure)."""
+  node = params
+  for key in LAST_LAYER:
+    node = node[key]
+  return node
+
 
 def level_losses(levels: dict) -> dict:
   """The model aux of per-level quantizer auxes: every level's loss terms as
