@@ -105,6 +105,17 @@ def test_trains_through_main_resumes_bit_identically_and_reconstructs(tmp_path):
        f"--config.reconstruct.input={tmp_path / 'photos'}")
   rows = open(tmp_path / "straight" / "reconstructions" / "psnr.csv").read().splitlines()
   assert rows[0] == "file,height,width,psnr_db" and rows[1].startswith("coffee.png,40,70,")
+  # --mode=encode keeps continuous tokens float32 [T, D]; --mode=decode reads them back.
+  from vqjax import export  # pylint: disable=import-outside-toplevel
+  codes = tmp_path / "codes.array_record"
+  main(tmp_path / "straight", "--mode=encode", f"--config.encode.output={codes}")
+  records = export.codes_dataset(str(codes))
+  first = records[0]
+  assert first["tokens"].dtype == np.float32
+  assert first["tokens"].shape == (config.model.num_tokens, config.model.code_dim)
+  main(tmp_path / "straight", "--mode=decode", f"--config.decode.input={codes}",
+       f"--config.decode.output={tmp_path / 'decoded'}")
+  assert len(os.listdir(tmp_path / "decoded")) == len(records)
 
 
 def smooth_images(n, size, seed):

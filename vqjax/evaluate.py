@@ -16,7 +16,8 @@ from the first k tokens (the rest null) for k in eval.first_k_tokens (() = 1..T)
 EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean image|^2 on the
 [0, 1] pixels of the validation set. FSQ/LFQ levels count their implicit codebook of
 prod(levels) / 2^D codes (config_lib.MAX_HISTOGRAM_CODES bounds it). Writes
-`workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png`.
+`workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png` (SEMANTICIST
+also `first_k_tokens.png`).
 """
 
 from __future__ import annotations
@@ -335,6 +336,10 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
     plots.save_reconstruction_grid(*grid, os.path.join(out_dir, "reconstructions.png"),
                                    max_images=config.eval.num_grid_images)
     plots.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
+    if "psnr_first_k_tokens" in result:
+      plots.save_first_k_plot({"SEMANTICIST": result["psnr_first_k_tokens"]},
+                              {"SEMANTICIST": result["variance_explained_first_k_tokens"]},
+                              os.path.join(out_dir, "first_k_tokens.png"))
     np.savez(os.path.join(out_dir, "code_histograms.npz"), **counts)
     logging.info("wrote %s/{metrics.json,reconstructions.png,lorenz.png}", out_dir)
   return result
