@@ -142,6 +142,19 @@ def test_one_ddim_step_matches_numpy(clip):
                              atol=1e-5)
 
 
+def test_v_parametrisation_matches_numpy():
+  """v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022) and the eps it implies."""
+  rng = np.random.default_rng(5)
+  x0, eps = rng.uniform(-1, 1, (2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3))
+  a = np.array([0.2, 0.9])[:, None, None, None]
+  x_t, v = np.sqrt(a) * x0 + np.sqrt(1 - a) * eps, np.sqrt(a) * eps - np.sqrt(1 - a) * x0
+  f32 = lambda z: jnp.asarray(z, jnp.float32)
+  np.testing.assert_allclose(diffusion.v_target(f32(x0), f32(eps), f32(a[:, 0, 0, 0])), v,
+                             atol=1e-6)
+  np.testing.assert_allclose(diffusion.eps_from_v(f32(x_t), f32(v), f32(a[:, 0, 0, 0])), eps,
+                             atol=1e-5)
+
+
 def test_guidance_scale_one_is_the_conditioned_prediction():
   rng = np.random.default_rng(3)
   eps_c, eps_u = (jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32) for _ in range(2))
@@ -153,8 +166,10 @@ def test_guidance_scale_one_is_the_conditioned_prediction():
 
 
 def test_sampler_is_a_loop_of_numpy_ddim_steps_with_guidance(scale=2.5):
+  """v-prediction (the config's): the network's v turned into eps in NumPy, guided."""
   dec = diffusion.DiffusionDecoder(image_size=8, patch_size=4, width=16, depth=1,
-                                   num_heads=2, num_timesteps=100, sample_steps=4)
+                                   num_heads=2, num_timesteps=100, sample_steps=4,
+                                   prediction="v")
   rng = np.random.default_rng(4)
   cond, uncond = (jnp.asarray(rng.normal(size=(2, 3, 5)), jnp.float32) for _ in range(2))
   x8 = jnp.zeros((2, 8, 8, 3))
@@ -171,8 +186,9 @@ def test_sampler_is_a_loop_of_numpy_ddim_steps_with_guidance(scale=2.5):
                       (2, 8, 8, 3)).astype(np.float64)
   for i, t in enumerate(steps):
     tt = jnp.full((2,), t)
-    e_c = np.asarray(eps_fn(jnp.asarray(x, jnp.float32), tt, cond), np.float64)
-    e_u = np.asarray(eps_fn(jnp.asarray(x, jnp.float32), tt, uncond), np.float64)
+    v_c = np.asarray(eps_fn(jnp.asarray(x, jnp.float32), tt, cond), np.float64)
+    v_u = np.asarray(eps_fn(jnp.asarray(x, jnp.float32), tt, uncond), np.float64)
+    e_c, e_u = (np.sqrt(1 - abar[t]) * x + np.sqrt(abar[t]) * v for v in (v_c, v_u))
     eps = e_u + scale * (e_c - e_u)
     a_prev = abar[steps[i + 1]] if i + 1 < len(steps) else 1.0
     x = np_ddim_step(x, eps, abar[t], a_prev, clip=True)

@@ -165,23 +165,24 @@ def single_model(hier_num_codes: int, hier_code_dim: int, image_size: int,
 def semanticist_model(image_size: int = 32) -> ml_collections.ConfigDict:
   """The SEMANTICIST tokenizer at CPU size (notes, section 7; docs/SEMANTICIST.md).
 
-  Causal ViT encoder (patch 4, width 128, 4 blocks, 4 heads) to T = num_tokens
+  Causal ViT encoder (patch 4, width 64, 4 blocks, 4 heads) to T = num_tokens
   tokens of D = code_dim channels, continuous (quantizer kind 'continuous';
   any vqjax quantizer kind quantizes them instead, num_codes K for the VQ
   kinds); DiT decoder (`decoder`: patch, width, depth, heads; the linear
-  schedule of num_timesteps steps from beta_start to beta_end; DDIM with
+  schedule of num_timesteps steps from beta_start to beta_end; `prediction`
+  'v' (default; 'eps' is the released code's, diffusion.py); DDIM with
   sample_steps steps from x_T of sample_seed, x0 clipped, guidance_scale w);
   nested CFG (`nested`: all-null share null_prob, nesting from start_step).
   The train step's reconstruction term is off (train.reconstruction_loss
   'none'): the diffusion loss is the objective.
   """
   return ml_collections.ConfigDict(dict(
-      kind=SEMANTICIST, image_size=image_size, patch_size=4, width=128, depth=4,
+      kind=SEMANTICIST, image_size=image_size, patch_size=4, width=64, depth=4,
       num_heads=4, mlp_ratio=4, num_tokens=32, code_dim=8, normalize_tokens=True,
       num_codes=1024, dtype="float32", quantizer=ml_collections.ConfigDict(dict(kind="continuous")),
       decoder=ml_collections.ConfigDict(dict(
-          patch_size=4, width=128, depth=4, num_heads=4, num_timesteps=1000,
-          beta_start=1e-4, beta_end=0.02, sample_steps=25, clip_x0=True,
+          patch_size=4, width=64, depth=4, num_heads=4, num_timesteps=1000,
+          beta_start=1e-4, beta_end=0.02, prediction="v", sample_steps=25, clip_x0=True,
           guidance_scale=1.0, sample_seed=0)),
       nested=ml_collections.ConfigDict(dict(null_prob=0.1, start_step=0))))
 
@@ -444,6 +445,8 @@ def _validate_semanticist(m, d, need) -> None:
   need(0 < dec.beta_start < dec.beta_end < 1,
        f"model.decoder.beta_start={dec.beta_start} and beta_end={dec.beta_end} must "
        "satisfy 0 < beta_start < beta_end < 1.")
+  need(dec.prediction in ("eps", "v"),
+       f"model.decoder.prediction={dec.prediction!r}; use 'eps' (the released code's) or 'v'.")
   need(dec.guidance_scale >= 0, f"model.decoder.guidance_scale={dec.guidance_scale} "
        "must be >= 0 (1: no guidance).")
   need(0 <= m.nested.null_prob < 1 and m.nested.start_step >= 0,

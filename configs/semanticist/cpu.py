@@ -1,9 +1,9 @@
 """SEMANTICIST at CPU scale: 32x32 random crops of the photo corpus.
 
 The notes' tiny configuration (section 7; docs/SEMANTICIST.md): a causal ViT
-(patch 4: 64 patches, width 128, 4 blocks) to T = 32 continuous tokens of D = 8
-(256 numbers for 3072 pixels), a DiT decoder on pixels (patch 4, width 128, 4
-blocks), eps-prediction on the linear schedule (T = 1000), DDIM with 25 steps
+(patch 4: 64 patches, width 64, 4 blocks) to T = 32 continuous tokens of D = 8
+(256 numbers for 3072 pixels), a DiT decoder on pixels (patch 4, width 64, 4
+blocks), v-prediction on the linear schedule (T = 1000), DDIM with 25 steps
 for the reconstructions, nested CFG with 10% all-null images. Validation: the
 centre 32x32 of each of the corpus's 400 validation crops; the final evaluation
 adds the PSNR and the share of variance explained from the first k tokens for
@@ -30,8 +30,8 @@ def get_config(arg: str | None = None):
   config.data.batch_size = 32
   config.model = config_lib.semanticist_model(image_size=32)
   config.train.reconstruction_loss = "none"   # the diffusion loss is the objective
-  config.train.num_steps = 3000
-  config.train.learning_rate = 3e-4
+  config.train.num_steps = 2000
+  config.train.learning_rate = 5e-4
   config.train.lr_decay_rate = 1.0            # constant rate (Adam)
   config.train.steps_per_epoch = -(-TRAIN_CROPS_32 // config.data.batch_size)
   config.train.log_every = 50

@@ -9,10 +9,16 @@ the learned variance (section 7):
              abar_t = prod_{s <= t} (1 - beta_s) for t = 0 .. T-1 (0-based)
   forward    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I),
              t ~ uniform on {0, .., T-1}
-  objective  eps-prediction: E |eps_theta(x_t, t, tokens) - eps|^2, the mean over
-             pixels and images (fixed variance: no variational-bound term)
+  objective  prediction='eps' (the released code's): E |eps_theta(x_t, t, tokens) -
+             eps|^2; prediction='v' (Salimans & Ho 2022, Sec. 4): the network
+             predicts v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0, E |v_theta - v|^2.
+             Means over pixels and images; fixed variance (no variational-bound
+             term). In x_0 terms eps weighs the error by the SNR abar/(1 - abar),
+             v by 1/(1 - abar): v keeps the noisiest steps, where only the tokens
+             tell the image, in the objective (docs/SEMANTICIST.md, "v, not eps")
   sampler    DDIM with eta = 0 (Song et al. 2021, Eq. 12), S = sample_steps steps
-             t_S > .. > t_1 = round(linspace(T - 1, 0, S)):
+             t_S > .. > t_1 = round(linspace(T - 1, 0, S)), the prediction as eps
+             (v: eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v):
                x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clipped to [-1, 1]
                (clip_x0; eps is then recomputed from the clipped x0),
                x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps,
@@ -77,6 +83,18 @@ def q_sample(x0: jax.Array, abar_t: jax.Array, noise: jax.Array) -> jax.Array:
   """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; abar_t [B] or []."""
   a = _per_image(abar_t, x0.ndim)
   return jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise
+
+
+def v_target(x0: jax.Array, noise: jax.Array, abar_t: jax.Array) -> jax.Array:
+  """v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0."""
+  a = _per_image(abar_t, x0.ndim)
+  return jnp.sqrt(a) * noise - jnp.sqrt(1.0 - a) * x0
+
+
+def eps_from_v(x_t: jax.Array, v: jax.Array, abar_t: jax.Array) -> jax.Array:
+  """The eps that x_t and v imply: sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
+  a = _per_image(abar_t, x_t.ndim)
+  return jnp.sqrt(1.0 - a) * x_t + jnp.sqrt(a) * v
 
 
 def predict_x0(x_t: jax.Array, eps: jax.Array, abar_t: jax.Array) -> jax.Array:
@@ -161,6 +179,7 @@ class DiffusionDecoder(nn.Module):
   beta_end: float = 0.02
   sample_steps: int = 25
   clip_x0: bool = True
+  prediction: str = "eps"  # 'eps' | 'v'
   dtype: Dtype = jnp.float32
 
   def setup(self):
@@ -172,18 +191,25 @@ class DiffusionDecoder(nn.Module):
     return alphas_cumprod(linear_betas(self.num_timesteps, self.beta_start, self.beta_end))
 
   def __call__(self, x_t, t, tokens):
-    """eps_theta(x_t, t, tokens): [B, H, W, C] float32."""
+    """The network's prediction (eps or v) for x_t, t, tokens: [B, H, W, C] float32."""
     return self.dit(x_t, t, tokens)
 
+  def predicted_eps(self, x_t, t, tokens, abar_t):
+    """eps_theta: the network's output, or the eps that its v implies."""
+    out = self.dit(x_t, t, tokens)
+    return out if self.prediction == "eps" else eps_from_v(x_t, out, abar_t)
+
   def training_loss(self, x0: jax.Array, tokens: jax.Array):
-    """(eps-prediction MSE [], the one-step x0 estimate [B, H, W, C] clipped to [-1, 1])."""
+    """(the prediction's MSE [], the one-step x0 estimate [B, H, W, C] clipped to [-1, 1])."""
     key_t, key_eps = jax.random.split(self.make_rng("sample"))
     t = jax.random.randint(key_t, (x0.shape[0],), 0, self.num_timesteps)
     noise = jax.random.normal(key_eps, x0.shape, jnp.float32)
     abar_t = jnp.asarray(self.abar, jnp.float32)[t]
     x_t = q_sample(x0, abar_t, noise)
-    eps = self.dit(x_t, t, tokens)
-    loss = jnp.mean((eps - noise) ** 2)
+    out = self.dit(x_t, t, tokens)
+    target = noise if self.prediction == "eps" else v_target(x0, noise, abar_t)
+    loss = jnp.mean((out - target) ** 2)
+    eps = out if self.prediction == "eps" else eps_from_v(x_t, out, abar_t)
     return loss, jnp.clip(predict_x0(x_t, eps, abar_t), -1.0, 1.0)
 
   def sample(self, cond: jax.Array, uncond: jax.Array | None, seed, guidance_scale: float):
@@ -206,7 +232,7 @@ class DiffusionDecoder(nn.Module):
     def body(mdl, x, step):
       t, a_t, a_prev = step
       x_in = jnp.concatenate([x, x], 0) if guide else x
-      eps = mdl.dit(x_in, jnp.full((x_in.shape[0],), t), tokens)
+      eps = mdl.predicted_eps(x_in, jnp.full((x_in.shape[0],), t), tokens, a_t)
       if guide:
         eps = guided(eps[:b], eps[b:], guidance_scale)
       return ddim_step(x, eps, a_t, a_prev, clip_x0=self.clip_x0)[0], None

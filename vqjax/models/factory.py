@@ -182,5 +182,6 @@ def create_semanticist(model_config: ml_collections.ConfigDict, *,
       decoder_patch_size=d.patch_size, decoder_width=d.width, decoder_depth=d.depth,
       decoder_heads=d.num_heads, num_timesteps=d.num_timesteps, beta_start=d.beta_start,
       beta_end=d.beta_end, sample_steps=d.sample_steps, clip_x0=d.clip_x0,
+      prediction=d.prediction,
       guidance_scale=d.guidance_scale, sample_seed=d.sample_seed, null_prob=n.null_prob,
       nest_start_step=n.start_step, dtype=DTYPES[m.dtype])

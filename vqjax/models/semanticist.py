@@ -148,6 +148,7 @@ class Semanticist(CodesModel):
   beta_end: float = 0.02
   sample_steps: int = 25
   clip_x0: bool = True
+  prediction: str = "eps"  # 'eps' | 'v' (diffusion.py)
   guidance_scale: float = 1.0
   sample_seed: int = 0
   null_prob: float = 0.1
@@ -170,7 +171,8 @@ class Semanticist(CodesModel):
     decoder = DiffusionDecoder(
         self.image_size, self.decoder_patch_size, self.decoder_width, self.decoder_depth,
         self.decoder_heads, self.mlp_ratio, 3, self.num_timesteps, self.beta_start,
-        self.beta_end, self.sample_steps, self.clip_x0, self.dtype, name="decoder")
+        self.beta_end, self.sample_steps, self.clip_x0, self.prediction, self.dtype,
+        name="decoder")
     q_aux = None
     if codes is None:
       tokens = CausalViTEncoder(self.patch_size, self.width, self.depth, self.num_heads,
