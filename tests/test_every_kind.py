@@ -40,6 +40,9 @@ CASES = [
      64, "none"),
     ("residual_topdown_shared", "configs/hqvae/cpu_rsqvae.py:ema,shared,smoke",
      ("layer_1", "layer_2"), (), 32, "none"),
+    # 1D tokens [N, T] (T = 4 at smoke size), FSQ (8, 5, 5, 5), decoded by seeded DDIM.
+    ("semanticist_fsq", "configs/semanticist/cpu.py:quantizer=fsq,smoke", ("tokens",), (),
+     1000, "none"),
 ]
 
 
@@ -109,7 +112,8 @@ def test_every_kind_trains_resumes_loads_and_decodes(trained, case, spec, levels
   assert list(codes) == list(levels)
   for level, c in codes.items():
     f = model.level_downsampling[level]
-    assert c.shape == (len(x), S // f, S // f, *code_shape) and c.dtype == np.int32
+    grid = (config.model.num_tokens,) if model.tokens_1d else (S // f, S // f)
+    assert c.shape == (len(x), *grid, *code_shape) and c.dtype == np.int32
     assert c.min() >= 0 and c.max() < k
   recon = model.reconstruct(x)
   np.testing.assert_array_equal(model.decode(codes), recon)

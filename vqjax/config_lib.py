@@ -17,8 +17,8 @@ import ml_collections
 from vqjax import capacity, losses
 from vqjax.data_config import default_data_config, validate_data
 from vqjax.models import discriminator, hqvae
-from vqjax.models.factory import (HQVAE_KINDS, check_buildable, layer_codebook_sizes,
-                                  level_quantizers, num_groups)
+from vqjax.models.factory import (HQVAE_KINDS, SEMANTICIST, check_buildable, is_continuous,
+                                  layer_codebook_sizes, level_quantizers, num_groups)
 from vqjax.perceptual import FID_NETWORKS, LPIPS_NETWORKS
 from vqjax.quantizers import registry
 
@@ -189,6 +189,29 @@ def loss_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   merged = default_loss_config()
   merged.update(config.get("loss", {}) or {})
   return merged
+def semanticist_model(image_size: int = 32) -> ml_collections.ConfigDict:
+  """The SEMANTICIST tokenizer at CPU size (notes, section 7; docs/SEMANTICIST.md).
+
+  Causal ViT encoder (patch 4, width 64, 4 blocks, 4 heads) to T = num_tokens
+  tokens of D = code_dim channels, continuous (quantizer kind 'continuous';
+  any vqjax quantizer kind quantizes them instead, num_codes K for the VQ
+  kinds); DiT decoder (`decoder`: patch, width, depth, heads; the linear
+  schedule of num_timesteps steps from beta_start to beta_end; `prediction`
+  'v' (default; 'eps' is the released code's, diffusion.py); DDIM with
+  sample_steps steps from x_T of sample_seed, x0 clipped, guidance_scale w);
+  nested CFG (`nested`: all-null share null_prob, nesting from start_step).
+  The train step's reconstruction term is off (train.reconstruction_loss
+  'none'): the diffusion loss is the objective.
+  """
+  return ml_collections.ConfigDict(dict(
+      kind=SEMANTICIST, image_size=image_size, patch_size=4, width=64, depth=4,
+      num_heads=4, mlp_ratio=4, num_tokens=32, code_dim=8, normalize_tokens=True,
+      num_codes=1024, dtype="float32", quantizer=ml_collections.ConfigDict(dict(kind="continuous")),
+      decoder=ml_collections.ConfigDict(dict(
+          patch_size=4, width=64, depth=4, num_heads=4, num_timesteps=1000,
+          beta_start=1e-4, beta_end=0.02, prediction="v", sample_steps=25, clip_x0=True,
+          guidance_scale=1.0, sample_seed=0)),
+      nested=ml_collections.ConfigDict(dict(null_prob=0.1, start_step=0))))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -298,11 +321,19 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if is_prior_config(config):
     return prior_smoke(config)
   m, t = config.model, config.train
-  if m.kind in HQVAE_KINDS:
+  if m.kind == SEMANTICIST:
+    m.image_size, m.width, m.depth, m.num_heads, m.num_tokens = 32, 32, 1, 2, 4
+    m.patch_size = m.decoder.patch_size = 8
+    m.decoder.width, m.decoder.depth, m.decoder.num_heads = 32, 1, 2
+    m.decoder.sample_steps = 2
+    if "first_k_tokens" in config.eval:
+      config.eval.first_k_tokens = ()
+  elif m.kind in HQVAE_KINDS:
     m.channels, m.code_dim = 8, 8
   else:
     m.channels = 16
-  m.num_res_blocks = 1
+  if m.kind != SEMANTICIST:
+    m.num_res_blocks = 1
   config.data = default_data_config()
   config.data.image_size = 32
   config.data.batch_size = config.eval.batch_size = 8
@@ -378,7 +409,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"bad config: {msg}")
 
   check_buildable(m)
-  if m.kind in HQVAE_KINDS:
+  if m.kind == SEMANTICIST:
+    _validate_semanticist(m, d, need)
+  elif m.kind in HQVAE_KINDS:
     _validate_hqvae(m, d, need)
   else:
     need(d.image_size > 0 and d.image_size % 8 == 0,
@@ -387,12 +420,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(isinstance(m.num_codes, int),
          f"model.num_codes={m.num_codes!r} must be one int for kind {m.kind!r}.")
   need(m.code_dim >= 1, f"model.code_dim={m.code_dim} must be >= 1.")
-  need(m.channels >= 2 and m.channels % 2 == 0,
-       f"model.channels={m.channels} must be an even number >= 2.")
-  _validate_quantizer(m, need)
+  if m.kind != SEMANTICIST:
+    need(m.channels >= 2 and m.channels % 2 == 0,
+         f"model.channels={m.channels} must be an even number >= 2.")
+  if not is_continuous(m):
+    _validate_quantizer(m, need)
   recon = t.get("reconstruction_loss", "mse")
   need(recon in losses.RECONSTRUCTION_LOSSES,
        f"train.reconstruction_loss={recon!r}; use one of {losses.RECONSTRUCTION_LOSSES}.")
+  need((recon == "none") == (m.kind == SEMANTICIST),
+       f"train.reconstruction_loss={recon!r} with model.kind={m.kind!r}: 'none' (no "
+       "reconstruction term, the model's own losses are the objective) is the "
+       f"{SEMANTICIST!r} kind's, whose diffusion loss replaces it; the others need one.")
   need((recon == "gaussian_nll") == bool(m.get("decoder_variance", False)),
        f"train.reconstruction_loss={recon!r} with model.decoder_variance="
        f"{m.get('decoder_variance', False)}: 'gaussian_nll' needs the learned decoder "
@@ -490,6 +529,38 @@ def _checked(check, *args, **kwargs) -> None:
     check(*args, **kwargs)
   except ValueError as e:
     raise ValueError(f"bad config: {e}") from None
+
+
+def _validate_semanticist(m, d, need) -> None:
+  dec = m.decoder
+  need(m.image_size == d.image_size,
+       f"model.image_size={m.image_size} must equal data.image_size={d.image_size} (the "
+       "encoder's position embedding and the decoder's canvas have that size).")
+  for key, p in (("model.patch_size", m.patch_size), ("model.decoder.patch_size", dec.patch_size)):
+    need(p >= 1 and d.image_size % p == 0,
+         f"{key}={p} must divide data.image_size={d.image_size}.")
+  need(dec.width % 4 == 0, f"model.decoder.width={dec.width} must be divisible by 4 "
+       "(the 2D sin-cos position embedding).")
+  for key, width, heads in (("model", m.width, m.num_heads),
+                            ("model.decoder", dec.width, dec.num_heads)):
+    need(heads >= 1 and width % heads == 0,
+         f"{key}.width={width} must be divisible by {key}.num_heads={heads}.")
+  need(m.num_tokens >= 1 and m.depth >= 1 and dec.depth >= 1,
+       f"model.num_tokens={m.num_tokens}, model.depth={m.depth} and model.decoder.depth="
+       f"{dec.depth} must be >= 1.")
+  need(1 <= dec.sample_steps <= dec.num_timesteps,
+       f"model.decoder.sample_steps={dec.sample_steps} must be in [1, "
+       f"model.decoder.num_timesteps={dec.num_timesteps}].")
+  need(0 < dec.beta_start < dec.beta_end < 1,
+       f"model.decoder.beta_start={dec.beta_start} and beta_end={dec.beta_end} must "
+       "satisfy 0 < beta_start < beta_end < 1.")
+  need(dec.prediction in ("eps", "v"),
+       f"model.decoder.prediction={dec.prediction!r}; use 'eps' (the released code's) or 'v'.")
+  need(dec.guidance_scale >= 0, f"model.decoder.guidance_scale={dec.guidance_scale} "
+       "must be >= 0 (1: no guidance).")
+  need(0 <= m.nested.null_prob < 1 and m.nested.start_step >= 0,
+       f"model.nested.null_prob={m.nested.null_prob} must be in [0, 1) and "
+       f"model.nested.start_step={m.nested.start_step} >= 0.")
 
 
 def _validate_hqvae(m, d, need) -> None:

@@ -13,9 +13,14 @@ K codes, group i's K/G codes at offset i K/G, and add the usage of each group
 under `levels.<level>.groups.group_<i>` (perplexity / (K/G) as its
 normalized_perplexity); grouped models add `psnr_first_k_groups` {k: {mean,
 std}}, the PSNR when every level decodes from only its first k groups (k =
-1..G, the rest zeros). FSQ/LFQ levels count their implicit codebook of
+1..G, the rest zeros); SEMANTICIST models add `psnr_first_k_tokens` {k: {mean,
+std}} and `variance_explained_first_k_tokens` {k: EV}, the DDIM reconstruction
+from the first k tokens (the rest null) for k in eval.first_k_tokens (() = 1..T),
+EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean image|^2 on the
+[0, 1] pixels of the validation set. FSQ/LFQ levels count their implicit codebook of
 prod(levels) / 2^D codes (config_lib.MAX_HISTOGRAM_CODES bounds it). Writes
-`workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png`.
+`workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png` (SEMANTICIST
+also `first_k_tokens.png`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from jax.experimental import multihost_utils
 
 from vqjax import checkpointing, data, metrics, parallel, plots, writers
 from vqjax.models import create_model, level_quantizers
-from vqjax.models.factory import num_groups
+from vqjax.models.factory import SEMANTICIST, num_groups
 from vqjax.perceptual import PerceptualMetrics
 from vqjax.quantizers import COLLECTION
 from vqjax.state import create_state_for
@@ -109,6 +114,26 @@ def first_k_psnr_step(params, codebook, batch: dict, *, models: dict) -> dict:
   return out
 
 
+def first_k_tokens_step(params, codebook, batch: dict, k, *, model) -> dict:
+  """Per-image `psnr` and `mse` [B] of the reconstructions from the first k tokens
+  (k [] int32, traced: one compilation for every k)."""
+  x = data.to_model_range(batch["image"])
+  variables = {"params": params, COLLECTION: codebook}
+  codes = model.apply(variables, x, method="encode_codes")
+  x_hat = model.apply(variables, codes, num_tokens=k, method="decode_codes")
+  return dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat))
+
+
+def token_ladder(config) -> tuple[int, ...]:
+  """The k of the first-k-tokens curve: eval.first_k_tokens, () = 1..T (sorted, T included)."""
+  t = int(config.model.num_tokens)
+  ks = tuple(config.eval.get("first_k_tokens", ()) or range(1, t + 1))
+  if any(not 1 <= int(k) <= t for k in ks):
+    raise ValueError(f"bad config: eval.first_k_tokens={ks} must lie in [1, {t}] "
+                     "(model.num_tokens).")
+  return tuple(sorted({int(k) for k in ks} | {t}))
+
+
 class Evaluator:
   """The eval step, jitted once per run: every evaluation reuses the compiled step.
 
@@ -117,9 +142,12 @@ class Evaluator:
   `config.eval.num_grid_images` images in [-1, 1], extra). extra: per-image
   `ssim` [N] and, per stochastic level, {'posterior': [K] summed posterior,
   'entropy': mean posterior entropy per position (nats), 'variance': s^2};
-  grouped models add 'psnr_first_k_groups' {k: per-image PSNR [N]}, k = 1..G.
+  grouped models add 'psnr_first_k_groups' {k: per-image PSNR [N]}, k = 1..G;
   'perceptual': the metrics.json entries of config.eval.lpips / .fid
-  (`perceptual.Accumulator.summary`; {} when both are off).
+  (`perceptual.Accumulator.summary`; {} when both are off);
+  SEMANTICIST models 'psnr_first_k_tokens' {k: per-image PSNR [N]} and
+  'variance_explained_first_k_tokens' {k: EV} (`token_ladder`; k = T is the main
+  reconstruction).
   The histograms are summed on the device (float32 counts are exact below
   2**24 per code). `step(params, codebook, counts, batch, key=None)` is the
   jitted eval_step.
@@ -148,6 +176,12 @@ class Evaluator:
       self.first_k = jax.jit(functools.partial(first_k_psnr_step, models=models),
                              in_shardings=(repl, repl, batch_sharding),
                              out_shardings=batch_sharding)
+    self.token_ks, self.first_k_tokens = (), None
+    if config.model.kind == SEMANTICIST:
+      self.token_ks = token_ladder(config)
+      self.first_k_tokens = jax.jit(
+          functools.partial(first_k_tokens_step, model=model),
+          in_shardings=(repl, repl, batch_sharding, repl), out_shardings=batch_sharding)
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
     self.step = lambda params, codebook, counts, batch, key=None: jitted(
         params, codebook, counts, batch, self._base_key if key is None else key,
@@ -161,11 +195,22 @@ class Evaluator:
         counts[f"{name}/entropy"] = jnp.zeros((), jnp.float32)
     return parallel.replicate(counts, self.mesh)
 
+  def _first_k_tokens(self, params, codebook, batch, mask, out) -> dict:
+    """{k: (per-image psnr, mse)} of the batch's valid images, k = T from `out`."""
+    t = self.token_ks[-1]
+    result = {t: (np.asarray(_gather(out["psnr"]))[mask], np.asarray(_gather(out["mse"]))[mask])}
+    for k in self.token_ks[:-1]:
+      o = self.first_k_tokens(params, codebook, batch,
+                              parallel.replicate(np.asarray(k, np.int32), self.mesh))
+      result[k] = (np.asarray(_gather(o["psnr"]))[mask], np.asarray(_gather(o["mse"]))[mask])
+    return result
+
   def __call__(self, params, codebook):
     config = self.config
     counts = self._zero_counts()
     psnr, mse, ssim, grid, variance, first_k = [], [], [], None, {}, []
     perceptual = self.perceptual.accumulator()
+    tokens_k, moments = [], None  # first-k tokens; [sum x, sum x^2] per pixel on [0, 1]
     batches = data.create_eval_batches(
         config.data,
         batch_size=data.per_process_batch_size(config.eval.batch_size,
@@ -187,6 +232,11 @@ class Evaluator:
       images = data.to_model_range(np.asarray(_gather(batch["image"])))[mask]
       x_hat = np.asarray(_gather(out["x_hat"]))[mask]
       ssim.append(metrics.per_image_ssim(images, x_hat))
+      if self.first_k_tokens is not None:
+        tokens_k.append(self._first_k_tokens(params, codebook, batch, mask, out))
+        unit = (images.astype(np.float64) + 1.0) / 2.0
+        sums = np.stack([unit.sum(0), (unit ** 2).sum(0)])
+        moments = sums if moments is None else moments + sums
       if grid is None:
         n = min(config.eval.num_grid_images, len(images))
         grid = (images[:n], x_hat[:n])
@@ -203,6 +253,15 @@ class Evaluator:
     if first_k:
       extra["psnr_first_k_groups"] = {k: np.concatenate([b[k] for b in first_k])
                                       for k in first_k[0]}
+    if tokens_k:
+      n = sum(len(p) for p in psnr)
+      total = float(np.sum(moments[1] - moments[0] ** 2 / n))  # sum_i |x_i - mean|^2
+      values = moments[0].size  # pixels x channels: per_image_mse is a mean over them
+      extra["psnr_first_k_tokens"] = {
+          k: np.concatenate([b[k][0] for b in tokens_k]) for k in self.token_ks}
+      extra["variance_explained_first_k_tokens"] = {
+          k: 1.0 - float(np.sum(np.concatenate([b[k][1] for b in tokens_k]))) * values / total
+          for k in self.token_ks}
     return np.concatenate(psnr), np.concatenate(mse), hard, grid, extra
 
 
@@ -238,6 +297,11 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
           entry: metrics.code_usage_summary(c) for entry, c in zip(names, parts)}
   if extra is None:
     return result
+  for key in ("psnr_first_k_tokens", "variance_explained_first_k_tokens"):
+    if key in extra:
+      result[key] = {str(k): ({"mean": float(v.mean()), "std": float(v.std())}
+                              if isinstance(v, np.ndarray) else float(v))
+                     for k, v in extra[key].items()}
   if "psnr_first_k_groups" in extra:
     result["psnr_first_k_groups"] = {
         str(k): {"mean": float(v.mean()), "std": float(v.std())}
@@ -270,7 +334,9 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
          f"({100 * v['normalized_perplexity']:.1f}% of K), unused={v['unused_codes']}"
          for n, v in result["levels"].items()]
       + [f"psnr first {k} groups={v['mean']:.2f} dB"
-         for k, v in result.get("psnr_first_k_groups", {}).items()])
+         for k, v in result.get("psnr_first_k_groups", {}).items()]
+      + [f"psnr first {k} tokens={v['mean']:.2f} dB"
+         for k, v in result.get("psnr_first_k_tokens", {}).items()])
   logging.info("eval @ step %d on %d images: %s", step, result["num_images"], line)
   if writer is not None:
     scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"],
@@ -284,6 +350,8 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
       scalars[f"eval/psnr_first_{k}_groups"] = v["mean"]
     for k, v in _perceptual(result).items():
       scalars[f"eval/{k}"] = v["mean"] if k == "lpips" else v["value"]
+    for k, v in result.get("psnr_first_k_tokens", {}).items():
+      scalars[f"eval/psnr_first_{k}_tokens"] = v["mean"]
     writer.write_scalars(step, scalars)
     # TensorBoard at every evaluation: originals over reconstructions, and per
     # level the distribution of uses per code (a collapsed codebook piles up at 0).
@@ -299,6 +367,10 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
     plots.save_reconstruction_grid(*grid, os.path.join(out_dir, "reconstructions.png"),
                                    max_images=config.eval.num_grid_images)
     plots.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
+    if "psnr_first_k_tokens" in result:
+      plots.save_first_k_plot({"SEMANTICIST": result["psnr_first_k_tokens"]},
+                              {"SEMANTICIST": result["variance_explained_first_k_tokens"]},
+                              os.path.join(out_dir, "first_k_tokens.png"))
     np.savez(os.path.join(out_dir, "code_histograms.npz"), **counts)
     logging.info("wrote %s/{metrics.json,reconstructions.png,lorenz.png}", out_dir)
   return result

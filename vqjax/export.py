@@ -10,7 +10,9 @@ an uncompressed NumPy `.npz` (`np.savez`) holding
   <level>   int32 [h, w, *code_shape]  the codes of one image, one array per
                           level (`codes`, `top`/`bottom`, `layer_<l>`; as in
                           metrics.json); code_shape is the level quantizer's
-                          (() for VQ, (G,) grouped, (L,) residual)
+                          (() for VQ, (G,) grouped, (L,) residual); SEMANTICIST:
+                          `tokens` int32 [T, *code_shape], or float32 [T, D]
+                          continuous tokens
   source    str []        where the image came from (below)
   index     int64 []      the record's position in the split
 
@@ -52,9 +54,12 @@ SPLITS = ("train", "validation")
 
 
 def record_bytes(codes: dict[str, np.ndarray], source: str, index: int) -> bytes:
-  """One record: npz bytes of {level: int32 [h, w, *code_shape]}, source and index."""
+  """One record: npz bytes of {level: int32 [h, w, *code_shape] (float32 tokens stay
+  float32)}, source and index."""
   buf = io.BytesIO()
-  np.savez(buf, **{k: np.asarray(v, np.int32) for k, v in codes.items()},
+  as_stored = lambda v: np.asarray(v, np.float32 if np.issubdtype(np.asarray(v).dtype,
+                                                                  np.floating) else np.int32)
+  np.savez(buf, **{k: as_stored(v) for k, v in codes.items()},
            source=np.asarray(source), index=np.asarray(index, np.int64))
   return buf.getvalue()
 

@@ -8,7 +8,11 @@
 
 Every model kind and quantizer kind loads. Levels are named as in metrics.json:
 `codes` (single-level, h = H/4), `top` (H/8) and `bottom` (H/4), or the HQ-VAE
-layers `layer_1`.. (coarsest first). A level's codes are [N, h, w, *code_shape]
+layers `layer_1`.. (coarsest first). A SEMANTICIST model (1D tokens) has the one
+level `tokens`: encode takes images of exactly its image_size S and gives
+[N, T, *code_shape] int32 codes, or float32 [N, T, D] continuous tokens;
+decode(codes, num_tokens=k, seed=...) decodes from the first k tokens (the rest
+null) by DDIM from the seeded noise; reconstruct cuts other sizes into S x S tiles. A level's codes are [N, h, w, *code_shape]
 of its quantizer (vqjax.quantizers.base: () for VQ/FSQ/LFQ, (G,) grouped, (L,)
 residual), every entry in [0, codebook_size); decoding goes through the
 quantizer's own `decode`. Only params and codebooks are restored (no optimizer
@@ -31,6 +35,7 @@ import orbax.checkpoint as ocp
 
 from vqjax import checkpointing, config_lib, data
 from vqjax.models import create_model, level_names, level_quantizers
+from vqjax.models.factory import SEMANTICIST, is_continuous
 from vqjax.quantizers import COLLECTION, registry
 
 # Codebooks larger than this are not enumerated by Model.codebooks (LFQ: 2^D codes).
@@ -43,6 +48,8 @@ def level_downsampling(model_config) -> dict[str, int]:
   l halves it l - 1 times)."""
   m = model_config
   names = level_names(m)
+  if m.kind == SEMANTICIST:  # one token sequence per S x S image
+    return {names[0]: int(m.image_size)}
   if m.kind == "single":
     return {"codes": 4}
   if m.kind == "hierarchical":
@@ -90,7 +97,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     saved["model"] = config_lib.upgrade_model_config(saved["model"])
   defaults = config_lib.base_config().to_dict()
   kind = saved.get("model", {}).get("kind", "single")
-  defaults["model"] = config_lib.hierarchical_model(2, 1).to_dict()
+  defaults["model"] = (config_lib.semanticist_model() if kind == SEMANTICIST
+                       else config_lib.hierarchical_model(2, 1)).to_dict()
   defaults["model"]["kind"] = kind
   return ml_collections.ConfigDict(_merge(defaults, saved))
 
@@ -126,7 +134,7 @@ def load(workdir: str, step: int | None = None, batch_size: int = 16) -> "Model"
   if config.model.quantizer.get("eval_mode", "det") != "det":  # codes = the nearest code
     config.model.quantizer.eval_mode = "det"
   model = create_model(config.model)
-  size = downsampling(config.model) * 2
+  size = downsampling(config.model) * (1 if config.model.kind == SEMANTICIST else 2)
   variables = jax.eval_shape(lambda: model.init(
       {"params": jax.random.key(0)}, jnp.zeros((1, size, size, 3)), train=False))
   device = jax.local_devices()[0]
@@ -174,15 +182,19 @@ class Model:
     self.variables = {"params": params, COLLECTION: codebook}
     self.traces = {"encode": 0, "decode": 0, "reconstruct": 0}
     model = self._model = create_model(config.model)
+    # SEMANTICIST: images of exactly image_size, codes [N, T, ...] (1D tokens).
+    self.tokens_1d = config.model.kind == SEMANTICIST
+    self.continuous = self.tokens_1d and is_continuous(config.model)
 
     def encode(variables, images):
       self.traces["encode"] += 1
       x = data.to_model_range(images)
       return model.apply(variables, x, method="encode_codes")
 
-    def decode(variables, codes):
+    def decode(variables, codes, *first_k_and_seed):
       self.traces["decode"] += 1
-      return to_uint8(model.apply(variables, codes, method="decode_codes"))
+      kwargs = dict(zip(("num_tokens", "seed"), first_k_and_seed))
+      return to_uint8(model.apply(variables, codes, method="decode_codes", **kwargs))
 
     def reconstruct(variables, images):
       self.traces["reconstruct"] += 1
@@ -237,9 +249,14 @@ class Model:
 
   def encode(self, images) -> dict[str, np.ndarray]:
     """uint8 [N, H, W, 3] (H, W divisible by `downsampling`) -> {level: int32
-    [N, h, w, *code_shape]} (h = H / level_downsampling[level])."""
+    [N, h, w, *code_shape]} (h = H / level_downsampling[level]); SEMANTICIST:
+    H = W = image_size -> {'tokens': int32 [N, T, *code_shape] or float32 [N, T, D]}."""
     images = self._check_images(images)
     h, w = images.shape[1:3]
+    if self.tokens_1d and (h, w) != (self.downsampling,) * 2:
+      raise ValueError(f"image size {h}x{w}: this 1D tokenizer encodes images of exactly "
+                       f"{self.downsampling}x{self.downsampling} (reconstruct() tiles "
+                       "other sizes).")
     if h % self.downsampling or w % self.downsampling:
       raise ValueError(
           f"image size {h}x{w} is not divisible by {self.downsampling}, the model's "
@@ -254,6 +271,8 @@ class Model:
     if missing:
       raise ValueError(f"codes lack level(s) {missing}; this model needs "
                        f"{list(self.level_names)}.")
+    if self.tokens_1d:
+      return self._check_tokens(codes)
     out, sizes = {}, {}
     for name in self.level_names:
       c, q = np.asarray(codes[name]), self.quantizers[name]
@@ -277,10 +296,49 @@ class Model:
                                             for n in self.level_names) + ".")
     return out
 
-  def decode(self, codes: Mapping[str, np.ndarray]) -> np.ndarray:
-    """{level: int [N, h, w, *code_shape]} -> uint8 [N, H, W, 3]."""
+  def _check_tokens(self, codes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """SEMANTICIST codes: int [N, T, *code_shape] in range, or float [N, T, D] continuous."""
+    name = self.level_names[0]
+    m, c = self.config.model, np.asarray(codes[name])
+    if self.continuous:
+      if c.ndim != 3 or c.shape[1:] != (m.num_tokens, m.code_dim) or \
+          not np.issubdtype(c.dtype, np.floating):
+        raise ValueError(f"codes[{name!r}] must be float [N, {m.num_tokens}, {m.code_dim}] "
+                         f"(continuous tokens); got {c.dtype} {c.shape}.")
+      return {name: c.astype(np.float32)}
+    q = self.quantizers[name]
+    want = (m.num_tokens, *q.code_shape)
+    if c.ndim != 1 + len(want) or tuple(c.shape[1:]) != want or \
+        not np.issubdtype(c.dtype, np.integer):
+      raise ValueError(f"codes[{name!r}] must be integer [N, {', '.join(map(str, want))}] "
+                       f"({type(q).__name__}); got {c.dtype} {c.shape}.")
+    if c.size and (c.min() < 0 or c.max() >= q.codebook_size):
+      bad = c.min() if c.min() < 0 else c.max()
+      raise ValueError(f"code index {bad} out of range in level {name!r}: valid indices "
+                       f"are 0 .. {q.codebook_size - 1} (K = {q.codebook_size}).")
+    return {name: c.astype(np.int32)}
+
+  def decode(self, codes: Mapping[str, np.ndarray], num_tokens: int | None = None,
+             seed: int | None = None) -> np.ndarray:
+    """{level: int [N, h, w, *code_shape]} -> uint8 [N, H, W, 3].
+
+    SEMANTICIST: {'tokens': [N, T, ...]} -> uint8 [N, S, S, 3] from the first
+    num_tokens tokens (default T) and the sampler's noise of `seed` (default the
+    config's model.decoder.sample_seed); one compilation for every k and seed.
+    """
     codes = self.check_codes(codes)
-    return self._batched(self._decode, codes, next(iter(codes.values())).shape[0])
+    n = next(iter(codes.values())).shape[0]
+    if not self.tokens_1d:
+      if num_tokens is not None or seed is not None:
+        raise ValueError("num_tokens and seed are for SEMANTICIST models (1D tokens).")
+      return self._batched(self._decode, codes, n)
+    m = self.config.model
+    k = m.num_tokens if num_tokens is None else int(num_tokens)
+    if not 0 <= k <= m.num_tokens:
+      raise ValueError(f"num_tokens={num_tokens} must be in [0, {m.num_tokens}].")
+    seed = m.decoder.sample_seed if seed is None else int(seed)
+    return self._batched(lambda v, c: self._decode(v, c, np.int32(k), np.int32(seed)),
+                         codes, n)
 
   def reconstruct(self, images) -> np.ndarray:
     """uint8 [N, H, W, 3] -> uint8 reconstructions of the same shape.
@@ -289,7 +347,14 @@ class Model:
     (edge values) at the bottom/right and the result cropped back.
     """
     images = self._check_images(images)
-    h, w = images.shape[1:3]
+    n, h, w = images.shape[:3]
     m = self.downsampling
     padded = np.pad(images, ((0, 0), (0, -h % m), (0, -w % m), (0, 0)), mode="edge")
-    return self._batched(self._reconstruct, padded, images.shape[0])[:, :h, :w]
+    if not self.tokens_1d or padded.shape[1:3] == (m, m):
+      return self._batched(self._reconstruct, padded, n)[:, :h, :w]
+    # A 1D tokenizer of S x S images: every S x S tile on its own, then stitched.
+    rows, cols = padded.shape[1] // m, padded.shape[2] // m
+    tiles = padded.reshape(n, rows, m, cols, m, 3).transpose(0, 1, 3, 2, 4, 5)
+    out = self._batched(self._reconstruct, tiles.reshape(-1, m, m, 3), n * rows * cols)
+    out = out.reshape(n, rows, cols, m, m, 3).transpose(0, 1, 3, 2, 4, 5)
+    return out.reshape(padded.shape)[:, :h, :w]

@@ -6,6 +6,8 @@
                 and HQ-VAE's default; the released code's `flags.arelbo`)
   gaussian_nll  SSE/(2 sigma^2) + (D/2) log sigma^2 with a learned scalar
                 log sigma^2 (the released code's alternative)
+  none          0: no reconstruction term; the model's aux['losses'] are the
+                whole objective (SEMANTICIST's diffusion loss)
 
 D = H * W * C (values per image); SSE per image = sum over the batch of
 |x_hat - x|^2 divided by B. arelbo takes the log of this batch mean, not the
@@ -39,10 +41,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-RECONSTRUCTION_LOSSES = ("mse", "arelbo", "gaussian_nll")
 GAN_LOSSES = ("hinge", "non_saturating")
 ADAPTIVE_EPS = 1e-4         # VQGAN: ||grad L_rec|| / (||grad L_G|| + 1e-4)
 ADAPTIVE_MAX = 1e4          # ... clamped to [0, 1e4]
+RECONSTRUCTION_LOSSES = ("mse", "arelbo", "gaussian_nll", "none")
 DECODER_LOG_VAR = "decoder_log_var"
 DECODER_LOG_VAR_INIT = math.log(0.1)   # the released SQ-VAE code's init
 MIN_SSE = 1e-30                        # keeps log finite for a perfect reconstruction
@@ -96,6 +98,9 @@ def reconstruction_loss(kind: str, x: jax.Array, x_hat: jax.Array,
     return mse(x, x_hat)
   if kind == "arelbo":
     return arelbo(x, x_hat)
+  if kind == "none":
+    _check(x, x_hat)
+    return jnp.zeros((), jnp.float32)
   if kind == "gaussian_nll":
     if log_var is None:
       raise ValueError("gaussian_nll needs log_var (params['decoder_log_var']; build "

@@ -145,3 +145,35 @@ def save_image_grid(images: Any, path: str | os.PathLike, ncols: int = 8) -> np.
   Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(os.fspath(path),
                                                                        format="PNG")
   return grid
+def save_first_k_plot(psnr: Mapping[str, Mapping], explained: Mapping[str, Mapping],
+                      path: str | os.PathLike, xlabel: str = "first k tokens") -> None:
+  """Two panels against k: PSNR (dB) and the share of variance explained.
+
+  Args:
+    psnr: curve label -> {k: PSNR mean, or {'mean', 'std'}} (std drawn as a band).
+    explained: curve label -> {k: share of variance explained in [.., 1]}.
+    path: output .png file; parent directories are created.
+  """
+  fig, (left, right) = new_figure(10, 4, ncols=2)
+  for label, curve in psnr.items():
+    ks = sorted(curve, key=float)
+    mean = np.array([curve[k]["mean"] if isinstance(curve[k], Mapping) else curve[k]
+                     for k in ks], np.float64)
+    x = np.array([float(k) for k in ks])
+    left.plot(x, mean, marker="o", markersize=3, label=label)
+    if all(isinstance(curve[k], Mapping) for k in ks):
+      std = np.array([curve[k]["std"] for k in ks], np.float64)
+      left.fill_between(x, mean - std, mean + std, alpha=0.15)
+  for label, curve in explained.items():
+    ks = sorted(curve, key=float)
+    right.plot([float(k) for k in ks], [curve[k] for k in ks], marker="o", markersize=3,
+               label=label)
+  left.set_ylabel("PSNR (dB; band: per-image std)")
+  right.set_ylabel("share of variance explained")
+  for ax in (left, right):
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+  fig.tight_layout()
+  make_parent_dir(path)
+  fig.savefig(os.fspath(path), format="png")

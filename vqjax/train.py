@@ -167,7 +167,9 @@ def train_step(state: TrainState, batch: dict, lpips_params=None, *,
   batch['image']: [B, H, W, 3] uint8, or floats in [-1, 1] (sharded over `data`).
   The reconstruction term is `losses.reconstruction_loss(reconstruction_loss,
   ...)` on the [-1, 1] images: 'mse' (the mean over pixels and channels),
-  'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']).
+  'arelbo' or 'gaussian_nll' (nats per image; params['decoder_log_var']), or
+  'none' (0: the model's losses are the objective, SEMANTICIST's diffusion loss;
+  its x_hat is then the one-step x0 estimate, logged as mse and psnr).
   Logged: loss, reconstruction (the term above), every quantizer loss term;
   mse and psnr as evaluation reports them (the mean over images of
   `metrics.per_image_mse` and of its PSNR: pixels on [0, 1], x_hat clipped to
@@ -178,7 +180,8 @@ def train_step(state: TrainState, batch: dict, lpips_params=None, *,
   step's update applied, read from state.opt_state), nonfinite and the
   quantizers' metrics per level.
   PRNG streams: 'codebook' = fold_in(rng, step) (EMA init / reset), 'sample' =
-  fold_in of that key with 1 (Gumbel noise).
+  fold_in of that key with 1 (Gumbel noise; SEMANTICIST's cutoffs, timesteps
+  and noise).
   `nonfinite` is 1.0 when the loss, a gradient, or the new params or
   codebooks hold a NaN or inf; with skip_nonfinite such a step keeps the old
   state (only the step counter moves on, so the next batch is drawn).

@@ -2,10 +2,13 @@
 
 Kinds: 'single' / 'hierarchical' (vqvae.py, levels `codes` / `top`, `bottom`)
 and the HQ-VAE top-down networks 'injected_topdown' / 'residual_topdown'
-(hqvae.py, levels `layer_1`..`layer_L`). `config.model.quantizer` is the
+(hqvae.py, levels `layer_1`..`layer_L`), and the 1D tokenizer 'semanticist'
+(semanticist.py, level `tokens`). `config.model.quantizer` is the
 quantizer's own config (`kind` and its fields; vqjax.quantizers.registry):
-any kind for 'single' and 'hierarchical', 'ema', 'stochastic' or 'learned'
-for the HQ-VAE kinds.
+any kind for 'single', 'hierarchical' and 'semanticist', 'ema', 'stochastic'
+or 'learned' for the HQ-VAE kinds. 'semanticist' also takes the kind
+'continuous' (CONTINUOUS, no other field): unquantized tokens, the paper's
+choice; the model then has no code level (`level_quantizers` is empty).
 
 Everything about a level's codes (index ranges, histogram size, bits) comes
 from its quantizer (`level_quantizers`, the interface of vqjax.quantizers.base).
@@ -19,10 +22,14 @@ import jax.numpy as jnp
 import ml_collections
 
 from vqjax.models.hqvae import InjectedTopDownVAE, ResidualTopDownVAE, layer_names
+from vqjax.models.semanticist import LEVEL as TOKENS_LEVEL, Semanticist
 from vqjax.models.vqvae import HierarchicalVQVAE, SingleLevelVQVAE
 from vqjax.quantizers import registry
 
-MODEL_KINDS = ("single", "hierarchical", "injected_topdown", "residual_topdown")
+MODEL_KINDS = ("single", "hierarchical", "injected_topdown", "residual_topdown",
+               "semanticist")
+SEMANTICIST = "semanticist"
+CONTINUOUS = "continuous"  # model.quantizer.kind of unquantized semanticist tokens
 HQVAE_KINDS = ("injected_topdown", "residual_topdown")
 HQVAE_QUANTIZERS = ("ema", "stochastic", "learned")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -47,8 +54,10 @@ def check_buildable(model_config: ml_collections.ConfigDict) -> None:
   kind = quantizer_kind(m)
   checks = [
       (m.kind in MODEL_KINDS, f"model.kind={m.kind!r}; use one of {MODEL_KINDS}."),
-      (kind in registry.KINDS,
-       f"model.quantizer.kind={kind!r}; use one of {tuple(registry.KINDS)}."),
+      (kind in registry.KINDS or (kind == CONTINUOUS and m.kind == SEMANTICIST),
+       f"model.quantizer.kind={kind!r}; use one of {tuple(registry.KINDS)}"
+       + (f" or {CONTINUOUS!r}." if m.kind == SEMANTICIST else
+          f" ({CONTINUOUS!r} only with model.kind {SEMANTICIST!r}).")),
       (m.kind not in HQVAE_KINDS or kind in HQVAE_QUANTIZERS,
        f"model.quantizer.kind={kind!r} with model.kind {m.kind!r}: the HQ-VAE kinds take "
        f"{HQVAE_QUANTIZERS}; use model.kind 'single' or 'hierarchical' for {kind!r}."),
@@ -64,7 +73,7 @@ def layer_codebook_sizes(model_config: ml_collections.ConfigDict) -> tuple[int, 
   num_layers layers, or a tuple of num_layers ints)."""
   m = model_config
   if m.kind not in HQVAE_KINDS:
-    return (int(m.num_codes),) * (1 if m.kind == "single" else 2)
+    return (int(m.num_codes),) * (1 if m.kind in ("single", SEMANTICIST) else 2)
   if isinstance(m.num_codes, int):
     return (int(m.num_codes),) * int(m.num_layers)
   sizes = tuple(int(k) for k in m.num_codes)
@@ -79,13 +88,23 @@ def level_names(model_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """Quantizer level names in the model's aux output and in the metrics."""
   if model_config.kind in HQVAE_KINDS:
     return layer_names(len(layer_codebook_sizes(model_config)))
+  if model_config.kind == SEMANTICIST:
+    return (TOKENS_LEVEL,)
   return ("codes",) if model_config.kind == "single" else ("top", "bottom")
+
+
+def is_continuous(model_config: ml_collections.ConfigDict) -> bool:
+  """Unquantized tokens (semanticist with model.quantizer.kind 'continuous')."""
+  return quantizer_kind(model_config) == CONTINUOUS
 
 
 def level_quantizers(model_config: ml_collections.ConfigDict) -> dict:
   """{level name: unbound quantizer} as the model builds it: its code space
-  (code_shape, codebook_size, histogram_size, flat_codes, bits_per_position)."""
+  (code_shape, codebook_size, histogram_size, flat_codes, bits_per_position);
+  empty for continuous tokens."""
   m = model_config
+  if is_continuous(m):
+    return {}
   return {name: registry.build(m.quantizer, k, m.code_dim)
           for name, k in zip(level_names(m), layer_codebook_sizes(m))}
 
@@ -126,6 +145,8 @@ def create_model(model_config: ml_collections.ConfigDict, *,
   """
   m = model_config
   check_buildable(m)
+  if m.kind == SEMANTICIST:
+    return create_semanticist(m, active_groups=active_groups)
   if m.kind in HQVAE_KINDS:
     common = dict(quantizer=create_quantizer(m, sized=False),
                   num_codes=layer_codebook_sizes(m), code_dim=m.code_dim, width=m.channels,
@@ -145,3 +166,22 @@ def create_model(model_config: ml_collections.ConfigDict, *,
   if m.kind == "single":
     return SingleLevelVQVAE(**common)
   return HierarchicalVQVAE(conditioned=m.conditioned, **common)
+
+
+def create_semanticist(model_config: ml_collections.ConfigDict, *,
+                       active_groups: int | None = None) -> Semanticist:
+  """The SEMANTICIST tokenizer of config.model (config_lib.semanticist_model's
+  fields; docs/SEMANTICIST.md)."""
+  m = model_config
+  d, n = m.decoder, m.nested
+  quantizer = None if is_continuous(m) else create_quantizer(m, active_groups=active_groups)
+  return Semanticist(
+      image_size=m.image_size, patch_size=m.patch_size, width=m.width, depth=m.depth,
+      num_heads=m.num_heads, num_tokens=m.num_tokens, code_dim=m.code_dim,
+      quantizer=quantizer, normalize_tokens=m.normalize_tokens, mlp_ratio=m.mlp_ratio,
+      decoder_patch_size=d.patch_size, decoder_width=d.width, decoder_depth=d.depth,
+      decoder_heads=d.num_heads, num_timesteps=d.num_timesteps, beta_start=d.beta_start,
+      beta_end=d.beta_end, sample_steps=d.sample_steps, clip_x0=d.clip_x0,
+      prediction=d.prediction,
+      guidance_scale=d.guidance_scale, sample_seed=d.sample_seed, null_prob=n.null_prob,
+      nest_start_step=n.start_step, dtype=DTYPES[m.dtype])
