@@ -245,6 +245,32 @@ def colour_augmentation(c, t):
         c.num(f"{where} [{key}, {t.header[column]}]", part, run[key])
 
 
+# --- docs/PERCEPTUAL.md ------------------------------------------------------------
+
+PERCEPTUAL = "docs/perceptual/metrics"   # <run>.json: eval/metrics.json of configs/perceptual.py
+
+
+def perceptual_runs(c, t):
+  """Each row's run: PSNR mean ± std, SSIM, LPIPS, the FID stand-in, perplexity."""
+  keys = {"PSNR dB": lambda m: (m["psnr"]["mean"], m["psnr"]["std"]),
+          "SSIM": lambda m: m["ssim"]["mean"], "LPIPS": lambda m: m["lpips"]["mean"],
+          "FID stand-in": lambda m: m["fid_lpips_alex"]["value"],
+          "perplexity": lambda m: m["levels"]["codes"]["perplexity"],
+          "images": lambda m: m["num_images"], "step": lambda m: m["checkpoint_step"]}
+  for line, cells in t.rows:
+    run = re.search(r"`(\w+)`", cells[0]).group(1)
+    m = read_json(os.path.join(c.root, PERCEPTUAL, f"{run}.json"))
+    for column, cell in zip(t.header[1:], cells[1:]):
+      where = f"{t.path}:{line} {run} {column}"
+      value = keys[column](m)
+      if isinstance(value, tuple):
+        mean, std = cell.split("±")
+        c.num(where, mean, value[0])
+        c.num(where + " std", std, value[1])
+      else:
+        c.num(where, cell, value)
+
+
 # --- the photo corpus --------------------------------------------------------------
 
 
@@ -285,5 +311,6 @@ def rule_for(t):
       ("member", "quantizer", "seeds"): quantizers_main, ("member, seed 0",): quantizers_rerun,
       ("member", "index space"): quantizers_usage, ("", ""): corpus_counts,
       ("package", "version", "kept / examined"): corpus_sources,
-      ("data (images)", "no augmentation", "colour augmentation"): colour_augmentation}
+      ("data (images)", "no augmentation", "colour augmentation"): colour_augmentation,
+      ("run (option)", "step", "images", "PSNR dB"): perceptual_runs}
   return next((rule for prefix, rule in rules.items() if h[:len(prefix)] == prefix), None)

@@ -91,8 +91,8 @@ def test_adaptive_weight_is_the_ratio_of_the_last_layers_gradient_norms():
 def gan_config(**loss):
   config = tiny_config("single", image_size=SIZE, batch_size=BATCH)
   config.model.num_res_blocks = 1
-  config.loss.update(dict(gan_weight=0.5, gan_start_step=START, disc_channels=8,
-                          disc_layers=2, **loss))
+  config.loss.update({**dict(gan_weight=0.5, gan_start_step=START, disc_channels=8,
+                             disc_layers=2), **loss})
   config_lib.validate(config)
   return config
 
@@ -200,6 +200,14 @@ def autoencoder(state):
               step=state.step)
 
 
+def fields(state):
+  """Every array field of a (GAN)TrainState, without its static functions."""
+  out = dict(autoencoder(state), rng=state.rng)
+  if isinstance(state, state_lib.GANTrainState):
+    out.update(disc_params=state.disc_params, disc_opt_state=state.disc_opt_state)
+  return out
+
+
 def test_gan_state_holds_the_discriminator_and_the_plain_state_does_not():
   config = gan_config()
   model = create_model(config.model)
@@ -240,7 +248,7 @@ def test_from_the_start_step_the_discriminator_moves_and_the_gradient_has_the_ga
   run = request.getfixturevalue(case)
   (gan, gan_m), (off, _) = run["gan"], run["off"]
   t = START                                    # the first step with the term
-  before = gan[t]                              # = off[t], bit for bit (test above)
+  before = jax.tree.map(jnp.asarray, gan[t])   # = off[t], bit for bit (test above)
   # Every kernel moves (at init every |logit| < 1, so the hinge's gradient at
   # the last bias is exactly 0: +1/2 from the fakes, -1/2 from the reals).
   moved = {k: float(np.abs(v["kernel"] - before.disc_params[k]["kernel"]).max())
@@ -293,9 +301,31 @@ def test_discriminator_state_survives_a_checkpoint_two_steps_plus_one_equal_thre
   restored, _ = checkpointing.restore_latest(
       checkpointing.create_manager(str(tmp_path), config), template,
       iter(data.create_train_loader(config.data, seed=0)))
-  chex.assert_trees_all_equal(host(restored), gan[2], strict=True)
+  chex.assert_trees_all_equal(fields(host(restored)), fields(gan[2]), strict=True)
   resumed, _ = step(restored, {"image": images[2]})
-  chex.assert_trees_all_equal(host(resumed), gan[3])   # 3 uninterrupted steps
+  chex.assert_trees_all_equal(fields(host(resumed)), fields(gan[3]))  # 3 uninterrupted
+
+
+@pytest.mark.slow
+def test_a_resumed_gan_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
+  # Through the train loop (train_and_evaluate): 2 steps, stop, resume to 3 ==
+  # 3 steps; LPIPS and the GAN term (from step 1) on.
+  config = gan_config(lpips_weight=0.1, gan_start_step=1)
+  config.train.checkpoint_every = 1
+  config.train.num_steps = 3
+  train.train_and_evaluate(config, str(tmp_path / "straight"))
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  config.train.num_steps = 3
+  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  model = create_model(config.model)
+  abstract = jax.eval_shape(lambda: state_lib.create_state_for(config, model))
+  states = [checkpointing.restore_state(checkpointing.create_manager(
+      str(tmp_path / name), config, read_only=True), abstract)[0]
+            for name in ("straight", "resumed")]
+  assert int(states[0].step) == int(states[1].step) == 3
+  assert type(states[0]) is state_lib.GANTrainState
+  chex.assert_trees_all_equal(fields(host(states[0])), fields(host(states[1])))
 
 
 def test_the_state_tree_is_unchanged_when_the_gan_is_off(tmp_path):
@@ -324,8 +354,7 @@ def test_the_state_tree_is_unchanged_when_the_gan_is_off(tmp_path):
   restored, _ = checkpointing.restore_state(checkpointing.create_manager(
       str(tmp_path), c, read_only=True), jax.eval_shape(lambda: state_lib.create_state_for(
           c, model)))
-  chex.assert_trees_all_equal(dict(autoencoder(host(restored)), rng=restored.rng),
-                              dict(autoencoder(host(old)), rng=old.rng), strict=True)
+  chex.assert_trees_all_equal(fields(host(restored)), fields(host(old)), strict=True)
   with pytest.raises(ValueError, match="disc_opt_state|disc_params"):
     checkpointing.restore_state(checkpointing.create_manager(
         str(tmp_path), config, read_only=True),
