@@ -27,6 +27,8 @@ EXEMPT = {  # settings, or prose whose numbers are not parsed
     ("member", "quantizer", "budget", "why these values"),   # QUANTIZERS.md's members
     ("fault", "what you see", "test"),                       # TRAINING.md's faults
     ("sweep", "members", "paper"),                           # EXPERIMENTS.md's sweeps
+    ("k", "probability"),                                    # SEMANTICIST.md's cutoff law
+    ("test", "reference"),                                   # SEMANTICIST.md's tests
     # Measured, but from runs of 2026-11-25/30 whose metrics were never committed, so
     # nothing to recompute them from (each table says so above it):
     ("run", "date", "validation PSNR dB, steps 200 / 400 / 600", "wall time"),  # TRAINING.md

@@ -411,6 +411,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check_buildable(m)
   if m.kind == SEMANTICIST:
     _validate_semanticist(m, d, need)
+    ks = tuple(config.eval.get("first_k_tokens", ()))
+    need(all(1 <= int(k) <= m.num_tokens for k in ks),
+         f"eval.first_k_tokens={ks} must lie in [1, model.num_tokens={m.num_tokens}] "
+         "(() = every k).")
   elif m.kind in HQVAE_KINDS:
     _validate_hqvae(m, d, need)
   else:
