@@ -298,6 +298,37 @@ def corpus_sources(c, t):
     c.num(f"{t.path}:{line} {package} kept", cells[2].split(" / ")[0], n)  # examined: not listed
 
 
+# --- the matched-budget experiments (docs/PERCEPTUAL.md, docs/PRIOR.md) ----------------
+
+MATCHED = "docs/matched/runs"
+
+
+def matched_tables(c, t):
+  """The table as scripts/matched_table.py writes it from docs/matched/runs, cell by cell."""
+  import matched_table  # pylint: disable=import-outside-toplevel
+  runs = os.path.join(c.root, MATCHED)
+  lines = (matched_table.prior_tables(runs) if t.header[0] in ("codes", "metric")
+           else matched_table.perceptual_tables(runs))
+  want, found = [], False
+  for line in lines:
+    cells = [x.strip() for x in line.strip().strip("|").split("|")] if line else None
+    if cells == t.header:
+      found, want = True, []
+    elif found and cells is None:
+      break
+    elif found and not set(line) <= set("|-"):
+      want.append(cells)
+  if not found:
+    c.fail(f"{t.path}:{t.line}", "scripts/matched_table.py writes no table with this header")
+    return
+  if len(want) != len(t.rows):
+    c.fail(f"{t.path}:{t.line}", f"{len(t.rows)} rows; the files give {len(want)}")
+  for (line, cells), expected in zip(t.rows, want):
+    if cells != expected:
+      c.fail(f"{t.path}:{line}", f"prints {cells}, the files give {expected}")
+    c.numbers += sum(bool(re.fullmatch(NUM, x)) for x in cells)
+
+
 def rule_for(t):
   h = tuple(t.header)
   if t.path.endswith("REPORT.md"):
@@ -314,5 +345,7 @@ def rule_for(t):
       ("member", "index space"): quantizers_usage, ("", ""): corpus_counts,
       ("package", "version", "kept / examined"): corpus_sources,
       ("data (images)", "no augmentation", "colour augmentation"): colour_augmentation,
-      ("run (option)", "step", "images", "PSNR dB"): perceptual_runs}
+      ("run (option)", "step", "images", "PSNR dB"): perceptual_runs,
+      ("condition", "budget (K_s)"): matched_tables, ("condition", "metric"): matched_tables,
+      ("codes", "budget (K_s)"): matched_tables, ("metric", "budget (K_s)"): matched_tables}
   return next((rule for prefix, rule in rules.items() if h[:len(prefix)] == prefix), None)

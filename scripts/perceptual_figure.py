@@ -1,9 +1,11 @@
 """Reconstructions of several runs side by side, with per-image PSNR and LPIPS.
 
-  python scripts/perceptual_figure.py OUT.png LABEL=WORKDIR [LABEL=WORKDIR ...]
+  python scripts/perceptual_figure.py [--corpus] OUT.png LABEL=WORKDIR [LABEL=WORKDIR ...]
 
 Reconstructs the same 64x64 crops of scikit-image's chelsea and coffee (the
-built-in validation photos; positions in CROPS) with each run's latest
+built-in validation photos; positions in CROPS) or, with --corpus, six
+validation crops of the photo corpus (data/photo_corpus/val: of six photos,
+each photo's crop of the largest pixel variance) with each run's latest
 checkpoint (`vqjax.load`) and draws the originals over each run's
 reconstructions, every one titled with its PSNR (dB) and LPIPS (AlexNet); below
 them a 2x zoom of each image's centre. Also writes OUT.json (those numbers and
@@ -34,6 +36,21 @@ CROPS = (("chelsea", 64, 128), ("chelsea", 128, 192), ("chelsea", 64, 256),
 def crops() -> np.ndarray:
   import skimage.data  # pylint: disable=import-outside-toplevel
   return np.stack([getattr(skimage.data, name)()[t:t + S, l:l + S] for name, t, l in CROPS])
+
+
+def corpus_crops(folder: str = "data/photo_corpus/val", n: int = 6) -> np.ndarray:
+  """Of the first n photos (sorted names, '<photo>_rNN_cNN.png'), the crop of most variance."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  best: dict[str, tuple[float, np.ndarray]] = {}
+  for name in sorted(os.listdir(folder)):
+    photo = name.rsplit("_r", 1)[0]
+    if photo not in best and len(best) == n:
+      continue
+    img = np.asarray(Image.open(os.path.join(folder, name)).convert("RGB"))
+    var = float(img.astype(np.float64).var())
+    if photo not in best or var > best[photo][0]:
+      best[photo] = (var, img)
+  return np.stack([img for _, img in best.values()])
 
 
 def scores(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +97,10 @@ def save_curves(runs: list[tuple[str, str]], path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+  corpus = "--corpus" in argv
+  argv = [a for a in argv if a != "--corpus"]
   out, runs = argv[1], [a.split("=", 1) for a in argv[2:]]
-  x = crops()
+  x = corpus_crops() if corpus else crops()
   rows = [("original", x, None, None)]
   summary = {}
   for label, workdir in runs:

@@ -1,0 +1,83 @@
+"""scripts/matched_table.py on hand-made metrics: cells, spreads and verdicts by hand."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+import matched_table  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def write(path, metrics):
+  os.makedirs(os.path.join(path, "eval"), exist_ok=True)
+  with open(os.path.join(path, "eval", "metrics.json"), "w") as f:
+    json.dump(metrics, f)
+
+
+def tokenizer(psnr, lpips):
+  return {"checkpoint_step": 300, "psnr": {"mean": psnr}, "ssim": {"mean": 0.5},
+          "lpips": {"mean": lpips}, "fid_lpips_alex": {"value": 100.0}}
+
+
+def prior(bits, unigram):
+  return {"nll_bits_per_image": bits, "unigram_validation_bits_per_image": unigram,
+          "uniform_bits_per_image": 3000, "bits_per_code": bits / 256,
+          "levels": {"codes": {"num_tokens": 256, "codebook_size": 2048}}}
+
+
+@pytest.fixture
+def runs(tmp_path):
+  psnr = {"D8_K2048": (28.0, 28.2), "D8_2x1024": (27.0, 27.4),        # single ahead by 0.9
+          "D8_K8192": (29.0, 29.2), "D8_2x4096": (29.1, 29.3)}        # hier ahead by 0.1
+  for member, (a, b) in psnr.items():
+    arch = "single" if "_K" in member else "hierarchical"
+    for seed, p in enumerate((a, b)):
+      write(tmp_path / "pixel" / arch / member / f"seed{seed}", tokenizer(p, 0.3 - p / 100))
+      for prior_seed in (0, 1):
+        write(tmp_path / "priors" / arch / member / f"seed{seed}" / f"prior{prior_seed}",
+              prior(2000 + 10 * p + prior_seed, 2500.0))
+  return str(tmp_path)
+
+
+def summary(lines, first, metric, budget):
+  for line in lines:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if cells[:3] == [first, metric, budget] or cells[:2] == [metric, budget] and first is None:
+      return cells
+  raise AssertionError(f"no row {first} {metric} {budget}")
+
+
+def test_perceptual_cells_by_hand(runs):
+  lines = matched_table.perceptual_tables(runs)
+  assert "| pixel | 2048 | `D8_K2048` | 0 | 300 | 28.00 | 0.5000 | 0.0200 | 100.0 |" in lines
+  row = summary(lines, "pixel", "PSNR dB", "2048")
+  # means 28.10 and 27.20; stds 0.1414 and 0.2828 (ddof 1); difference -0.90
+  assert row[3:8] == ["28.10 ± 0.14", "27.20 ± 0.28", "−0.90", "0.28", "single (beyond noise)"]
+  row = summary(lines, "pixel", "PSNR dB", "8192")
+  assert row[5:8] == ["0.10", "0.14", "hierarchical (within noise)"]
+  assert row[8] == "inconclusive"
+  # LPIPS = 0.3 - PSNR/100: lower is better, so the same sides are ahead
+  assert summary(lines, "pixel", "LPIPS", "2048")[7] == "single (beyond noise)"
+  assert summary(lines, "perceptual", "LPIPS", "2048")[7] == "unfinished"
+
+
+def test_prior_cells_by_hand(runs):
+  lines = matched_table.prior_tables(runs)
+  # single K2048: 2000 + 10 * {28.0, 28.2} + {0, 1}: 2280, 2281, 2282, 2283
+  row = summary(lines, None, "bits per image", "2048")
+  assert row[2] == "2,281.5 ± 1.3"
+  # hierarchical: 2270, 2271, 2274, 2275: mean 2272.5, std 2.38; hier ahead (fewer bits)
+  assert row[3:7] == ["2,272.5 ± 2.4", "−9.0", "2.4", "hierarchical (beyond noise)"]
+
+
+@pytest.mark.parametrize("aheads, want", [
+    (["hierarchical (beyond noise)"] * 2, "holds"),
+    (["single (beyond noise)"] * 2, "does not hold (single-level ahead beyond noise)"),
+    (["single (beyond noise)", "single (within noise)"],
+     "does not hold (single-level ahead, not beyond noise everywhere)"),
+    (["hierarchical (beyond noise)", "single (within noise)"], "inconclusive"),
+    (["hierarchical (beyond noise)", "unfinished"], "inconclusive (runs missing)")])
+def test_verdict(aheads, want):
+  assert matched_table.verdict(aheads) == want
