@@ -220,6 +220,13 @@ class TorchRunner:
 
 
 def make_runner(spec: dict):
+  """spec['runner'] = 'module:Class' of benchmarks/ (e.g. new_steps.py's runners), else
+  the tokenizer step of spec['impl'] (VqjaxRunner / TorchRunner)."""
+  if spec.get("runner"):
+    import importlib  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(BENCH_DIR))
+    module, name = spec["runner"].split(":")
+    return getattr(importlib.import_module(module), name)(spec)
   return VqjaxRunner(spec) if spec["impl"] == "vqjax" else TorchRunner(spec)
 
 
