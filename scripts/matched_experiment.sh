@@ -16,8 +16,8 @@
 #   2. codes   of the 1,604 non-overlapping 64x64 training crops and the 400
 #              validation crops of every pixel tokenizer (--mode=encode);
 #   3. priors  configs/prior.py at CPU size (2 layers, width 96, batch 16, Adam
-#              1e-3 with warm-up and cosine decay, PRIOR_STEPS = 600 steps, about
-#              6 epochs of the codes), seeds PRIOR_SEEDS (0 1), on each pixel
+#              1e-3 with warm-up and cosine decay, PRIOR_STEPS = 400 steps, about
+#              4 epochs of the codes), seeds PRIOR_SEEDS (0 1), on each pixel
 #              tokenizer's codes: bits per image, 16 decoded samples;
 #   4. perceptual  the same tokenizers trained with MSE + LPIPS (weight 0.1) and,
 #              from step 150, a PatchGAN (hinge, VQGAN's adaptive weight x 0.5),
@@ -30,7 +30,7 @@ runs="${2:-runs/matched}"
 python="${PYTHON:-.venv/bin/python}"
 seeds="${SEEDS:-0,1}"
 prior_seeds="${PRIOR_SEEDS:-0 1}"
-prior_steps="${PRIOR_STEPS:-600}"
+prior_steps="${PRIOR_STEPS:-400}"
 stages="${STAGES:-pixel codes priors perceptual}"
 test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
 case "$arch" in
