@@ -12,7 +12,7 @@ import re
 import statistics
 
 import check_docs_reproduction as repro
-from check_docs import NUM, read_json, seed_metrics, walltimes
+from check_docs import NUM, read_json, seed_metrics, split_row, walltimes
 
 HQVAE, QUANT = "docs/hqvae/metrics", "docs/quantizers"
 # HQ-VAE's Table 5, r = 1e-5 (CIFAR-10): RMSE x 10^2, (mean, ±) as printed there.
@@ -311,7 +311,7 @@ def matched_tables(c, t):
            else matched_table.perceptual_tables(runs))
   want, found = [], False
   for line in lines:
-    cells = [x.strip() for x in line.strip().strip("|").split("|")] if line else None
+    cells = split_row(line) if line else None
     if cells == t.header:
       found, want = True, []
     elif found and cells is None:

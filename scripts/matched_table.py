@@ -6,7 +6,10 @@
 
 Reads RUNS_DIR/{pixel,perceptual}/<arch>/<member>/seed<s>/eval/metrics.json and
 RUNS_DIR/priors/<arch>/<member>/seed<s>/prior<p>/eval/metrics.json; json and
-statistics only, no vqjax (scripts/check_docs.py recomputes the same cells).
+statistics only, no vqjax. scripts/check_docs.py compares the docs' tables with
+what this script writes from the committed docs/matched/runs (so it catches a doc
+that differs from the files, not a slip of this script: tests/test_matched_table.py
+checks the cells and verdicts against hand-computed numbers).
 
 Budgets are Table 1's D = 8 pairs: single K_s codes vs hierarchical 2 x K_s/2.
 "Beyond noise" means |mean difference| > the larger of the two seed stds (ddof 1),
@@ -24,7 +27,7 @@ import statistics
 import sys
 
 BUDGETS = {2048: ("D8_K2048", "D8_2x1024"), 8192: ("D8_K8192", "D8_2x4096")}
-CONDITIONS = {"pixel": "MSE only", "perceptual": "MSE + LPIPS + PatchGAN"}
+CONDITIONS = ("pixel", "perceptual")   # MSE only; MSE + LPIPS + PatchGAN
 # metric: (reader, decimals, lower is better)
 TOKENIZER_METRICS = {
     "PSNR dB": (lambda m: m["psnr"]["mean"], 2, False),
@@ -104,11 +107,12 @@ def compare(single: list[float], hier: list[float], decimals: int,
     return "", "", "unfinished"
   (ms, ss), (mh, sh) = mean_std(single), mean_std(hier)
   diff = mh - ms
-  spread = max(s for s in (ss, sh) if s is not None) if ss is not None or sh is not None else None
-  if spread is None:
+  stds = [s for s in (ss, sh) if s is not None]
+  if not stds:
     return fmt(diff, decimals), "", "one seed"
   hier_ahead = diff < 0 if lower_better else diff > 0
   ahead = "hierarchical" if hier_ahead else "single"
+  spread = max(stds)
   beyond = abs(diff) > spread
   return fmt(diff, decimals), fmt(spread, decimals), (ahead + (" (beyond noise)" if beyond
                                                                else " (within noise)"))
