@@ -1,5 +1,7 @@
 """Shared fixtures: tiny configs that train in seconds on CPU."""
 
+import types
+
 import numpy as np
 import pytest
 from absl import flags
@@ -43,6 +45,14 @@ def tiny_config(kind: str = "single", image_size: int = 32, batch_size: int = 8)
   config.eval.num_grid_images = 4
   config.eval.lpips = ""  # LPIPS compiles AlexNet into every eval step: tests/test_lpips.py has it
   return config
+
+
+def main_flags(config, workdir: str, mode: str) -> dict:
+  """vqjax.main's flag holders, for main.main(argv, flags) in this process."""
+  value = lambda v: types.SimpleNamespace(value=v)
+  return dict(config=value(config), workdir=value(workdir), mode=value(mode),
+              coordinator=value(""), num_processes=value(0), process_id=value(-1),
+              cpu_devices=value(0))
 
 
 def write_image_folder(root, num_images: int, size: int = 40, seed: int = 0):

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shutil
-import types
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,8 @@ from vqjax import config_lib, export, parallel, writers
 from vqjax.prior import data, evaluate, layout as layout_lib, model as model_lib, sample
 from vqjax.prior import train as prior_train
 from vqjax.prior.layout import Layout, Level
+
+from conftest import main_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LN2 = math.log(2.0)
@@ -363,14 +364,6 @@ def test_prior_config_errors_name_the_key(tmp_path):
 
 
 # -- end to end: tokenizer -> codes -> prior -> samples ------------------------------
-
-
-def main_flags(config, workdir: str, mode: str) -> dict:
-  """vqjax.main's flag holders, for main.main in this process."""
-  value = lambda v: types.SimpleNamespace(value=v)
-  return dict(config=value(config), workdir=value(workdir), mode=value(mode),
-              coordinator=value(""), num_processes=value(0), process_id=value(-1),
-              cpu_devices=value(0))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from vqjax import checkpointing, data, evaluate, parallel, train
 from vqjax import state as state_lib
 from vqjax.models import create_model
 
-from conftest import tiny_config, write_image_folder
+from conftest import main_flags, tiny_config, write_image_folder
 
 METRICS_SCHEMA = {"checkpoint_step": int, "num_images": int, "dataset": str,
                   "split": str}
@@ -136,6 +136,30 @@ def test_eval_on_a_folder_writes_metrics_json(tmp_path, kind):
                                [want.mean(), want.std()], rtol=1e-4, err_msg=key)
   for name in ("reconstructions.png", "lorenz.png"):
     assert os.path.getsize(os.path.join(workdir, "eval", name)) > 1000
+
+
+def test_eval_mode_leaves_the_runs_config_json_and_writes_its_own(tmp_path):
+  """--mode=eval with other flags (a later step, another batch size) must not
+  rewrite WORKDIR/config.json: vqjax.load and resumption read the trained model
+  from it. The evaluation's own config goes to WORKDIR/eval/config.json."""
+  from vqjax import main  # pylint: disable=import-outside-toplevel
+  config = tiny_config()
+  config.train.num_steps = 3
+  workdir = str(tmp_path / "run")
+  main.main(["vqjax.main"], main_flags(config, workdir, "train"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    trained = f.read()
+  assert json.loads(trained)["train"]["num_steps"] == 3
+  evaluation = tiny_config()
+  evaluation.train.num_steps = 3
+  evaluation.eval.batch_size = 2
+  evaluation.data.batch_size = 2          # a flag of no effect on the model
+  main.main(["vqjax.main"], main_flags(evaluation, workdir, "eval"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == trained
+  with open(os.path.join(workdir, "eval", "config.json")) as f:
+    written = json.load(f)
+  assert written["eval"]["batch_size"] == 2 and written["data"]["batch_size"] == 2
 
 
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(tmp_path, monkeypatch):

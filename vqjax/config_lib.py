@@ -393,6 +393,20 @@ def apply_options(config: ml_collections.ConfigDict,
   return config
 
 
+# Where a mode of vqjax.main writes its config: training writes the run's own
+# (WORKDIR/config.json, which vqjax.load and resumption read); every other mode
+# writes beside its outputs and leaves the run's as it was trained.
+CONFIG_FILES = {"train": "config.json", "eval": "eval/config.json",
+                "sample": "samples/config.json"}
+
+
+def write_config(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes `config` as JSON to `path` (its directory made)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Clear errors for config values that cannot work (before anything compiles).
 

@@ -19,7 +19,8 @@
 `train` resumes from the latest checkpoint in --workdir and evaluates at the
 end; `eval` evaluates the latest (or --config.eval.checkpoint_step) checkpoint.
 encode / decode / reconstruct use the model of --workdir (its config.json and
-checkpoint, vqjax.export) and leave its config.json as it is. A prior config
+checkpoint, vqjax.export) and leave its config.json as it is; so do eval (which
+writes its config to WORKDIR/eval/config.json) and sample (samples/). A prior config
 (configs/prior.py) runs vqjax.prior: train (+ eval + samples), eval, sample.
 """
 
@@ -98,9 +99,8 @@ def main(argv, fv: dict):
   logging.info("JAX %s on %d %s device(s), %d process(es); workdir %s",
                jax.__version__, jax.device_count(), jax.default_backend(),
                jax.process_count(), workdir)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  if jax.process_index() == 0:  # eval and sample leave the run's config.json as trained
+    config_lib.write_config(config, os.path.join(workdir, config_lib.CONFIG_FILES[mode]))
   if config_lib.is_prior_config(config):
     prior.run(config, workdir, mode)
   elif mode == "train":

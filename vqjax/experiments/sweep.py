@@ -73,8 +73,7 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, train_fn=None) -> b
       if json.load(f) != json.loads(text):
         logging.warning("%s differs from this run's config: overwriting it (the "
                         "checkpoints in %s are resumed as they are).", path, workdir)
-  with open(path, "w") as f:
-    f.write(text)
+  config_lib.write_config(config, path)
   result = train_fn(config, workdir)
   if isinstance(result, dict) and "stopped_at_step" in result:
     raise SweepStopped(f"{workdir} stopped at step {result['stopped_at_step']} on request "
