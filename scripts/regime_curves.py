@@ -6,7 +6,8 @@
 For every pair and seed of RUNS/table1_4800steps_{single,hierarchical}/D8_*/seed<s>
 (Table 1's K_s = 2048 and 8192 pairs, evaluated every 400 steps) it reads the
 validation PSNR of each periodic evaluation (tag `eval/psnr` of the TensorBoard
-event files, vqjax.writers.read_scalars; the final evaluation is logged there too)
+event files, vqjax.writers.read_scalars; the final evaluation is logged there too;
+a committed run without events: its eval/scalars.json of scripts/collect_runs.py)
 and writes OUT/regime_curves.json: per pair and seed, per evaluated step, the
 images seen (step x batch size), each side's PSNR and the gap (single-level minus
 hierarchical; null where a side has no evaluation at that step). Partial runs give
@@ -35,8 +36,15 @@ SIDES = ("single", "hierarchical")
 
 def eval_curve(run_dir: str) -> dict[int, float]:
   """{step: validation PSNR} of a run's event files (a step logged twice, e.g. by a
-  resumed run: the later value)."""
-  return dict(writers.read_scalars(run_dir).get(TAG, []))
+  resumed run: the later value), or, for a committed run without them, of its
+  eval/scalars.json (scripts/collect_runs.py)."""
+  if any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir)):
+    return dict(writers.read_scalars(run_dir).get(TAG, []))
+  path = os.path.join(run_dir, "eval", "scalars.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {int(step): value for step, value in json.load(f).get(TAG, [])}
 
 
 def batch_and_steps(run_dir: str) -> tuple[int, int]:

@@ -87,3 +87,30 @@ def test_a_resumed_run_keeps_the_later_value_of_a_step(tmp_path):
   data = load_script().curves(str(runs))
   assert [(p["step"], p["psnr_single"], p["gap"]) for p in data["pairs"][0]["points"]] == [
       (400, 28.5, 1.0), (800, 29.0, None)]
+
+
+def load_collect():
+  spec = importlib.util.spec_from_file_location(
+      "collect_runs", os.path.join(REPO, "scripts", "collect_runs.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_committed_runs_without_events_keep_their_curves(tmp_path):
+  """collect_runs copies a finished run's eval/* scalars (not the training psnr,
+  not an unfinished run) as eval/scalars.json; regime_curves reads them there."""
+  runs, committed = tmp_path / "runs", tmp_path / "committed"
+  write_run(runs / "table1_4800steps_single" / "D8_K2048" / "seed0",
+            {400: 28.5, 800: 29.25}, metrics=29.25)
+  write_run(runs / "table1_4800steps_hierarchical" / "D8_2x1024" / "seed0",
+            {400: 27.75, 800: 28.0}, metrics=28.0)
+  write_run(runs / "table1_4800steps_single" / "D8_K8192" / "seed0", {400: 30.0})  # unfinished
+  load_collect().main(str(runs), str(committed))
+  single = committed / "table1_4800steps_single" / "D8_K2048" / "seed0"
+  assert not list(single.glob("events.out.tfevents.*"))
+  assert json.loads((single / "eval" / "scalars.json").read_text()) == {
+      "eval/psnr": [[400, 28.5], [800, 29.25]]}
+  assert not (committed / "table1_4800steps_single" / "D8_K8192").exists()
+  data = load_script().curves(str(committed))
+  assert [(p["step"], p["gap"]) for p in data["pairs"][0]["points"]] == [(400, 0.75), (800, 1.25)]
