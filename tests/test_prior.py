@@ -2,6 +2,7 @@
 known Markov chain, sampling, the codes-file loader, the config, and the whole
 path from a smoke tokenizer through its codes to decoded samples."""
 
+import functools
 import json
 import math
 import os
@@ -250,6 +251,31 @@ def test_top_k_1_sampling_is_greedy_and_a_seed_repeats_its_samples(hier_prior):
   assert ((sampled >= HIER.lo) & (sampled < HIER.hi)).all()             # each in its segment
   assert not np.array_equal(sampled, greedy)
   HIER.codes(sampled)                                                   # valid codes
+
+
+def test_cached_decoding_gives_the_full_causal_pass_logits_and_samples(hier_prior):
+  """The sampler's key/value cache: fed the sequence one token at a time, position
+  t's logits equal the full [B, T] causal pass's at t; the cached sampler draws
+  what the uncached one (a full pass per position) draws with the same key."""
+  model, params, logits_fn = hier_prior
+  tokens = hier_tokens(3, seed=5)
+  full = np.asarray(logits_fn(params, tokens))                         # [3, T, V]
+  decoder = model.clone(decode=True)
+  cache = model_lib.init_cache(model, 3)
+  inputs = np.asarray(model_lib.shift_right(jnp.asarray(tokens), HIER.bos))
+  step = jax.jit(lambda c, x: decoder.apply({"params": params, "cache": c}, x,
+                                            mutable=["cache"]))
+  for t in range(HIER.seq_len):
+    out, variables = step(cache, inputs[:, t:t + 1])
+    cache = variables["cache"]
+    np.testing.assert_allclose(np.asarray(out)[:, 0], full[:, t], atol=2e-5, rtol=1e-5,
+                               err_msg=f"position {t}")
+  for top_k in (0, 2):
+    kw = dict(model=model, layout=HIER, batch_size=4, temperature=1.0, top_k=top_k)
+    key = jax.random.PRNGKey(11)
+    cached = jax.jit(functools.partial(sample.sample_tokens, **kw))(params, key)
+    uncached = jax.jit(functools.partial(sample.sample_tokens_uncached, **kw))(params, key)
+    np.testing.assert_array_equal(np.asarray(cached), np.asarray(uncached))
 
 
 # -- the codes file -----------------------------------------------------------------

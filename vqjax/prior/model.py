@@ -31,12 +31,15 @@ class Block(nn.Module):
   mlp_ratio: int
   dropout: float
 
+  decode: bool = False    # one position per call, keys and values cached (PriorTransformer)
+
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None, *, train: bool) -> jax.Array:
     h = nn.LayerNorm(name="ln_attention")(x)
     h = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_features=self.width, dropout_rate=self.dropout,
-        deterministic=not train, use_bias=False, name="attention")(h, h, mask=mask)
+        deterministic=not train, use_bias=False, decode=self.decode,
+        name="attention")(h, h, mask=mask)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(name="ln_mlp")(x)
     h = nn.Dense(self.mlp_ratio * self.width, name="mlp_in")(h)
@@ -45,7 +48,15 @@ class Block(nn.Module):
 
 
 class PriorTransformer(nn.Module):
-  """inputs int32 [B, T] (T <= seq_len) -> logits float32 [B, T, num_code_tokens]."""
+  """inputs int32 [B, T] (T <= seq_len) -> logits float32 [B, T, num_code_tokens].
+
+  decode=True (the sampler's, same params): a key/value cache in the `cache`
+  collection, as flax's `MultiHeadDotProductAttention(decode=True)` keeps it.
+  Initialise it with inputs [B, seq_len] (`init_cache`), then call with one
+  position [B, 1] at a time, mutable=['cache']: the call at step t sees positions
+  0..t (the cache's index) and gives position t's logits, what the full causal
+  pass gives there, in O(t) instead of O(t^2) per step.
+  """
 
   vocab_size: int        # embedding rows: code tokens + BOS
   num_code_tokens: int   # logits' width
@@ -55,6 +66,7 @@ class PriorTransformer(nn.Module):
   width: int = 128
   mlp_ratio: int = 4
   dropout: float = 0.0
+  decode: bool = False
 
   @nn.compact
   def __call__(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
@@ -62,10 +74,19 @@ class PriorTransformer(nn.Module):
     x = nn.Embed(self.vocab_size, self.width, name="token_embedding")(inputs)
     pos = self.param("position_embedding", nn.initializers.normal(0.02),
                      (self.seq_len, self.width))
-    x = nn.Dropout(self.dropout, deterministic=not train)(x + pos[None, :t])
-    mask = nn.make_causal_mask(inputs)  # [B, 1, T, T]: position i attends to j <= i
+    if self.decode and self.has_variable("cache", "position"):
+      index = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      pos = jax.lax.dynamic_slice_in_dim(pos, index.value, t)   # positions index .. index+t-1
+      index.value = index.value + t
+      mask = None        # the attention's cache masks the positions not yet written
+    else:
+      if self.decode:    # initialising the cache
+        self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      pos = pos[:t]
+      mask = nn.make_causal_mask(inputs)  # [B, 1, T, T]: position i attends to j <= i
+    x = nn.Dropout(self.dropout, deterministic=not train)(x + pos[None])
     for i in range(self.num_layers):
-      x = Block(self.num_heads, self.width, self.mlp_ratio, self.dropout,
+      x = Block(self.num_heads, self.width, self.mlp_ratio, self.dropout, self.decode,
                 name=f"block_{i}")(x, mask, train=train)
     x = nn.LayerNorm(name="ln_final")(x)
     return nn.Dense(self.num_code_tokens, name="head")(x).astype(jnp.float32)
@@ -78,6 +99,14 @@ def create_model(prior_config, layout) -> PriorTransformer:
       vocab_size=layout.vocab_size, num_code_tokens=layout.num_code_tokens,
       seq_len=layout.seq_len, num_layers=p.num_layers, num_heads=p.num_heads,
       width=p.width, mlp_ratio=p.mlp_ratio, dropout=p.dropout)
+
+
+def init_cache(model: PriorTransformer, batch_size: int):
+  """The zeroed key/value cache of `model.clone(decode=True)` for batch_size rows."""
+  decoder = model.clone(decode=True)
+  shapes = jax.eval_shape(decoder.init, jax.random.PRNGKey(0),
+                          jnp.zeros((batch_size, model.seq_len), jnp.int32))["cache"]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def shift_right(tokens: jax.Array, bos: int) -> jax.Array:

@@ -1,15 +1,14 @@
 """Sampling the prior, position by position, and decoding the samples to images.
 
 `make_sampler` jits one fixed-length loop (`lax.fori_loop` over the T
-positions of the layout): at position t the transformer runs on the whole
-[B, T] buffer (BOS and the tokens drawn so far; the causal mask makes the
-not-yet-drawn positions irrelevant), its logits at t are restricted to t's
-segment, divided by the temperature, cut to the top_k most likely tokens
-(top_k > 0) and sampled with the PRNG key folded with t. No KV cache: each
-step recomputes the prefix, T forward passes per batch, which is seconds at
-CPU sizes (T = 256..320, a 4-layer, 128-wide model) and quadratic in T.
-temperature 0 or top_k 1 is greedy (argmax); a fixed seed gives the same
-samples for the same batch size.
+positions of the layout): at position t the transformer, with its key/value
+cache (`PriorTransformer(decode=True)`), reads the previous token (BOS at t = 0)
+and gives position t's logits; they are restricted to t's segment, divided by
+the temperature, cut to the top_k most likely tokens (top_k > 0) and sampled
+with the PRNG key folded with t. temperature 0 or top_k 1 is greedy (argmax); a
+fixed seed gives the same samples for the same batch size. `sample_tokens_uncached`
+reruns the whole [B, T] buffer at every step instead (T full causal passes,
+quadratic in T): the reference the cached sampler is tested against.
 
 `write_samples` decodes the codes with the tokenizer (`vqjax.load(...)
 .decode`), writes samples.png (a grid), the codes as a codes file
@@ -29,7 +28,7 @@ from absl import logging
 
 from vqjax import export, inference, plots
 from vqjax.prior.layout import Layout
-from vqjax.prior.model import segment_mask, shift_right
+from vqjax.prior.model import init_cache, segment_mask, shift_right
 
 
 def choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_k: int) -> jax.Array:
@@ -44,18 +43,43 @@ def choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_k: int)
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def _choose_at(t, logits, key, layout: Layout, temperature: float, top_k: int):
+  """Position t's token from its logits [B, V]: t's segment only (module docstring)."""
+  lo, hi = jnp.asarray(layout.lo), jnp.asarray(layout.hi)
+  allowed = segment_mask(lo[t], hi[t], layout.num_code_tokens)
+  logits = jnp.where(allowed, logits, -jnp.inf)
+  return choose(logits, jax.random.fold_in(key, t), temperature=temperature, top_k=top_k)
+
+
 def sample_tokens(params, key: jax.Array, *, model, layout: Layout, batch_size: int,
                   temperature: float, top_k: int) -> jax.Array:
-  """int32 [batch_size, seq_len] tokens drawn from the prior (module docstring)."""
-  lo, hi = jnp.asarray(layout.lo), jnp.asarray(layout.hi)
-  start = jnp.broadcast_to(lo, (batch_size, layout.seq_len))  # valid placeholders
+  """int32 [batch_size, seq_len] tokens drawn from the prior, one cached step per
+  position (module docstring)."""
+  decoder = model.clone(decode=True)
+  start = jnp.broadcast_to(jnp.asarray(layout.lo), (batch_size, layout.seq_len))
+
+  def step(t, carry):
+    tokens, cache, previous = carry                      # previous: int32 [B]
+    logits, variables = decoder.apply({"params": params, "cache": cache},
+                                      previous[:, None], train=False, mutable=["cache"])
+    token = _choose_at(t, logits[:, 0], key, layout, temperature, top_k)
+    tokens = jax.lax.dynamic_update_index_in_dim(tokens, token, t, axis=1)
+    return tokens, variables["cache"], token
+
+  bos = jnp.full((batch_size,), layout.bos, jnp.int32)
+  carry = (start, init_cache(model, batch_size), bos)
+  return jax.lax.fori_loop(0, layout.seq_len, step, carry)[0]
+
+
+def sample_tokens_uncached(params, key: jax.Array, *, model, layout: Layout,
+                           batch_size: int, temperature: float, top_k: int) -> jax.Array:
+  """As `sample_tokens`, by a full causal pass over the [B, T] buffer per position."""
+  start = jnp.broadcast_to(jnp.asarray(layout.lo), (batch_size, layout.seq_len))
 
   def step(t, tokens):
     logits = model.apply({"params": params}, shift_right(tokens, layout.bos), train=False)
     logits = jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)  # [B, V]
-    allowed = segment_mask(lo[t], hi[t], layout.num_code_tokens)
-    logits = jnp.where(allowed, logits, -jnp.inf)
-    token = choose(logits, jax.random.fold_in(key, t), temperature=temperature, top_k=top_k)
+    token = _choose_at(t, logits, key, layout, temperature, top_k)
     return jax.lax.dynamic_update_index_in_dim(tokens, token, t, axis=1)
 
   return jax.lax.fori_loop(0, layout.seq_len, step, start)
