@@ -105,3 +105,25 @@ def test_inception_features_of_random_weights_have_2048_dims(tmp_path):
   x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
   feats = np.asarray(inception.inception_features(params, x))
   assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+
+
+def test_image_set_fid_batches_pad_and_mask_as_one_image_at_a_time():
+  """perceptual.image_set_fid of 7 real vs 5 fake images, batch 3 (padded, masked):
+  the LPIPS-AlexNet features of each image alone, then pytorch-fid's formula in
+  NumPy/SciPy on them."""
+  from vqjax import perceptual  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(4)
+  real = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+  fake = np.clip(real[:5].astype(int) // 2 + 40, 0, 255).astype(np.uint8)
+  got = perceptual.image_set_fid(real, fake, "lpips_alex", batch_size=3)
+  params = perceptual.lpips.load_params("alex")
+  one = lambda im: np.asarray(perceptual.lpips.pooled_features(perceptual.lpips.lpips_features(
+      params, np.asarray(im[None], np.float32) / 127.5 - 1, "alex")))[0].astype(np.float64)
+  fr, ff = np.stack([one(im) for im in real]), np.stack([one(im) for im in fake])
+  s1, s2 = np.cov(fr, rowvar=False), np.cov(ff, rowvar=False)
+  want = (np.sum((fr.mean(0) - ff.mean(0)) ** 2) + np.trace(s1) + np.trace(s2)
+          - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+  assert got["num_images"] == 5 and got["num_real_images"] == 7 and got["dim"] == 256
+  np.testing.assert_allclose(got["value"], want, rtol=1e-3, atol=1e-4)
+  with pytest.raises(ValueError, match=">= 2 images"):
+    perceptual.image_set_fid(real, fake[:1])

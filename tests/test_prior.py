@@ -371,6 +371,8 @@ def test_prior_config_errors_name_the_key(tmp_path):
   for key, value, message in [("prior.width", 30, r"prior\.width=30 .* prior\.num_heads=4"),
                               ("prior.tokenizer", str(tmp_path), r"prior\.tokenizer=.*config\.json"),
                               ("sample.top_k", -1, r"sample\.top_k=-1"),
+                              ("sample.fid", "fid", r"sample\.fid='fid'; use one of"),
+                              ("sample.fid", "lpips_alex", r"set prior\.tokenizer"),
                               ("train.lr_schedule", "step", r"train\.lr_schedule='step'")]:
     bad = config_lib.prior_config()
     bad.update(config.to_dict())
@@ -421,8 +423,12 @@ def test_smoke_tokenizer_codes_train_a_prior_that_samples_decoded_images(tokeniz
   config = load_prior_config("smoke")
   config.prior.codes, config.prior.tokenizer = paths["train"], tokenizer
   config.compilation_cache_dir = jax.config.jax_compilation_cache_dir or ""
+  config.sample.fid = "lpips_alex"
   workdir = str(tmp_path / "prior")
   main.main(["vqjax.main"], main_flags(config, workdir, "train"))   # as the command line
+  with open(os.path.join(workdir, "samples", "fid.json")) as f:
+    fid = json.load(f)   # the 2 decoded samples against the tokenizer's validation crops
+  assert fid["num_images"] == 2 and fid["num_real_images"] == 126 and fid["value"] > 0
   with open(os.path.join(workdir, "eval", "metrics.json")) as f:
     result = json.load(f)
   n_val = len(export.codes_dataset(paths["validation"]))
@@ -443,7 +449,7 @@ def test_smoke_tokenizer_codes_train_a_prior_that_samples_decoded_images(tokeniz
   sampled = export.codes_dataset(os.path.join(workdir, "samples", "samples.array_record"))
   assert len(sampled) == 2 and sampled[0]["codes"].shape == (8, 8)
   tags = {v.tag for e in writers.read_events(workdir) for v in e.summary.value}
-  assert {"samples", "eval/bits_per_code", "bits_per_code"} <= tags
+  assert {"samples", "eval/bits_per_code", "bits_per_code", "samples/fid_lpips_alex"} <= tags
   # --mode=eval restores the checkpoint and gets the same NLL; --mode=sample the
   # same samples (same seed); a longer run resumes from step 3.
   os.remove(os.path.join(workdir, "eval", "metrics.json"))

@@ -705,6 +705,9 @@ def prior_config() -> ml_collections.ConfigDict:
       seed=0,
       batch_size=16,          # samples drawn per compiled call
       output="",              # '' = <workdir>/samples
+      fid="",                 # with a tokenizer: Fréchet distance of the decoded samples to
+                              #   its validation images ('lpips_alex' stand-in | 'lpips_vgg'
+                              #   | 'inception_v3' with eval.inception_weights); '' = off
   ))
   return c
 
@@ -789,3 +792,9 @@ def validate_prior(config: ml_collections.ConfigDict) -> None:
        f"{s.batch_size} >= 1.")
   need(s.temperature >= 0, f"sample.temperature={s.temperature} must be >= 0 (0: greedy).")
   need(s.top_k >= 0, f"sample.top_k={s.top_k} must be >= 0 (0: off, 1: greedy).")
+  fid_network = s.get("fid", "")
+  need(fid_network in FID_NETWORKS, f"sample.fid={fid_network!r}; use one of {FID_NETWORKS}.")
+  need(not fid_network or (p.tokenizer and s.num_samples != 1),
+       f"sample.fid={fid_network!r} compares decoded samples with the tokenizer's validation "
+       "images: set prior.tokenizer and sample.num_samples >= 2 (0: no samples), or "
+       "sample.fid=''.")

@@ -177,3 +177,18 @@ def save_first_k_plot(psnr: Mapping[str, Mapping], explained: Mapping[str, Mappi
   fig.tight_layout()
   make_parent_dir(path)
   fig.savefig(os.fspath(path), format="png")
+
+
+def save_bits_plot(psnr: Mapping[str, Mapping[float, float]], path: str | os.PathLike) -> None:
+  """PSNR (dB) against bits per image, one line (or point) per label: {bits: PSNR}."""
+  fig, (ax,) = new_figure(7, 4.5)
+  for i, (label, curve) in enumerate(psnr.items()):
+    bits = sorted(curve)
+    ax.plot(bits, [curve[b] for b in bits], marker="os^vD<>p"[i % 8], markersize=4,
+            ls="-" if len(bits) > 1 else "none", label=label)
+  ax.set(xlabel="bits per image", ylabel="PSNR (dB), validation mean")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right", fontsize="x-small")
+  fig.tight_layout()
+  make_parent_dir(path)
+  fig.savefig(os.fspath(path), format="png")

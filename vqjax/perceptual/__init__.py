@@ -101,6 +101,14 @@ class PerceptualMetrics:
   def accumulator(self) -> "Accumulator":
     return Accumulator(self)
 
+  def fid_features(self, params: dict, x: jax.Array) -> jax.Array:
+    """jnp float32 [B, d]: the Fréchet distance's features of images x [B, H, W, 3]
+    in [-1, 1] (those `apply` gives as fid_real)."""
+    p = params[self.fid]
+    if self.fid == "inception_v3":
+      return inception.inception_features(p, x)
+    return lpips.pooled_features(lpips.lpips_features(p, x, self.fid.removeprefix("lpips_")))
+
 
 class Accumulator:
   """Host side: per-image LPIPS and streamed real/reconstruction feature statistics."""
@@ -135,5 +143,31 @@ class Accumulator:
     return result
 
 
-__all__ = ["Accumulator", "DIMS", "FEATURES", "FID_NETWORKS", "LPIPS_NETWORKS",
+def image_set_fid(real: np.ndarray, fake: np.ndarray, fid_network: str = "lpips_alex",
+                  inception_weights: str = "", batch_size: int = 50) -> dict:
+  """The Fréchet distance between two sets of images (uint8 [N, H, W, 3], sizes
+  may differ), e.g. a prior's decoded samples against the validation images:
+  {'value', 'features', 'dim', 'num_images' (fake), 'num_real_images'}."""
+  if not fid_network:
+    raise ValueError("image_set_fid needs a feature network: one of "
+                     f"{FID_NETWORKS[1:]}")
+  metrics = PerceptualMetrics("", fid_network, inception_weights)
+  features = jax.jit(metrics.fid_features)
+  stats = []
+  for images in (real, fake):
+    if len(images) < 2:
+      raise ValueError(f"a Fréchet distance needs >= 2 images per set, got {len(images)}")
+    s = fid.FeatureStatistics(DIMS[fid_network])
+    for i in range(0, len(images), batch_size):   # padded to batch_size: one compilation
+      chunk = np.asarray(images[i:i + batch_size], np.float32) / 127.5 - 1.0
+      pad = batch_size - len(chunk)
+      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.float32)])
+      s.update(np.asarray(features(metrics.params, chunk)), np.arange(batch_size) < batch_size - pad)
+    stats.append(s)
+  return {"value": fid.fid_from_statistics(*stats), "features": FEATURES[fid_network],
+          "dim": DIMS[fid_network], "num_images": int(len(fake)),
+          "num_real_images": int(len(real))}
+
+
+__all__ = ["Accumulator", "image_set_fid", "DIMS", "FEATURES", "FID_NETWORKS", "LPIPS_NETWORKS",
            "PerceptualMetrics", "fid", "inception", "lpips"]

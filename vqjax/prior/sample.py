@@ -10,7 +10,8 @@ fixed seed gives the same samples for the same batch size. `sample_tokens_uncach
 reruns the whole [B, T] buffer at every step instead (T full causal passes,
 quadratic in T): the reference the cached sampler is tested against.
 
-`write_samples` decodes the codes with the tokenizer (`vqjax.load(...)
+`samples_fid`: the Fréchet distance (config.sample.fid) of decoded samples to the
+tokenizer's validation images. `write_samples` decodes the codes with the tokenizer (`vqjax.load(...)
 .decode`), writes samples.png (a grid), the codes as a codes file
 (samples.array_record, the format of vqjax.export: `--mode=decode` reads it)
 and the images to TensorBoard.
@@ -104,6 +105,16 @@ def draw(params, layout: Layout, model, sample_config) -> np.ndarray:
   out = [np.asarray(sampler(params, jax.random.fold_in(key, i)))
          for i in range(-(-s.num_samples // s.batch_size))]
   return np.concatenate(out)[:s.num_samples]
+
+
+def samples_fid(images: np.ndarray, tokenizer: str, fid_network: str,
+                inception_weights: str = "") -> dict:
+  """`perceptual.image_set_fid` of decoded samples uint8 [N, H, W, 3] against the
+  tokenizer's validation images (the crops its evaluation reads)."""
+  from vqjax import perceptual  # pylint: disable=import-outside-toplevel
+  data_config = inference.load_config(tokenizer).data
+  real = np.stack([image for _, image in export.split_records(data_config, "validation")])
+  return perceptual.image_set_fid(real, images, fid_network, inception_weights)
 
 
 def write_samples(tokens: np.ndarray, layout: Layout, out_dir: str, *, tokenizer: str = "",

@@ -327,8 +327,19 @@ def sample_state(config, workdir: str, model, layout: Layout, params, step: int,
   tokens = sample.draw(params, layout, model, s)
   if jax.process_index() != 0:
     return {"tokens": tokens}
-  out = sample.write_samples(tokens, layout, s.output or os.path.join(workdir, "samples"),
-                             tokenizer=config.prior.tokenizer, step=step, writer=writer)
+  out_dir = s.output or os.path.join(workdir, "samples")
+  out = sample.write_samples(tokens, layout, out_dir, tokenizer=config.prior.tokenizer,
+                             step=step, writer=writer)
+  if s.get("fid", "") and out["images"] is not None:
+    out["fid"] = sample.samples_fid(out["images"], config.prior.tokenizer, s.fid,
+                                    config.eval.get("inception_weights", ""))
+    out["fid"]["checkpoint_step"] = int(step)
+    with open(os.path.join(out_dir, "fid.json"), "w") as f:
+      json.dump(out["fid"], f, indent=2)
+    if writer is not None:
+      writer.write_scalars(step, {f"samples/fid_{s.fid}": out["fid"]["value"]})
+    logging.info("Fréchet distance (%s) of %d samples to %d validation images: %.4g",
+                 s.fid, len(out["images"]), out["fid"]["num_real_images"], out["fid"]["value"])
   return dict(out, tokens=tokens)
 
 

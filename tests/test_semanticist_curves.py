@@ -1,0 +1,80 @@
+"""scripts/semanticist_curves.py's arithmetic against independent derivations:
+PCA's share of variance from the covariance's eigenvalues, the MGVQ first-k groups
+at k / G of the bits, bits per image of FSQ tokens (T log2 prod L)."""
+
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script():
+  spec = importlib.util.spec_from_file_location(
+      "semanticist_curves", os.path.join(REPO, "scripts", "semanticist_curves.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_pca_share_of_variance_is_the_top_eigenvalues_of_the_covariance():
+  rng = np.random.default_rng(0)
+  # 40 images of 4x4x3 on a 5-dimensional subspace plus small noise.
+  basis = rng.normal(size=(5, 48))
+  flat = 0.5 + 0.05 * rng.normal(size=(40, 5)) @ basis + 0.002 * rng.normal(size=(40, 48))
+  images = np.round(np.clip(flat, 0, 1) * 255).astype(np.uint8).reshape(40, 4, 4, 3)
+  x = images.reshape(40, -1) / 255.0
+  eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
+  curve = load_script().pca_curve(images, [1, 3, 5, 40])   # 40 images: 40 components at most
+  for m in (1, 3, 5, 40):
+    np.testing.assert_allclose(curve[m][0], eig[:m].sum() / eig.sum(), rtol=1e-9)
+  assert curve[40][0] == pytest.approx(1.0)
+  # All components reconstruct exactly (up to uint8 rounding): PSNR far above 5 components.
+  assert curve[40][1] > 80 and curve[5][1] > curve[1][1]
+
+
+def test_explained_by_hand():
+  x = np.array([[[[0]]], [[[255]]]], np.uint8)          # two 1-pixel images: 0 and 1
+  y = np.array([[[[51]]], [[[255]]]], np.uint8)         # errors 0.2 and 0
+  # 1 - (0.2^2) / ((0.5)^2 + (0.5)^2) = 1 - 0.04 / 0.5
+  assert load_script().explained(x, y) == pytest.approx(0.92)
+
+
+def write_run(path, model, metrics):
+  os.makedirs(os.path.join(path, "eval"))
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump({"model": model, "data": {"image_size": 32}}, f)
+  with open(os.path.join(path, "eval", "metrics.json"), "w") as f:
+    json.dump(metrics, f)
+
+
+def test_compare_points_mgvq_groups_at_their_share_of_the_bits(tmp_path):
+  from vqjax import config_lib  # pylint: disable=import-outside-toplevel
+  script = load_script()
+  base = config_lib.single_model(4096, 8, 32).to_dict()
+  grouped = dict(base, num_codes=16, quantizer=config_lib.quantizer_config(
+      "grouped", num_groups=4).to_dict())
+  write_run(tmp_path / "g4", grouped, {"psnr": {"mean": 24.0, "std": 1.0},
+                                        "psnr_first_k_groups": {
+                                            str(k): {"mean": 20.0 + k, "std": 1.0}
+                                            for k in (1, 2, 3, 4)}})
+  # 8x8 positions x 4 groups x log2(16 / 4) bits = 512; the first k groups: 128 k.
+  assert script.compare_curve(str(tmp_path / "g4")) == {
+      "bits_per_image": 512.0,
+      "psnr": {"128.0": 21.0, "256.0": 22.0, "384.0": 23.0, "512.0": 24.0}}
+  vq = dict(base, num_codes=32, quantizer=config_lib.quantizer_config("ema").to_dict())
+  write_run(tmp_path / "vq", vq, {"psnr": {"mean": 25.5, "std": 1.0}})
+  assert script.compare_curve(str(tmp_path / "vq")) == {"bits_per_image": 320.0,
+                                                        "psnr": {"320.0": 25.5}}
+
+
+def test_bits_per_image_of_fsq_tokens_and_none_for_continuous():
+  script = load_script()
+  from model_snapshot import load_config  # pylint: disable=import-outside-toplevel
+  fsq = load_config("configs/semanticist/cpu.py:quantizer=fsq")
+  assert script.bits_per_image(fsq) == pytest.approx(32 * math.log2(8 * 5 * 5 * 5))
+  assert script.bits_per_image(load_config("configs/semanticist/cpu.py")) is None
