@@ -1,11 +1,11 @@
-"""The coarse-to-fine curves of a trained SEMANTICIST run, beside PCA and 2D VQ-VAEs.
+"""The coarse-to-fine curves of trained SEMANTICIST runs, beside PCA and 2D VQ-VAEs.
 
-  python scripts/semanticist_curves.py runs/semanticist --out=docs/semanticist \
-      [--compare=runs/mgvq_g4 --compare=runs/vqvae] [--seeds=0,1]
+  python scripts/semanticist_curves.py runs/sem/seed0 runs/sem/seed1 --out=docs/semanticist/x \
+      [--compare=runs/mgvq_g4/seed0 --compare=runs/vq_k32/seed0 ...] [--seeds=0,1]
 
-On the run's validation split (vqjax.export.split_records: the images evaluation
-reads), with the run's model from vqjax.load (uint8 reconstructions, pixels on
-[0, 1]):
+RUNS: SEMANTICIST runs of one config (training seeds). On their validation split
+(vqjax.export.split_records: the images evaluation reads), with each run's model
+from vqjax.load (uint8 reconstructions, pixels on [0, 1]):
   tokens  for k = 0 .. T: per-image PSNR of decode(codes, num_tokens=k) (k = 0:
           every token null, the unconditional sample) and the share of variance
           explained EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean|^2,
@@ -14,10 +14,12 @@ reads), with the run's model from vqjax.load (uint8 reconstructions, pixels on
           numbers does on them), m = k * D components, EV and PSNR of its
           reconstructions (clipped to [0, 1]): the same count of numbers as k
           continuous tokens of D channels
-  compare every --compare run's metrics.json: psnr_first_k_groups (MGVQ, first k
-          groups) or psnr (one point), at its bits per image, beside the tokens'
-          bits per image when the tokens are quantized
-Writes OUT/curves.json and OUT/first_k.png.
+  compare every --compare run's eval/metrics.json: psnr_first_k_groups (MGVQ, first
+          k groups, at k / G of its bits per image) or psnr (one point at its bits
+          per image), beside the tokens at k x (bits per token) when quantized
+Writes OUT/curves.json, OUT/first_k.png (PSNR and EV against k: each run, the mean
+over sampler seeds; PCA) and, when anything has bits, OUT/bits.png (PSNR against
+bits per image: the tokens of each run, every --compare run).
 """
 
 from __future__ import annotations
@@ -91,49 +93,72 @@ def token_curves(run: str, images: np.ndarray, seeds: list[int]) -> dict:
   return out
 
 
+def compare_curve(run: str) -> dict:
+  """{'bits_per_image', 'psnr': {bits: PSNR mean}} of a finished 2D run."""
+  with open(os.path.join(run, "eval", "metrics.json")) as f:
+    metrics = json.load(f)
+  bits = bits_per_image(inference.load_config(run))
+  groups = metrics.get("psnr_first_k_groups")
+  if groups:   # MGVQ: the first k of G groups carry k / G of the bits
+    points = {bits * int(k) / len(groups): v["mean"] for k, v in groups.items()}
+  else:
+    points = {bits: metrics["psnr"]["mean"]}
+  return {"bits_per_image": bits, "psnr": {str(b): v for b, v in sorted(points.items())}}
+
+
+def short(run: str) -> str:
+  """A run's label: its last two path parts (e.g. mgvq_g4/seed0)."""
+  return os.path.join(*os.path.normpath(run).split(os.sep)[-2:])
+
+
+def seed_mean(curve: dict) -> dict:
+  """{k: mean over sampler seeds} of {k: [per seed]}."""
+  return {k: float(np.mean(v)) for k, v in curve.items()}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("run")
+  parser.add_argument("runs", nargs="+", help="SEMANTICIST runs of one config (training seeds)")
   parser.add_argument("--out", required=True)
   parser.add_argument("--compare", action="append", default=[])
-  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--seeds", default="0", help="sampler seeds, comma-separated")
   args = parser.parse_args(argv)
-  config = inference.load_config(args.run)
+  config = inference.load_config(args.runs[0])
   images = np.stack([im for _, im in export.split_records(config.data, "validation")])
   seeds = [int(s) for s in args.seeds.split(",")]
-  tokens = token_curves(args.run, images, seeds)
   d = int(config.model.code_dim)
   t = int(config.model.num_tokens)
+  bits = bits_per_image(config)
   pca = pca_curve(images, [k * d for k in range(1, t + 1)])
-  result = {"run": args.run, "num_images": int(len(images)), "image_size": int(images.shape[1]),
-            "num_tokens": t, "code_dim": d, "bits_per_image": bits_per_image(config),
-            "tokens": tokens,
+  result = {"runs": {}, "num_images": int(len(images)), "image_size": int(images.shape[1]),
+            "num_tokens": t, "code_dim": d, "bits_per_image": bits, "sampler_seeds": seeds,
             "pca": {str(m): dict(explained=v[0], psnr=v[1], psnr_std=v[2]) for m, v in pca.items()},
-            "compare": {}}
-  for other in args.compare:
-    with open(os.path.join(other, "eval", "metrics.json")) as f:
-      metrics = json.load(f)
-    other_config = inference.load_config(other)
-    bits = bits_per_image(other_config)
-    groups = metrics.get("psnr_first_k_groups")
-    g = len(groups) if groups else 1
-    result["compare"][other] = {
-        "bits_per_image": bits,
-        "psnr": ({str(bits * int(k) / g): v["mean"] for k, v in groups.items()} if groups
-                 else {str(bits): metrics["psnr"]["mean"]})}
+            "compare": {other: compare_curve(other) for other in args.compare}}
+  for run in args.runs:
+    print(f"{run}:", flush=True)
+    result["runs"][run] = token_curves(run, images, seeds)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "curves.json"), "w") as f:
     json.dump(result, f, indent=2)
-  mean = lambda v: float(np.mean(v))
-  plots.save_first_k_plot(
-      {"SEMANTICIST tokens": {k: {"mean": mean(v), "std": tokens["psnr_std"][k]}
-                              for k, v in tokens["psnr"].items()},
-       f"PCA, {d} components per token": {m // d: v[1] for m, v in pca.items()}},
-      {"SEMANTICIST tokens": {k: mean(v) for k, v in tokens["explained"].items()},
-       f"PCA, {d} components per token": {m // d: v[0] for m, v in pca.items()}},
-      os.path.join(args.out, "first_k.png"))
-  bits = result["bits_per_image"]
-  print(f"wrote {args.out}/curves.json and first_k.png; bits per image: "
+  psnr_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["psnr_std"][k]}
+                                    for k, v in c["psnr"].items()}
+                 for run, c in result["runs"].items()}
+  ev_curves = {f"tokens, {short(run)}": seed_mean(c["explained"]) for run, c in result["runs"].items()}
+  label = f"PCA, {d} components per token"
+  psnr_curves[label] = {m // d: v[1] for m, v in pca.items()}
+  ev_curves[label] = {m // d: v[0] for m, v in pca.items()}
+  plots.save_first_k_plot(psnr_curves, ev_curves, os.path.join(args.out, "first_k.png"))
+  written = "curves.json, first_k.png"
+  if bits or result["compare"]:
+    by_bits = {f"SEMANTICIST first k tokens, {short(run)}": {k * bits / t: v for k, v in
+                                                       seed_mean(c["psnr"]).items() if k > 0}
+               for run, c in result["runs"].items()} if bits else {}
+    for other, c in result["compare"].items():
+      kind = "first k groups" if len(c["psnr"]) > 1 else "all codes"
+      by_bits[f"{kind}, {short(other)}"] = {float(b): v for b, v in c["psnr"].items()}
+    plots.save_bits_plot(by_bits, os.path.join(args.out, "bits.png"))
+    written += ", bits.png"
+  print(f"wrote {args.out}/{{{written}}}; bits per image: "
         f"{bits if bits else 'none (continuous tokens)'}")
 
 

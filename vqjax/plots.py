@@ -188,7 +188,7 @@ def save_bits_plot(psnr: Mapping[str, Mapping[float, float]], path: str | os.Pat
             ls="-" if len(bits) > 1 else "none", label=label)
   ax.set(xlabel="bits per image", ylabel="PSNR (dB), validation mean")
   ax.grid(alpha=0.3)
-  ax.legend(loc="lower right", fontsize="x-small")
+  ax.legend(loc="best", fontsize="x-small")
   fig.tight_layout()
   make_parent_dir(path)
   fig.savefig(os.fspath(path), format="png")
