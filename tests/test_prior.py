@@ -111,7 +111,7 @@ def test_layout_puts_the_top_level_first_in_raster_order_with_one_vocabulary():
   assert RESIDUAL.num_code_tokens == 8 and RESIDUAL.seq_len == 12
   bad = bottom.copy()
   bad[1, 2, 3] = 5
-  with pytest.raises(ValueError, match=r"code 5 in level 'bottom' lies outside \[0, 5\)"):
+  with pytest.raises(ValueError, match=r"code index 5 out of range in level 'bottom': valid indices are 0 \.\. 4"):
     HIER.tokens({"top": top, "bottom": bad})
   # Levels are ordered coarsest first whatever the file's order.
   record = {"bottom": bottom[0], "top": top[0], "source": "x", "index": 0}

@@ -37,6 +37,7 @@ from vqjax import checkpointing, config_lib, data
 from vqjax.models import create_model, level_names, level_quantizers
 from vqjax.models.factory import SEMANTICIST, is_continuous
 from vqjax.quantizers import COLLECTION, registry
+from vqjax.quantizers.base import check_code_range
 
 # Codebooks larger than this are not enumerated by Model.codebooks (LFQ: 2^D codes).
 MAX_ENUMERATED_CODES = 2**20
@@ -282,11 +283,7 @@ class Model:
         raise ValueError(f"codes[{name!r}] must be integer [N, h, w"
                          f"{''.join(f', {n}' for n in q.code_shape)}] ({type(q).__name__}); "
                          f"got {c.dtype} {c.shape}.")
-      k = q.codebook_size
-      if c.size and (c.min() < 0 or c.max() >= k):
-        bad = c.min() if c.min() < 0 else c.max()
-        raise ValueError(f"code index {bad} out of range in level {name!r}: valid "
-                         f"indices are 0 .. {k - 1} (K = {k}).")
+      check_code_range(c, q.codebook_size, name)
       out[name] = c.astype(np.int32)
       f = self.level_downsampling[name]
       sizes[name] = (c.shape[0], c.shape[1] * f, c.shape[2] * f)
@@ -312,10 +309,7 @@ class Model:
         not np.issubdtype(c.dtype, np.integer):
       raise ValueError(f"codes[{name!r}] must be integer [N, {', '.join(map(str, want))}] "
                        f"({type(q).__name__}); got {c.dtype} {c.shape}.")
-    if c.size and (c.min() < 0 or c.max() >= q.codebook_size):
-      bad = c.min() if c.min() < 0 else c.max()
-      raise ValueError(f"code index {bad} out of range in level {name!r}: valid indices "
-                       f"are 0 .. {q.codebook_size - 1} (K = {q.codebook_size}).")
+    check_code_range(c, q.codebook_size, name)
     return {name: c.astype(np.int32)}
 
   def decode(self, codes: Mapping[str, np.ndarray], num_tokens: int | None = None,

@@ -33,6 +33,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from vqjax.quantizers.base import check_code_range
+
 META_KEYS = ("source", "index")
 
 
@@ -150,10 +152,7 @@ class Layout:
       if tuple(c.shape[1:]) != want:
         raise ValueError(f"codes[{l.name!r}] has shape {c.shape[1:]} per image; this "
                          f"layout has {want}.")
-      if c.size and (c.min() < 0 or c.max() >= l.codebook_size):
-        bad = c.min() if c.min() < 0 else c.max()
-        raise ValueError(f"code {bad} in level {l.name!r} lies outside [0, "
-                         f"{l.codebook_size}).")
+      check_code_range(c, l.codebook_size, l.name)
       parts.append(c.reshape(c.shape[0], -1).astype(np.int64) + lo[s])
     return np.concatenate(parts, axis=1).astype(np.int32)
 
@@ -242,9 +241,7 @@ class CodeCounts:
   def of(self, level: Level) -> np.ndarray:
     """int64 [E, K]: the counts of `level`'s K codes (ValueError for a code >= K)."""
     counts = self.counts[level.name]
-    if self.max_code(level.name) >= level.codebook_size:
-      raise ValueError(f"code {self.max_code(level.name)} in level {level.name!r} lies "
-                       f"outside [0, {level.codebook_size}).")
+    check_code_range(self.max_code(level.name), level.codebook_size, level.name)
     out = np.zeros((level.entries, level.codebook_size), np.int64)
     k = min(counts.shape[1], level.codebook_size)
     out[:, :k] = counts[:, :k]

@@ -43,6 +43,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class Quantizer(nn.Module):
@@ -98,3 +99,13 @@ def check_codes(codes: jax.Array, quantizer: Quantizer) -> None:
   if shape and tuple(codes.shape[codes.ndim - len(shape):]) != shape:
     raise ValueError(f"{type(quantizer).__name__} codes must end in {shape}; got "
                      f"shape {codes.shape}.")
+
+
+def check_code_range(codes, codebook_size: int, level: str) -> None:
+  """ValueError naming the level and the valid range unless every entry of the
+  integer array `codes` (host side, NumPy) lies in [0, codebook_size)."""
+  codes = np.asarray(codes)
+  if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
+    bad = codes.min() if codes.min() < 0 else codes.max()
+    raise ValueError(f"code index {bad} out of range in level {level!r}: valid indices "
+                     f"are 0 .. {codebook_size - 1} (K = {codebook_size}).")
