@@ -18,7 +18,9 @@
 #   3. priors  configs/prior.py at CPU size (2 layers, width 96, batch 16, Adam
 #              1e-3 with warm-up and cosine decay, PRIOR_STEPS = 400 steps, about
 #              4 epochs of the codes), seeds PRIOR_SEEDS (0 1), on each pixel
-#              tokenizer's codes: bits per image, 16 decoded samples;
+#              tokenizer's codes: bits per image, PRIOR_SAMPLES (16) decoded
+#              samples, and with PRIOR_FID=lpips_alex (and PRIOR_SAMPLES of a few
+#              hundred) their Frechet distance to the validation crops;
 #   4. perceptual  the same tokenizers trained with MSE + LPIPS (weight 0.1) and,
 #              from step 150, a PatchGAN (hinge, VQGAN's adaptive weight x 0.5),
 #              as configs/perceptual.py sets them, evaluated as in 1.
@@ -31,6 +33,8 @@ python="${PYTHON:-.venv/bin/python}"
 seeds="${SEEDS:-0,1}"
 prior_seeds="${PRIOR_SEEDS:-0 1}"
 prior_steps="${PRIOR_STEPS:-400}"
+prior_samples="${PRIOR_SAMPLES:-16}"
+prior_fid="${PRIOR_FID:-}"
 stages="${STAGES:-pixel codes priors perceptual}"
 test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
 case "$arch" in
@@ -95,7 +99,8 @@ if has priors; then
           --config.prior.tokenizer="$tokenizer" --config.seed="$prior_seed" \
           --config.train.num_steps="$prior_steps" --config.train.batch_size=16 \
           --config.train.learning_rate=1e-3 --config.prior.num_layers=2 \
-          --config.prior.width=96 --config.train.eval_every=0 --config.train.checkpoint_every=200
+          --config.prior.width=96 --config.train.eval_every=0 --config.train.checkpoint_every=200 \
+          --config.sample.num_samples="$prior_samples" --config.sample.fid="$prior_fid"
     done
   done
 fi
