@@ -244,16 +244,25 @@ def report_table1(c, t):
   for line, cells in t.rows:
     where = f"{t.path}:{line}"
     labels = cells[10].split(" / ")
-    single, hier = (report_member(c, t, label) for label in labels)
-    for runs, col in ((single, 3), (hier, 6)):
+    if len(labels) == 1:   # a budget with one side's runs only: the other is 'missing'
+      col, other = (6, 3) if "hierarchical" in labels[0].split("/")[0] else (3, 6)
+      if not cells[other].startswith("missing") or cells[9] != "—":
+        c.fail(where, f"one side's runs ({labels[0]}): the other side must read 'missing' "
+                      f"and the difference '—'; got {cells[other]!r}, {cells[9]!r}")
+      sides = [(report_member(c, t, labels[0]), col)]
+    else:
+      single, hier = (report_member(c, t, label) for label in labels)
+      sides = [(single, 3), (hier, 6)]
+    for runs, col in sides:
       for key, metric, i in ((psnr, "psnr", col), (mse, "mse", col + 1)):
         m = re.fullmatch(rf"({NUM}) ± ({NUM}) \[(?:seeds ± ({NUM}), )?n=(\d+)\]", cells[i])
         c.num(f"{where} col {i + 1}", m.group(1), statistics.mean(values(runs, key)))
         c.num(f"{where} col {i + 1} image std", m.group(2),
               statistics.mean(r[2][metric]["std"] for r in runs))
         c.num(f"{where} col {i + 1} seed std", m.group(3) or "—", mean_std(values(runs, key))[1])
-    c.diff(where + " hier − single", cells[9], values(single, psnr), values(hier, psnr),
-           verdicts=report_compare(("single", "hier")))
+    if len(sides) == 2:
+      c.diff(where + " hier − single", cells[9], values(single, psnr), values(hier, psnr),
+             verdicts=report_compare(("single", "hier")))
 
 
 def report_grid(c, t):

@@ -55,6 +55,10 @@ CHANGES = [
      "| -0.00127 (within noise) |", "the rule gives (init better)"),
     ("docs/reproduction/table1_1200steps/REPORT.md", "30.58 ± 6.22 [seeds ± 0.59, n=2]",
      "30.58 ± 6.22 [seeds ± 0.69, n=2]", "seed std: prints 0.69"),
+    ("docs/reproduction/table1_4800steps/REPORT.md", "| 31.38 ± 6.76 [n=1] |",
+     "| 31.48 ± 6.76 [n=1] |", "prints 31.48"),     # a budget with one side's runs only
+    ("docs/reproduction/table1_4800steps/REPORT.md", "| 1.14 | — | table1_4800steps_hier",
+     "| 1.14 | +0.10 | table1_4800steps_hier", "the other side must read 'missing'"),
     ("docs/PHOTO_CORPUS.md", "| train photos | 75 |", "| train photos | 76 |",
      "train photos: prints 76"),
     ("docs/DATA.md", "| 20.36 | 25.00 |", "| 20.36 | 25.10 |",
