@@ -24,9 +24,8 @@ SCALARS = os.path.join("eval", "scalars.json")
 
 
 def eval_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} of the eval/* scalars in run_dir's own event files."""
-  if not any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir)):
-    return {}
+  """{tag: [(step, value)]} of the eval/* scalars in run_dir's own event files
+  ({} without any)."""
   return {tag: points for tag, points in writers.read_scalars(run_dir).items()
           if tag.startswith("eval/")}
 

@@ -44,6 +44,15 @@ SWEEP_BASES = {
 }
 
 
+def load_script(name: str):
+  """scripts/<name>.py as a module (the scripts are not a package)."""
+  module_spec = importlib.util.spec_from_file_location(
+      name, os.path.join(REPO, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
 def load_config(spec: str):
   path, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, path))

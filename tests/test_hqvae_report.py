@@ -1,18 +1,13 @@
 """scripts/hqvae_report.py's table.md from metrics copies alone: one column per seed,
 '—' for a seed a member lacks, mean ± std (ddof 1) by hand."""
 
-import importlib.util
 import json
-import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_snapshot import load_script
 
 
 def test_per_seed_table_has_one_column_per_seed(tmp_path):
-  spec = importlib.util.spec_from_file_location(
-      "hqvae_report", os.path.join(REPO, "scripts", "hqvae_report.py"))
-  report = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(report)
+  report = load_script("hqvae_report")
   (tmp_path / "metrics").mkdir()
   levels = {"layer_1": {"perplexity": 4.0}, "layer_2": {"perplexity": 9.0}}
   for name, seeds in (("vqvae2_K16", {0: 24.0, 1: 25.0, 2: 26.5}), ("rsqvae", {0: 17.0, 2: 18.0})):

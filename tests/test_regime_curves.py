@@ -1,22 +1,14 @@
 """scripts/regime_curves.py on fabricated runs: event files written by tensorboardX
 with known PSNRs in, the known gaps (by hand) out; partial runs give what they have."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from model_snapshot import load_script
+
 tensorboardX = pytest.importorskip("tensorboardX")
-
-
-def load_script():
-  spec = importlib.util.spec_from_file_location(
-      "regime_curves", os.path.join(REPO, "scripts", "regime_curves.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def write_run(path, evals, *, batch=32, steps=4800, train_psnr=99.0, metrics=None):
@@ -50,7 +42,7 @@ def test_gaps_images_seen_partial_runs_and_shorter_runs(tmp_path):
   write_run(runs / "table1_single" / "D8_K1024" / "seed0", {}, steps=300, metrics=27.0)
   write_run(runs / "table1_hierarchical" / "D8_2x512" / "seed0", {}, steps=300, metrics=26.0)
   out = tmp_path / "out"
-  load_script().main([str(runs), f"--out={out}"])
+  load_script("regime_curves").main([str(runs), f"--out={out}"])
   data = json.loads((out / "regime_curves.json").read_text())
   assert data["tag"] == "eval/psnr"
   by_pair = {(p["K_s"], p["seed"]): p for p in data["pairs"]}
@@ -84,17 +76,9 @@ def test_a_resumed_run_keeps_the_later_value_of_a_step(tmp_path):
       event.unlink()
   assert len(list(run.glob("events.out.tfevents.*"))) == 2
   write_run(runs / "table1_4800steps_hierarchical" / "D8_2x1024" / "seed0", {400: 27.5})
-  data = load_script().curves(str(runs))
+  data = load_script("regime_curves").curves(str(runs))
   assert [(p["step"], p["psnr_single"], p["gap"]) for p in data["pairs"][0]["points"]] == [
       (400, 28.5, 1.0), (800, 29.0, None)]
-
-
-def load_collect():
-  spec = importlib.util.spec_from_file_location(
-      "collect_runs", os.path.join(REPO, "scripts", "collect_runs.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_committed_runs_without_events_keep_their_curves(tmp_path):
@@ -106,11 +90,11 @@ def test_committed_runs_without_events_keep_their_curves(tmp_path):
   write_run(runs / "table1_4800steps_hierarchical" / "D8_2x1024" / "seed0",
             {400: 27.75, 800: 28.0}, metrics=28.0)
   write_run(runs / "table1_4800steps_single" / "D8_K8192" / "seed0", {400: 30.0})  # unfinished
-  load_collect().main(str(runs), str(committed))
+  load_script("collect_runs").main(str(runs), str(committed))
   single = committed / "table1_4800steps_single" / "D8_K2048" / "seed0"
   assert not list(single.glob("events.out.tfevents.*"))
   assert json.loads((single / "eval" / "scalars.json").read_text()) == {
       "eval/psnr": [[400, 28.5], [800, 29.25]]}
   assert not (committed / "table1_4800steps_single" / "D8_K8192").exists()
-  data = load_script().curves(str(committed))
+  data = load_script("regime_curves").curves(str(committed))
   assert [(p["step"], p["gap"]) for p in data["pairs"][0]["points"]] == [(400, 0.75), (800, 1.25)]

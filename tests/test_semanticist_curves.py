@@ -2,7 +2,6 @@
 PCA's share of variance from the covariance's eigenvalues, the MGVQ first-k groups
 at k / G of the bits, bits per image of FSQ tokens (T log2 prod L)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -10,15 +9,7 @@ import os
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script():
-  spec = importlib.util.spec_from_file_location(
-      "semanticist_curves", os.path.join(REPO, "scripts", "semanticist_curves.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from model_snapshot import load_config, load_script
 
 
 def test_pca_share_of_variance_is_the_top_eigenvalues_of_the_covariance():
@@ -29,7 +20,7 @@ def test_pca_share_of_variance_is_the_top_eigenvalues_of_the_covariance():
   images = np.round(np.clip(flat, 0, 1) * 255).astype(np.uint8).reshape(40, 4, 4, 3)
   x = images.reshape(40, -1) / 255.0
   eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
-  curve = load_script().pca_curve(images, [1, 3, 5, 40])   # 40 images: 40 components at most
+  curve = load_script("semanticist_curves").pca_curve(images, [1, 3, 5, 40])   # 40 images: 40 components at most
   for m in (1, 3, 5, 40):
     np.testing.assert_allclose(curve[m][0], eig[:m].sum() / eig.sum(), rtol=1e-9)
   assert curve[40][0] == pytest.approx(1.0)
@@ -41,7 +32,7 @@ def test_explained_by_hand():
   x = np.array([[[[0]]], [[[255]]]], np.uint8)          # two 1-pixel images: 0 and 1
   y = np.array([[[[51]]], [[[255]]]], np.uint8)         # errors 0.2 and 0
   # 1 - (0.2^2) / ((0.5)^2 + (0.5)^2) = 1 - 0.04 / 0.5
-  assert load_script().explained(x, y) == pytest.approx(0.92)
+  assert load_script("semanticist_curves").explained(x, y) == pytest.approx(0.92)
 
 
 def write_run(path, model, metrics):
@@ -54,7 +45,7 @@ def write_run(path, model, metrics):
 
 def test_compare_points_mgvq_groups_at_their_share_of_the_bits(tmp_path):
   from vqjax import config_lib  # pylint: disable=import-outside-toplevel
-  script = load_script()
+  script = load_script("semanticist_curves")
   base = config_lib.single_model(4096, 8, 32).to_dict()
   grouped = dict(base, num_codes=16, quantizer=config_lib.quantizer_config(
       "grouped", num_groups=4).to_dict())
@@ -73,8 +64,7 @@ def test_compare_points_mgvq_groups_at_their_share_of_the_bits(tmp_path):
 
 
 def test_bits_per_image_of_fsq_tokens_and_none_for_continuous():
-  script = load_script()
-  from model_snapshot import load_config  # pylint: disable=import-outside-toplevel
+  script = load_script("semanticist_curves")
   fsq = load_config("configs/semanticist/cpu.py:quantizer=fsq")
   assert script.bits_per_image(fsq) == pytest.approx(32 * math.log2(8 * 5 * 5 * 5))
   assert script.bits_per_image(load_config("configs/semanticist/cpu.py")) is None
