@@ -190,13 +190,14 @@ class VqjaxPriorStep(_Vqjax):
   def __init__(self, spec: dict):
     config = load_config("configs/prior.py")
     self._start_jax(spec, config)
+    from vqjax import state as state_lib  # pylint: disable=import-outside-toplevel
     from vqjax.prior import model as model_lib, train  # pylint: disable=import-outside-toplevel
     parallel = self.parallel
     layout = prior_layout(spec["levels"])
     model = model_lib.create_model(config.prior, layout)
     state = train.create_state(model, train.create_optimizer(config), layout.seq_len,
                                config.seed)
-    self.out["params"] = train.count_params(state.params)
+    self.out["params"] = state_lib.count_params(state.params)
     self.state = parallel.replicate(state, self.mesh)
     self.batch = parallel.global_batch(
         {"tokens": random_tokens(layout, config.train.batch_size)}, self.mesh)

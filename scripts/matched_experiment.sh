@@ -24,7 +24,9 @@
 #   4. perceptual  the same tokenizers trained with MSE + LPIPS (weight 0.1) and,
 #              from step 150, a PatchGAN (hinge, VQGAN's adaptive weight x 0.5),
 #              as configs/perceptual.py sets them, evaluated as in 1.
-# STAGES (default "pixel codes priors perceptual") picks stages; SEEDS (0,1).
+# STAGES (default "pixel codes priors perceptual") picks stages; SEEDS (0,1);
+# MEMBERS (default: both budgets) picks members of the architecture by name, e.g.
+# MEMBERS=D8_K8192 for the single-level side at K_s = 8192 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:?usage: scripts/matched_experiment.sh single|hierarchical [RUNS_DIR]}
@@ -42,6 +44,18 @@ case "$arch" in
   hierarchical) members=(D8_2x1024 D8_2x4096); codes=(1024 4096) ;;
   *) echo "error: architecture '$arch'; use single or hierarchical" >&2; exit 2 ;;
 esac
+if [[ -n "${MEMBERS:-}" ]]; then
+  picked=(); picked_codes=()
+  for i in "${!members[@]}"; do
+    if [[ ",$MEMBERS," == *",${members[$i]},"* ]]; then
+      picked+=("${members[$i]}"); picked_codes+=("${codes[$i]}")
+    fi
+  done
+  if (( ${#picked[@]} == 0 )); then
+    echo "error: MEMBERS=$MEMBERS names no $arch member; use ${members[*]}" >&2; exit 2
+  fi
+  members=("${picked[@]}"); codes=("${picked_codes[@]}")
+fi
 config="configs/reproduction.py:$arch"
 fid=(--config.eval.fid=lpips_alex)
 perceptual=(--config.loss.lpips_weight=0.1 --config.loss.gan_weight=0.5
@@ -73,13 +87,21 @@ if has pixel; then
 fi
 
 crops=data/photo_corpus/train_crops
+tokenizers=()
+for member in "${members[@]}"; do
+  for seed in ${seeds//,/ }; do tokenizers+=("$runs/pixel/$arch/$member/seed$seed"); done
+done
 if has codes; then
   if [[ ! -d "$crops" ]]; then
     "$python" -c "import sys; sys.path.insert(0, 'scripts'); import photo_corpus; \
 photo_corpus.write_val_crops('data/photo_corpus/train', '$crops.tmp', 64)"
     mv "$crops.tmp" "$crops"
   fi
-  for tokenizer in "$runs"/pixel/"$arch"/*/seed*; do
+  for tokenizer in "${tokenizers[@]}"; do
+    if [[ ! -d "$tokenizer/checkpoints" ]]; then
+      echo "error: no tokenizer in $tokenizer: run its pixel stage first (STAGES=pixel)" >&2
+      exit 1
+    fi
     for split in train validation; do
       [[ -f "$tokenizer/codes/$split.array_record" ]] && continue
       "$python" -m vqjax.main --config="$config" --workdir="$tokenizer" --mode=encode \
@@ -90,7 +112,7 @@ fi
 
 if has priors; then
   for prior_seed in $prior_seeds; do
-    for tokenizer in "$runs"/pixel/"$arch"/*/seed*; do
+    for tokenizer in "${tokenizers[@]}"; do
       member=$(basename "$(dirname "$tokenizer")")
       prior="$runs/priors/$arch/$member/$(basename "$tokenizer")/prior$prior_seed"
       [[ -f "$prior/eval/metrics.json" ]] && continue

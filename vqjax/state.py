@@ -262,6 +262,7 @@ def create_state_for(config: ml_collections.ConfigDict, model, seed: int | None 
 
 
 def count_params(params) -> int:
+  """Number of scalars in the pytree `params`."""
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 

@@ -31,6 +31,7 @@ from vqjax import checkpointing, config_lib, parallel, writers
 from vqjax.prior import data, evaluate, sample
 from vqjax.prior.layout import Layout, unigram_summary
 from vqjax.prior.model import create_model, segment_mask, shift_right, token_nll
+from vqjax.state import count_params
 
 CODES_FILE = "codes.json"   # the layout, baselines and files the prior was trained on
 
@@ -78,10 +79,6 @@ def create_state(model, tx, seq_len: int, seed: int) -> PriorState:
                       tx=tx, opt_state=tx.init(params), rng=train_key)
 
   return jax.jit(init)()
-
-
-def count_params(params) -> int:
-  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
 # -- the train step -----------------------------------------------------------------
