@@ -5,7 +5,9 @@
   python scripts/matched_table.py RUNS_DIR collect OUT  # copy the metrics (and config.json) to OUT
 
 Reads RUNS_DIR/{pixel,perceptual}/<arch>/<member>/seed<s>/eval/metrics.json and
-RUNS_DIR/priors/<arch>/<member>/seed<s>/prior<p>/eval/metrics.json; json and
+RUNS_DIR/priors/<arch>/<member>/seed<s>/prior<p>/eval/metrics.json (with, where the
+prior sampled with config.sample.fid, its samples' Frechet distance from
+.../prior<p>/samples/fid.json); json and
 statistics only, no vqjax. scripts/check_docs.py compares the docs' tables with
 what this script writes from the committed docs/matched/runs (so it catches a doc
 that differs from the files, not a slip of this script: tests/test_matched_table.py
@@ -39,7 +41,10 @@ PRIOR_METRICS = {
     "bits per image": (lambda m: m["nll_bits_per_image"], 1, True),
     "bits below unigram per image": (
         lambda m: m["unigram_validation_bits_per_image"] - m["nll_bits_per_image"], 1, False),
+    "samples' FID stand-in": (lambda m: m["samples_fid"]["value"], 1, True),
 }
+FID_ROW = "samples' FID stand-in"
+SAMPLES_FID = os.path.join("samples", "fid.json")   # a prior's run: its samples' FID
 
 
 def read(path: str) -> dict | None:
@@ -67,6 +72,9 @@ def prior_runs(runs: str, member: str) -> dict[tuple[int, int], dict]:
   for d in sorted(glob.glob(os.path.join(runs, "priors", arch, member, "seed*", "prior*"))):
     m = read(os.path.join(d, "eval", "metrics.json"))
     if m is not None:
+      fid = read(os.path.join(d, SAMPLES_FID))
+      if fid is not None:
+        m["samples_fid"] = fid
       seed = int(os.path.basename(os.path.dirname(d))[4:])
       out[(seed, int(os.path.basename(d)[5:]))] = m
   return out
@@ -162,7 +170,8 @@ def perceptual_tables(runs: str) -> list[str]:
 def prior_tables(runs: str) -> list[str]:
   lines = ["| codes | budget (K_s) | tokenizer seed | prior seed | tokens per image | "
            "uniform bits per image | unigram bits per image (validation) | prior bits per image | "
-           "prior bits per code |", "|---|---|---|---|---|---|---|---|---|"]
+           "prior bits per code | samples' FID stand-in |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for budget, members in BUDGETS.items():
     for member in members:
       for (seed, prior_seed), m in prior_runs(runs, member).items():
@@ -171,7 +180,8 @@ def prior_tables(runs: str) -> list[str]:
         lines.append(f"| `{member}` | {budget} | {seed} | {prior_seed} | {levels} | "
                      f"{fmt(m['uniform_bits_per_image'], 0)} | "
                      f"{fmt(m['unigram_validation_bits_per_image'], 1)} | "
-                     f"{fmt(m['nll_bits_per_image'], 1)} | {fmt(m['bits_per_code'], 3)} |")
+                     f"{fmt(m['nll_bits_per_image'], 1)} | {fmt(m['bits_per_code'], 3)} | "
+                     f"{fmt(value(PRIOR_METRICS[FID_ROW][0], m), 1)} |")
   lines += ["", "| metric | budget (K_s) | single | hierarchical | hier − single | "
             "larger seed std | ahead | hierarchical codes easier? |",
             "|---|---|---|---|---|---|---|---|"]
@@ -191,7 +201,8 @@ def prior_tables(runs: str) -> list[str]:
 
 
 def collect(runs: str, out: str) -> int:
-  """Copies every finished run's eval/metrics.json and config.json (no checkpoints)."""
+  """Copies every finished run's eval/metrics.json, config.json and a prior's
+  samples/fid.json (no checkpoints, no samples)."""
   n = 0
   for metrics in glob.glob(os.path.join(runs, "*", "*", "*", "seed*", "**", "metrics.json"),
                            recursive=True):
@@ -201,8 +212,10 @@ def collect(runs: str, out: str) -> int:
     rel = os.path.relpath(run, runs)
     os.makedirs(os.path.join(out, rel, "eval"), exist_ok=True)
     shutil.copyfile(metrics, os.path.join(out, rel, "eval", "metrics.json"))
-    if os.path.exists(os.path.join(run, "config.json")):
-      shutil.copyfile(os.path.join(run, "config.json"), os.path.join(out, rel, "config.json"))
+    for name in ("config.json", SAMPLES_FID):
+      if os.path.exists(os.path.join(run, name)):
+        os.makedirs(os.path.dirname(os.path.join(out, rel, name)), exist_ok=True)
+        shutil.copyfile(os.path.join(run, name), os.path.join(out, rel, name))
     n += 1
   return n
 

@@ -36,8 +36,12 @@ def runs(tmp_path):
     for seed, p in enumerate((a, b)):
       write(tmp_path / "pixel" / arch / member / f"seed{seed}", tokenizer(p, 0.3 - p / 100))
       for prior_seed in (0, 1):
-        write(tmp_path / "priors" / arch / member / f"seed{seed}" / f"prior{prior_seed}",
-              prior(2000 + 10 * p + prior_seed, 2500.0))
+        run = tmp_path / "priors" / arch / member / f"seed{seed}" / f"prior{prior_seed}"
+        write(run, prior(2000 + 10 * p + prior_seed, 2500.0))
+        if member in ("D8_K2048", "D8_2x1024"):   # samples' FID at K_s = 2048 only
+          os.makedirs(run / "samples")
+          with open(run / "samples" / "fid.json", "w") as f:
+            json.dump({"value": 300.0 - 5 * p + prior_seed, "network": "lpips_alex"}, f)
   return str(tmp_path)
 
 
@@ -70,6 +74,29 @@ def test_prior_cells_by_hand(runs):
   assert row[2] == "2,281.5 ± 1.3"
   # hierarchical: 2270, 2271, 2274, 2275: mean 2272.5, std 2.38; hier ahead (fewer bits)
   assert row[3:7] == ["2,272.5 ± 2.4", "−9.0", "2.4", "hierarchical (beyond noise)"]
+  # samples' FID 300 - 5 PSNR + prior seed: single K2048 160, 161, 159, 160 (mean 160.0,
+  # std 0.816); hierarchical 165, 166, 163, 164 (164.5, 1.29): single ahead (lower)
+  row = summary(lines, None, "samples' FID stand-in", "2048")
+  assert row[2:7] == ["160.0 ± 0.8", "164.5 ± 1.3", "4.5", "1.3", "single (beyond noise)"]
+  row = summary(lines, None, "samples' FID stand-in", "8192")
+  assert row[2:7] == ["", "", "", "", "unfinished"] and row[7] == "inconclusive (runs missing)"
+  assert ("| `D8_K2048` | 2048 | 1 | 1 | 256 × K=2048 | 3,000 | 2,500.0 | 2,283.0 | 8.918 "
+          "| 160.0 |") in lines
+  assert ("| `D8_K8192` | 8192 | 0 | 0 | 256 × K=2048 | 3,000 | 2,500.0 | 2,290.0 | 8.945 "
+          "|  |") in lines
+
+
+def test_collect_copies_metrics_config_and_samples_fid_only(runs, tmp_path):
+  prior_run = os.path.join(runs, "priors", "single", "D8_K2048", "seed0", "prior1")
+  for extra in ("config.json", os.path.join("samples", "samples.png")):
+    with open(os.path.join(prior_run, extra), "w") as f:
+      f.write("{}")
+  out = str(tmp_path / "collected")
+  assert matched_table.collect(runs, out) == 4 * 2 + 4 * 2 * 2   # tokenizers + priors
+  copied = os.path.join(out, "priors", "single", "D8_K2048", "seed0", "prior1")
+  assert sorted(os.listdir(copied)) == ["config.json", "eval", "samples"]
+  assert os.listdir(os.path.join(copied, "samples")) == ["fid.json"]
+  assert matched_table.prior_tables(out) == matched_table.prior_tables(runs)
 
 
 @pytest.mark.parametrize("aheads, want", [
