@@ -1,14 +1,16 @@
 """The coarse-to-fine curves of trained SEMANTICIST runs, beside PCA and 2D VQ-VAEs.
 
   python scripts/semanticist_curves.py runs/sem/seed0 runs/sem/seed1 --out=docs/semanticist/x \
-      [--compare=runs/mgvq_g4/seed0 --compare=runs/vq_k32/seed0 ...] [--seeds=0,1]
+      [--compare=runs/mgvq_g4/seed0 --compare=runs/vq_k32/seed0 ...] [--seeds=0,1] \
+      [--ks=0,1,2,4,8,16,32]
 
 RUNS: SEMANTICIST runs of one config (training seeds). On their validation split
 (vqjax.export.split_records: the images evaluation reads), with each run's model
 from vqjax.load (uint8 reconstructions, pixels on [0, 1]):
-  tokens  for k = 0 .. T: per-image PSNR of decode(codes, num_tokens=k) (k = 0:
-          every token null, the unconditional sample) and the share of variance
-          explained EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean|^2,
+  tokens  for k = 0 .. T (or the ladder --ks): per-image PSNR of
+          decode(codes, num_tokens=k) (k = 0: every token null, the unconditional
+          sample) and the share of variance explained
+          EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean|^2,
           once per sampler seed (--seeds: the spread over the DDIM noise)
   pca     PCA fitted on the same images (in-sample: the best any linear code of m
           numbers does on them), m = k * D components, EV and PSNR of its
@@ -77,12 +79,16 @@ def bits_per_image(config) -> float | None:
   return sum((size // down[n]) ** 2 * q.bits_per_position for n, q in quantizers.items())
 
 
-def token_curves(run: str, images: np.ndarray, seeds: list[int]) -> dict:
+def token_curves(run: str, images: np.ndarray, seeds: list[int],
+                 ks: list[int] | None = None) -> dict:
+  """{psnr: {k: [per sampler seed]}, psnr_std: {k: std over images of the seed mean},
+  explained: {k: [per seed]}} of decode(encode(images), num_tokens=k), k in `ks`
+  (default 0 .. T)."""
   model = vqjax.load(run, batch_size=80)
   codes = model.encode(images)
   t = model.config.model.num_tokens
   out = {"psnr": {}, "psnr_std": {}, "explained": {}, "seeds": seeds}
-  for k in range(t + 1):
+  for k in range(t + 1) if ks is None else ks:
     per_seed = [model.decode(codes, num_tokens=k, seed=s) for s in seeds]
     p = np.stack([psnr(images, r) for r in per_seed])            # [seeds, N]
     ev = [explained(images, r) for r in per_seed]
@@ -122,12 +128,17 @@ def main(argv=None):
   parser.add_argument("--out", required=True)
   parser.add_argument("--compare", action="append", default=[])
   parser.add_argument("--seeds", default="0", help="sampler seeds, comma-separated")
+  parser.add_argument("--ks", default="", help="token counts k, comma-separated "
+                      "(default: every k = 0..T; each k is one decode per sampler seed)")
   args = parser.parse_args(argv)
   config = inference.load_config(args.runs[0])
   images = np.stack([im for _, im in export.split_records(config.data, "validation")])
   seeds = [int(s) for s in args.seeds.split(",")]
   d = int(config.model.code_dim)
   t = int(config.model.num_tokens)
+  ks = sorted({int(k) for k in args.ks.split(",")}) if args.ks else None
+  if ks is not None and not all(0 <= k <= t for k in ks):
+    parser.error(f"--ks={args.ks}: every k must lie in 0..{t} (the run's num_tokens)")
   bits = bits_per_image(config)
   pca = pca_curve(images, [k * d for k in range(1, t + 1)])
   result = {"runs": {}, "num_images": int(len(images)), "image_size": int(images.shape[1]),
@@ -136,7 +147,7 @@ def main(argv=None):
             "compare": {other: compare_curve(other) for other in args.compare}}
   for run in args.runs:
     print(f"{run}:", flush=True)
-    result["runs"][run] = token_curves(run, images, seeds)
+    result["runs"][run] = token_curves(run, images, seeds, ks)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "curves.json"), "w") as f:
     json.dump(result, f, indent=2)

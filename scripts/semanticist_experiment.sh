@@ -8,13 +8,16 @@
 #
 # Two lanes side by side, one per core where taskset and 2+ cores exist; a member
 # with eval/metrics.json is skipped, an unfinished one resumes from its checkpoints.
-# About 2.5 h of a 2-core machine (SEMANTICIST ~1.2 steps/s on one core, 2,000 steps
-# each, plus the curves' 33 DDIM decodes of 400 images per run and sampler seed).
+# About 1.5 h of a 2-core machine (measured 2026-12-03: a SEMANTICIST run 20 min on
+# one core, 2,000 steps at 2.2 steps/s and its evaluation; a 2D baseline 4 min; then
+# the curves, one per core: 11 DDIM decodes of 400 images (KS) per run and sampler
+# seed, ~17 s each).
 # Then: docs/semanticist/{continuous,fsq}/{curves.json,first_k.png,bits.png} and the
 # runs' metrics in docs/semanticist/runs (scripts/collect_runs.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-runs/semanticist_experiment}"
+ks="${KS:-0,1,2,3,4,6,8,12,16,24,32}"   # the first-k ladder of the curves
 python="${PYTHON:-.venv/bin/python}"
 test -d data/photo_corpus/train || { echo "no photo corpus: run scripts/photo_corpus.sh first" >&2; exit 1; }
 mkdir -p "$runs"
@@ -47,8 +50,13 @@ echo "two lanes started (logs: $runs/lane_tokens.log, $runs/lane_quantized.log)"
 wait -n; wait -n
 
 out=docs/semanticist
-"$python" scripts/semanticist_curves.py "$runs"/semanticist/seed{0,1} --out="$out/continuous" \
-    --seeds=0,1
-"$python" scripts/semanticist_curves.py "$runs"/semanticist_fsq/seed{0,1} --out="$out/fsq" \
-    --seeds=0,1 $(for d in "$runs"/{vq_k32,mgvq_g2,mgvq_g4}/seed*; do echo "--compare=$d"; done)
+(if (( pin )); then taskset -pc 0 "$BASHPID" >/dev/null; fi
+ "$python" scripts/semanticist_curves.py "$runs"/semanticist/seed{0,1} --out="$out/continuous" \
+     --seeds=0,1 --ks="$ks") > "$runs/curves_continuous.log" 2>&1 &
+(if (( pin )); then taskset -pc 1 "$BASHPID" >/dev/null; fi
+ "$python" scripts/semanticist_curves.py "$runs"/semanticist_fsq/seed{0,1} --out="$out/fsq" \
+     --seeds=0,1 --ks="$ks" \
+     $(for d in "$runs"/{vq_k32,mgvq_g2,mgvq_g4}/seed*; do echo "--compare=$d"; done)
+) > "$runs/curves_fsq.log" 2>&1 &
+wait -n; wait -n
 "$python" scripts/collect_runs.py "$runs" "$out/runs"
