@@ -273,6 +273,45 @@ def perceptual_runs(c, t):
         c.num(where, cell, value)
 
 
+# --- SEMANTICIST (docs/SEMANTICIST.md) -------------------------------------------------
+
+SEMANTICIST_CURVES = "docs/semanticist/{}/curves.json"   # scripts/semanticist_curves.py
+
+
+def semanticist_first_k(c, t):
+  """Per k: 'mean (per training seed)' PSNR over training x sampler seeds, the mean
+  EV, and 'PSNR / EV' of PCA with k x D components, for each curves.json in turn."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  curves = [read_json(os.path.join(c.root, SEMANTICIST_CURVES.format(name)))
+            for name in ("continuous", "fsq")]
+  for line, cells in t.rows:
+    k = cells[0]
+    for i, curve in enumerate(curves):
+      where = f"{t.path}:{line} k={k} {t.header[1 + 3 * i]}"
+      psnr, ev, pca = cells[1 + 3 * i: 4 + 3 * i]
+      runs = list(curve["runs"].values())
+      per_run = [float(np.mean(r["psnr"][k])) for r in runs]
+      parts = re.findall(NUM, psnr)
+      if len(parts) != 1 + len(runs):
+        c.fail(where, f"{psnr!r}: expected the mean and {len(runs)} per-run values")
+        continue
+      c.num(where, parts[0], float(np.mean([p for r in runs for p in r["psnr"][k]])))
+      for j, (part, value) in enumerate(zip(parts[1:], per_run)):
+        c.num(f"{where} run {j}", part, value)
+      c.num(where + " EV", ev, float(np.mean([e for r in runs for e in r["explained"][k]])))
+      fit = curve["pca"].get(str(int(k) * curve["code_dim"]))
+      if fit is None:
+        if pca.strip():
+          c.fail(where, f"PCA {pca!r} for k = {k}, the files give none")
+        continue
+      got = pca.split(" / ")
+      if len(got) != 2:
+        c.fail(where, f"PCA {pca!r}: expected 'PSNR / EV'")
+        continue
+      c.num(where + " PCA PSNR", got[0], fit["psnr"])
+      c.num(where + " PCA EV", got[1], fit["explained"])
+
+
 # --- the photo corpus --------------------------------------------------------------
 
 
@@ -347,5 +386,6 @@ def rule_for(t):
       ("data (images)", "no augmentation", "colour augmentation"): colour_augmentation,
       ("run (option)", "step", "images", "PSNR dB"): perceptual_runs,
       ("condition", "budget (K_s)"): matched_tables, ("condition", "metric"): matched_tables,
-      ("codes", "budget (K_s)"): matched_tables, ("metric", "budget (K_s)"): matched_tables}
+      ("codes", "budget (K_s)"): matched_tables, ("metric", "budget (K_s)"): matched_tables,
+      ("k", "continuous: PSNR"): semanticist_first_k}
   return next((rule for prefix, rule in rules.items() if h[:len(prefix)] == prefix), None)
