@@ -37,14 +37,14 @@ TOKENIZER_METRICS = {
     "LPIPS": (lambda m: m["lpips"]["mean"], 4, True),
     "FID stand-in": (lambda m: m["fid_lpips_alex"]["value"], 1, True),
 }
+FID_ROW = "samples' FID stand-in"
+SAMPLES_FID = os.path.join("samples", "fid.json")   # a prior's run: its samples' FID
 PRIOR_METRICS = {
     "bits per image": (lambda m: m["nll_bits_per_image"], 1, True),
     "bits below unigram per image": (
         lambda m: m["unigram_validation_bits_per_image"] - m["nll_bits_per_image"], 1, False),
-    "samples' FID stand-in": (lambda m: m["samples_fid"]["value"], 1, True),
+    FID_ROW: (lambda m: m["samples_fid"]["value"], 1, True),
 }
-FID_ROW = "samples' FID stand-in"
-SAMPLES_FID = os.path.join("samples", "fid.json")   # a prior's run: its samples' FID
 
 
 def read(path: str) -> dict | None:
