@@ -7,21 +7,22 @@
 RUNS: SEMANTICIST runs of one config (training seeds). On their validation split
 (vqjax.export.split_records: the images evaluation reads), with each run's model
 from vqjax.load (uint8 reconstructions, pixels on [0, 1]):
-  tokens  for k = 0 .. T (or the ladder --ks): per-image PSNR of
+  tokens  for k = 0 .. T (or the ladder --ks): per-image PSNR and LPIPS (AlexNet) of
           decode(codes, num_tokens=k) (k = 0: every token null, the unconditional
           sample) and the share of variance explained
           EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean|^2,
           once per sampler seed (--seeds: the spread over the DDIM noise)
   pca     PCA fitted on the same images (in-sample: the best any linear code of m
-          numbers does on them), m = k * D components, EV and PSNR of its
+          numbers does on them), m = k * D components, EV, PSNR and LPIPS of its
           reconstructions (clipped to [0, 1]): the same count of numbers as k
           continuous tokens of D channels
-  compare every --compare run's eval/metrics.json: psnr_first_k_groups (MGVQ, first
-          k groups, at k / G of its bits per image) or psnr (one point at its bits
-          per image), beside the tokens at k x (bits per token) when quantized
-Writes OUT/curves.json, OUT/first_k.png (PSNR and EV against k: each run, the mean
-over sampler seeds; PCA) and, when anything has bits, OUT/bits.png (PSNR against
-bits per image: the tokens of each run, every --compare run).
+  compare every --compare run's eval/metrics.json: psnr_first_k_groups and
+          lpips_first_k_groups (MGVQ, first k groups, at k / G of its bits per
+          image) or psnr and lpips (one point at its bits per image), beside the
+          tokens at k x (bits per token) when quantized
+Writes OUT/curves.json, OUT/first_k.png (PSNR, EV and LPIPS against k: each run,
+the mean over sampler seeds; PCA) and, when anything has bits, OUT/bits.png (PSNR
+and LPIPS against bits per image: the tokens of each run, every --compare run).
 """
 
 from __future__ import annotations
@@ -31,12 +32,33 @@ import json
 import os
 import sys
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import vqjax  # noqa: E402
-from vqjax import export, inference, plots  # noqa: E402
+from vqjax import export, inference, perceptual, plots  # noqa: E402
 from vqjax.models import level_quantizers  # noqa: E402
+
+LPIPS_BATCH = 80
+
+
+class Lpips:
+  """Per-image LPIPS (AlexNet) of uint8 [N, H, W, 3] pairs, in padded batches of
+  LPIPS_BATCH (one compilation)."""
+
+  def __init__(self):
+    self.metrics = perceptual.PerceptualMetrics("alex")
+    self.fn = jax.jit(self.metrics.lpips_of)
+
+  def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), LPIPS_BATCH):
+      a, b = (np.asarray(v[i:i + LPIPS_BATCH], np.float32) / 127.5 - 1.0 for v in (x, y))
+      pad = ((0, LPIPS_BATCH - len(a)),) + ((0, 0),) * 3
+      d = self.fn(self.metrics.params, np.pad(a, pad), np.pad(b, pad))
+      out.append(np.asarray(d, np.float64)[:len(a)])
+    return np.concatenate(out)
 
 
 def psnr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -51,8 +73,8 @@ def explained(x: np.ndarray, y: np.ndarray) -> float:
   return float(1 - np.sum((x - y) ** 2) / np.sum((x - x.mean(0)) ** 2))
 
 
-def pca_curve(x: np.ndarray, numbers: list[int]) -> dict:
-  """{m: (EV, PSNR mean, PSNR std)} of in-sample PCA with m components."""
+def pca_curve(x: np.ndarray, numbers: list[int], lpips: Lpips) -> dict:
+  """{m: (EV, PSNR mean, PSNR std, LPIPS mean)} of in-sample PCA with m components."""
   flat = x.reshape(len(x), -1).astype(np.float64) / 255
   mean = flat.mean(0)
   _, sv, vt = np.linalg.svd(flat - mean, full_matrices=False)
@@ -63,7 +85,8 @@ def pca_curve(x: np.ndarray, numbers: list[int]) -> dict:
     recon = (flat - mean) @ vt[:m].T @ vt[:m] + mean
     recon = np.round(np.clip(recon, 0, 1) * 255).astype(np.uint8).reshape(x.shape)
     p = psnr(x, recon)
-    out[m] = (float(np.sum(sv[:m] ** 2) / total), float(p.mean()), float(p.std()))
+    out[m] = (float(np.sum(sv[:m] ** 2) / total), float(p.mean()), float(p.std()),
+              float(lpips(x, recon).mean()))
   return out
 
 
@@ -79,37 +102,46 @@ def bits_per_image(config) -> float | None:
   return sum((size // down[n]) ** 2 * q.bits_per_position for n, q in quantizers.items())
 
 
-def token_curves(run: str, images: np.ndarray, seeds: list[int],
+def token_curves(run: str, images: np.ndarray, seeds: list[int], lpips: Lpips,
                  ks: list[int] | None = None) -> dict:
   """{psnr: {k: [per sampler seed]}, psnr_std: {k: std over images of the seed mean},
-  explained: {k: [per seed]}} of decode(encode(images), num_tokens=k), k in `ks`
-  (default 0 .. T)."""
+  explained: {k: [per seed]}, lpips: {k: [per seed]}, lpips_std: {k: as psnr_std}}
+  of decode(encode(images), num_tokens=k), k in `ks` (default 0 .. T)."""
   model = vqjax.load(run, batch_size=80)
   codes = model.encode(images)
   t = model.config.model.num_tokens
-  out = {"psnr": {}, "psnr_std": {}, "explained": {}, "seeds": seeds}
+  out = {"psnr": {}, "psnr_std": {}, "explained": {}, "lpips": {}, "lpips_std": {},
+         "seeds": seeds}
   for k in range(t + 1) if ks is None else ks:
     per_seed = [model.decode(codes, num_tokens=k, seed=s) for s in seeds]
     p = np.stack([psnr(images, r) for r in per_seed])            # [seeds, N]
+    d = np.stack([lpips(images, r) for r in per_seed])           # [seeds, N]
     ev = [explained(images, r) for r in per_seed]
     out["psnr"][k] = [float(v) for v in p.mean(1)]               # per seed
     out["psnr_std"][k] = float(p.mean(0).std())                  # over images
+    out["lpips"][k] = [float(v) for v in d.mean(1)]
+    out["lpips_std"][k] = float(d.mean(0).std())
     out["explained"][k] = [float(v) for v in ev]
-    print(f"k={k}: PSNR {np.mean(p):.2f} dB, EV {np.mean(ev):.3f}", flush=True)
+    print(f"k={k}: PSNR {np.mean(p):.2f} dB, LPIPS {np.mean(d):.4f}, EV {np.mean(ev):.3f}",
+          flush=True)
   return out
 
 
 def compare_curve(run: str) -> dict:
-  """{'bits_per_image', 'psnr': {bits: PSNR mean}} of a finished 2D run."""
+  """{'bits_per_image', 'psnr': {bits: PSNR mean}, 'lpips': {bits: LPIPS mean}} of a
+  finished 2D run (lpips empty when its evaluation had LPIPS off)."""
   with open(os.path.join(run, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   bits = bits_per_image(inference.load_config(run))
-  groups = metrics.get("psnr_first_k_groups")
-  if groups:   # MGVQ: the first k of G groups carry k / G of the bits
-    points = {bits * int(k) / len(groups): v["mean"] for k, v in groups.items()}
-  else:
-    points = {bits: metrics["psnr"]["mean"]}
-  return {"bits_per_image": bits, "psnr": {str(b): v for b, v in sorted(points.items())}}
+  out = {"bits_per_image": bits}
+  for name in ("psnr", "lpips"):
+    groups = metrics.get(f"{name}_first_k_groups")
+    if groups:   # MGVQ: the first k of G groups carry k / G of the bits
+      points = {bits * int(k) / len(groups): v["mean"] for k, v in groups.items()}
+    else:
+      points = {bits: metrics[name]["mean"]} if name in metrics else {}
+    out[name] = {str(b): v for b, v in sorted(points.items())}
+  return out
 
 
 def short(run: str) -> str:
@@ -140,14 +172,16 @@ def main(argv=None):
   if ks is not None and not all(0 <= k <= t for k in ks):
     parser.error(f"--ks={args.ks}: every k must lie in 0..{t} (the run's num_tokens)")
   bits = bits_per_image(config)
-  pca = pca_curve(images, [k * d for k in range(1, t + 1)])
+  lpips = Lpips()
+  pca = pca_curve(images, [k * d for k in range(1, t + 1)], lpips)
   result = {"runs": {}, "num_images": int(len(images)), "image_size": int(images.shape[1]),
             "num_tokens": t, "code_dim": d, "bits_per_image": bits, "sampler_seeds": seeds,
-            "pca": {str(m): dict(explained=v[0], psnr=v[1], psnr_std=v[2]) for m, v in pca.items()},
+            "pca": {str(m): dict(explained=v[0], psnr=v[1], psnr_std=v[2], lpips=v[3])
+                    for m, v in pca.items()},
             "compare": {other: compare_curve(other) for other in args.compare}}
   for run in args.runs:
     print(f"{run}:", flush=True)
-    result["runs"][run] = token_curves(run, images, seeds, ks)
+    result["runs"][run] = token_curves(run, images, seeds, lpips, ks)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "curves.json"), "w") as f:
     json.dump(result, f, indent=2)
@@ -155,19 +189,28 @@ def main(argv=None):
                                     for k, v in c["psnr"].items()}
                  for run, c in result["runs"].items()}
   ev_curves = {f"tokens, {short(run)}": seed_mean(c["explained"]) for run, c in result["runs"].items()}
+  lpips_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["lpips_std"][k]}
+                                      for k, v in c["lpips"].items()}
+                  for run, c in result["runs"].items()}
   label = f"PCA, {d} components per token"
   psnr_curves[label] = {m // d: v[1] for m, v in pca.items()}
   ev_curves[label] = {m // d: v[0] for m, v in pca.items()}
-  plots.save_first_k_plot(psnr_curves, ev_curves, os.path.join(args.out, "first_k.png"))
+  lpips_curves[label] = {m // d: v[3] for m, v in pca.items()}
+  plots.save_first_k_plot(psnr_curves, ev_curves, os.path.join(args.out, "first_k.png"),
+                          lpips=lpips_curves)
   written = "curves.json, first_k.png"
   if bits or result["compare"]:
-    by_bits = {f"SEMANTICIST first k tokens, {short(run)}": {k * bits / t: v for k, v in
-                                                       seed_mean(c["psnr"]).items() if k > 0}
-               for run, c in result["runs"].items()} if bits else {}
-    for other, c in result["compare"].items():
-      kind = "first k groups" if len(c["psnr"]) > 1 else "all codes"
-      by_bits[f"{kind}, {short(other)}"] = {float(b): v for b, v in c["psnr"].items()}
-    plots.save_bits_plot(by_bits, os.path.join(args.out, "bits.png"))
+    by_bits = {name: {} for name in ("psnr", "lpips")}
+    for name, curves in by_bits.items():
+      for run, c in result["runs"].items() if bits else ():
+        curves[f"SEMANTICIST first k tokens, {short(run)}"] = {
+            k * bits / t: v for k, v in seed_mean(c[name]).items() if k > 0}
+      for other, c in result["compare"].items():
+        kind = "first k groups" if len(c["psnr"]) > 1 else "all codes"
+        if c[name]:
+          curves[f"{kind}, {short(other)}"] = {float(b): v for b, v in c[name].items()}
+    plots.save_bits_plot(by_bits["psnr"], os.path.join(args.out, "bits.png"),
+                         lpips=by_bits["lpips"])
     written += ", bits.png"
   print(f"wrote {args.out}/{{{written}}}; bits per image: "
         f"{bits if bits else 'none (continuous tokens)'}")

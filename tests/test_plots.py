@@ -56,3 +56,19 @@ def test_reconstruction_grid_grayscale_and_shape_check(tmp_path):
     assert image.mode == "L"
   with pytest.raises(ValueError):
     plots.reconstruction_grid(x, x[:1])
+
+
+def test_first_k_and_bits_plots_add_an_lpips_panel(tmp_path):
+  psnr = {"a": {1: {"mean": 20.0, "std": 1.0}, 2: {"mean": 22.0, "std": 1.0}}}
+  ev = {"a": {1: 0.5, 2: 0.7}}
+  lpips = {"a": {1: {"mean": 0.3, "std": 0.05}, 2: {"mean": 0.2, "std": 0.05}}}
+  plots.save_first_k_plot(psnr, ev, tmp_path / "two.png")
+  plots.save_first_k_plot(psnr, ev, tmp_path / "three.png", lpips=lpips)
+  # 5 inches per panel at 100 dpi.
+  assert Image.open(tmp_path / "two.png").size == (1000, 400)
+  assert Image.open(tmp_path / "three.png").size == (1500, 400)
+  plots.save_bits_plot({"a": {10.0: 20.0, 20.0: 22.0}}, tmp_path / "bits1.png")
+  plots.save_bits_plot({"a": {10.0: 20.0, 20.0: 22.0}}, tmp_path / "bits2.png",
+                       lpips={"a": {10.0: 0.3, 20.0: 0.2}})
+  assert Image.open(tmp_path / "bits1.png").size == (700, 450)
+  assert Image.open(tmp_path / "bits2.png").size == (1400, 450)

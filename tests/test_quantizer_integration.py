@@ -23,6 +23,7 @@ import pytest
 from conftest import tiny_config
 from devices_worker import assert_same_training, run_worker, training_run
 from vqjax import capacity, config_lib, evaluate
+from vqjax.perceptual import PerceptualMetrics, lpips
 from vqjax.experiments import hqvae_configs
 from vqjax.models import create_model
 from vqjax.models.factory import create_quantizer, level_quantizers
@@ -74,7 +75,8 @@ def test_every_quantizer_trains_and_evaluates_through_main(tmp_path, member, fla
   workdir = tmp_path / "run"
   result = run_main(workdir, os.path.join(REPO, f"configs/quantizers.py:{member},smoke"),
                     *flags)
-  want_top = TOP_KEYS | ({"psnr_first_k_groups"} if groups > 1 else set())
+  want_top = TOP_KEYS | {"lpips"} | (  # eval.lpips is on by default
+      {"psnr_first_k_groups", "lpips_first_k_groups"} if groups > 1 else set())
   assert set(result) == want_top
   assert result["checkpoint_step"] == 2
   for key in ("psnr", "mse", "ssim"):
@@ -104,6 +106,10 @@ def test_every_quantizer_trains_and_evaluates_through_main(tmp_path, member, fla
                                rtol=0, atol=1e-5)
     np.testing.assert_allclose(first_k[str(groups)]["std"], result["psnr"]["std"],
                                rtol=0, atol=1e-5)
+    lpips_k = result["lpips_first_k_groups"]
+    assert list(lpips_k) == list(first_k)
+    np.testing.assert_allclose(lpips_k[str(groups)]["mean"], result["lpips"]["mean"],
+                               rtol=1e-5, atol=1e-6)
 
 
 # -- budgets and validation ----------------------------------------------------------
@@ -277,15 +283,24 @@ def test_first_k_group_psnr_matches_a_numpy_reference():
   variables = {"params": variables["params"], **updates}
   models = {k: create_model(m, active_groups=k) for k in range(1, g + 1)}
   batch = {"image": np.asarray(np.rint((np.asarray(x) + 1) * 127.5), np.uint8)}
-  got = jax.jit(functools.partial(evaluate.first_k_psnr_step, models=models))(
-      variables["params"], variables["codebook"], batch)
+  perceptual = PerceptualMetrics("alex")
+  got = jax.jit(functools.partial(evaluate.first_k_groups_step, models=models,
+                                  perceptual=perceptual))(
+      variables["params"], variables["codebook"], batch, perceptual.params)
   x_in = jnp.asarray(batch["image"], jnp.float32) / 127.5 - 1
   full = np_psnr(x_in, model.apply(variables, x_in, train=False)[0])
   for k in range(1, g + 1):
-    want = np_psnr(x_in, decode_first_k_by_interception(model, variables, x_in, k, d))
-    np.testing.assert_allclose(np.asarray(got[k]), want, rtol=0, atol=1e-3)
-  np.testing.assert_allclose(np.asarray(got[g]), full, rtol=0, atol=1e-3)
-  assert np.abs(np.asarray(got[1]) - full).max() > 1e-3   # k = 1 really drops groups
+    x_hat = decode_first_k_by_interception(model, variables, x_in, k, d)
+    np.testing.assert_allclose(np.asarray(got["psnr"][k]), np_psnr(x_in, x_hat), rtol=0, atol=1e-3)
+    want_lpips = lpips.lpips_distance(perceptual.params["lpips_alex"], x_in,
+                                      jnp.clip(x_hat, -1, 1))
+    np.testing.assert_allclose(np.asarray(got["lpips"][k]), want_lpips, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(got["psnr"][g]), full, rtol=0, atol=1e-3)
+  assert np.abs(np.asarray(got["psnr"][1]) - full).max() > 1e-3   # k = 1 really drops groups
+  assert np.abs(np.asarray(got["lpips"][1] - got["lpips"][g])).max() > 1e-4
+  # LPIPS off: PSNR only.
+  assert set(jax.jit(functools.partial(evaluate.first_k_groups_step, models=models))(
+      variables["params"], variables["codebook"], batch)) == {"psnr"}
 
 
 # -- 8 devices = 1 ----------------------------------------------------------------------

@@ -20,12 +20,33 @@ def test_pca_share_of_variance_is_the_top_eigenvalues_of_the_covariance():
   images = np.round(np.clip(flat, 0, 1) * 255).astype(np.uint8).reshape(40, 4, 4, 3)
   x = images.reshape(40, -1) / 255.0
   eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
-  curve = load_script("semanticist_curves").pca_curve(images, [1, 3, 5, 40])   # 40 images: 40 components at most
+  seen = []
+  def lpips(a, b):   # a stand-in that records what it is given: per-image MSE
+    seen.append(len(a))
+    return np.mean((a / 255.0 - b / 255.0) ** 2, axis=(1, 2, 3))
+  curve = load_script("semanticist_curves").pca_curve(images, [1, 3, 5, 40], lpips)   # 40 images: 40 components at most
   for m in (1, 3, 5, 40):
     np.testing.assert_allclose(curve[m][0], eig[:m].sum() / eig.sum(), rtol=1e-9)
   assert curve[40][0] == pytest.approx(1.0)
   # All components reconstruct exactly (up to uint8 rounding): PSNR far above 5 components.
   assert curve[40][1] > 80 and curve[5][1] > curve[1][1]
+  assert seen == [40] * 4 and curve[40][3] < 1e-8 < curve[1][3]   # LPIPS of each reconstruction
+
+
+def test_lpips_in_padded_batches_equals_one_unpadded_call():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from vqjax.perceptual import lpips  # pylint: disable=import-outside-toplevel
+  script = load_script("semanticist_curves")
+  rng = np.random.default_rng(0)
+  n = script.LPIPS_BATCH + 3                   # two batches, the second padded
+  x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  y = np.clip(x.astype(np.int64) + rng.integers(-40, 41, x.shape), 0, 255).astype(np.uint8)
+  got = script.Lpips()(x, y)
+  params = lpips.load_params("alex")
+  want = np.asarray(lpips.lpips_distance(params, jnp.asarray(x / 127.5 - 1.0, jnp.float32),
+                                         jnp.asarray(y / 127.5 - 1.0, jnp.float32)))
+  assert got.shape == (n,) and np.all(want > 0)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_explained_by_hand():
@@ -52,15 +73,23 @@ def test_compare_points_mgvq_groups_at_their_share_of_the_bits(tmp_path):
   write_run(tmp_path / "g4", grouped, {"psnr": {"mean": 24.0, "std": 1.0},
                                         "psnr_first_k_groups": {
                                             str(k): {"mean": 20.0 + k, "std": 1.0}
+                                            for k in (1, 2, 3, 4)},
+                                        "lpips": {"mean": 0.1, "std": 0.01},
+                                        "lpips_first_k_groups": {
+                                            str(k): {"mean": 0.5 / k, "std": 0.01}
                                             for k in (1, 2, 3, 4)}})
   # 8x8 positions x 4 groups x log2(16 / 4) bits = 512; the first k groups: 128 k.
   assert script.compare_curve(str(tmp_path / "g4")) == {
       "bits_per_image": 512.0,
-      "psnr": {"128.0": 21.0, "256.0": 22.0, "384.0": 23.0, "512.0": 24.0}}
+      "psnr": {"128.0": 21.0, "256.0": 22.0, "384.0": 23.0, "512.0": 24.0},
+      "lpips": {"128.0": 0.5, "256.0": 0.25, "384.0": 0.5 / 3, "512.0": 0.125}}
   vq = dict(base, num_codes=32, quantizer=config_lib.quantizer_config("ema").to_dict())
-  write_run(tmp_path / "vq", vq, {"psnr": {"mean": 25.5, "std": 1.0}})
-  assert script.compare_curve(str(tmp_path / "vq")) == {"bits_per_image": 320.0,
-                                                        "psnr": {"320.0": 25.5}}
+  write_run(tmp_path / "vq", vq, {"psnr": {"mean": 25.5, "std": 1.0},
+                                  "lpips": {"mean": 0.2, "std": 0.01}})
+  assert script.compare_curve(str(tmp_path / "vq")) == {
+      "bits_per_image": 320.0, "psnr": {"320.0": 25.5}, "lpips": {"320.0": 0.2}}
+  write_run(tmp_path / "vq_no_lpips", vq, {"psnr": {"mean": 25.5, "std": 1.0}})
+  assert script.compare_curve(str(tmp_path / "vq_no_lpips"))["lpips"] == {}
 
 
 def test_bits_per_image_of_fsq_tokens_and_none_for_continuous():

@@ -7,6 +7,7 @@ References written here: PSNR per image in NumPy from uint8 reconstructions of
 first-k curve of metrics.json recomputed from `decode(codes, num_tokens=k)`.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -73,6 +74,10 @@ def test_resume_equals_uninterrupted_run_and_the_first_k_curve_is_decode_k(tmp_p
   assert set(straight["psnr_first_k_tokens"]) == set(
       straight["variance_explained_first_k_tokens"]) == {"1", str(t)}
   assert straight["psnr_first_k_tokens"][str(t)] == straight["psnr"]
+  # eval.lpips is on by default: LPIPS per k, k = T the main reconstruction's.
+  assert set(straight["lpips_first_k_tokens"]) == {"1", str(t)}
+  assert straight["lpips_first_k_tokens"][str(t)] == {
+      k: v for k, v in straight["lpips"].items() if k != "network"}
   assert straight["levels"] == {}   # continuous tokens: no code level
 
 
@@ -116,6 +121,36 @@ def test_trains_through_main_resumes_bit_identically_and_reconstructs(tmp_path):
   main(tmp_path / "straight", "--mode=decode", f"--config.decode.input={codes}",
        f"--config.decode.output={tmp_path / 'decoded'}")
   assert len(os.listdir(tmp_path / "decoded")) == len(records)
+
+
+def test_first_k_tokens_step_psnr_and_lpips_are_those_of_decode_k():
+  from vqjax import evaluate  # pylint: disable=import-outside-toplevel
+  from vqjax.perceptual import PerceptualMetrics, lpips  # pylint: disable=import-outside-toplevel
+  m = config_lib.semanticist_model(16)
+  m.patch_size, m.decoder.patch_size = 4, 4
+  m.width = m.decoder.width = 32
+  m.depth = m.decoder.depth = 1
+  m.num_heads = m.decoder.num_heads = 2
+  m.num_tokens, m.code_dim = 4, 8
+  m.decoder.num_timesteps, m.decoder.sample_steps = 100, 4
+  model = create_model(m)
+  x = smooth_images(3, 16, 0)
+  batch = {"image": np.round((x + 1) * 127.5).astype(np.uint8)}
+  x_in = batch["image"].astype(np.float32) / 127.5 - 1
+  variables = {"codebook": {}, **model.init({"params": jax.random.key(0)}, x_in, train=False)}
+  perceptual = PerceptualMetrics("alex")
+  step = jax.jit(functools.partial(evaluate.first_k_tokens_step, model=model,
+                                   perceptual=perceptual))
+  codes = model.apply(variables, x_in, method="encode_codes")
+  for k in (1, 4):
+    got = step(variables["params"], variables["codebook"], batch, np.int32(k), perceptual.params)
+    x_hat = np.clip(np.asarray(model.apply(variables, codes, num_tokens=k,
+                                           method="decode_codes")), -1, 1)
+    mse = np.mean(((x_in + 1) / 2 - (x_hat + 1) / 2) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(got["psnr"], 10 * np.log10(1 / mse), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got["lpips"], lpips.lpips_distance(
+        perceptual.params["lpips_alex"], jnp.asarray(x_in), jnp.asarray(x_hat)),
+        rtol=1e-4, atol=1e-6)
 
 
 def smooth_images(n, size, seed):

@@ -17,7 +17,9 @@ std}}, the PSNR when every level decodes from only its first k groups (k =
 std}} and `variance_explained_first_k_tokens` {k: EV}, the DDIM reconstruction
 from the first k tokens (the rest null) for k in eval.first_k_tokens (() = 1..T),
 EV(k) = 1 - sum_i |x_i - x_hat_i(k)|^2 / sum_i |x_i - mean image|^2 on the
-[0, 1] pixels of the validation set. FSQ/LFQ levels count their implicit codebook of
+[0, 1] pixels of the validation set; with eval.lpips on, both kinds add the
+per-image LPIPS of the same reconstructions, `lpips_first_k_groups` and
+`lpips_first_k_tokens` {k: {mean, std}}. FSQ/LFQ levels count their implicit codebook of
 prod(levels) / 2^D codes (config_lib.MAX_HISTOGRAM_CODES bounds it). Writes
 `workdir/eval/metrics.json`, `reconstructions.png` and `lorenz.png` (SEMANTICIST
 also `first_k_tokens.png`).
@@ -104,24 +106,33 @@ def eval_step(params, codebook, counts: dict, batch: dict, key=None, perceptual_
   return out
 
 
-def first_k_psnr_step(params, codebook, batch: dict, *, models: dict) -> dict:
-  """{k: per-image PSNR [B]} of the models decoding from the first k groups."""
+def first_k_groups_step(params, codebook, batch: dict, perceptual_params=None, *,
+                        models: dict, perceptual: PerceptualMetrics | None = None) -> dict:
+  """{'psnr': {k: per-image PSNR [B]}} of the models decoding from the first k
+  groups; with perceptual (LPIPS on) also 'lpips': {k: per-image LPIPS [B]}."""
   x = data.to_model_range(batch["image"])
-  out = {}
+  out = {"psnr": {}, **({"lpips": {}} if perceptual is not None else {})}
   for k, model in models.items():
     x_hat, _ = model.apply({"params": params, COLLECTION: codebook}, x, train=False)
-    out[k] = metrics.per_image_psnr(x, x_hat)
+    out["psnr"][k] = metrics.per_image_psnr(x, x_hat)
+    if perceptual is not None:
+      out["lpips"][k] = perceptual.lpips_of(perceptual_params, x, x_hat)
   return out
 
 
-def first_k_tokens_step(params, codebook, batch: dict, k, *, model) -> dict:
+def first_k_tokens_step(params, codebook, batch: dict, k, perceptual_params=None, *, model,
+                        perceptual: PerceptualMetrics | None = None) -> dict:
   """Per-image `psnr` and `mse` [B] of the reconstructions from the first k tokens
-  (k [] int32, traced: one compilation for every k)."""
+  (k [] int32, traced: one compilation for every k); with perceptual (LPIPS on)
+  also `lpips` [B]."""
   x = data.to_model_range(batch["image"])
   variables = {"params": params, COLLECTION: codebook}
   codes = model.apply(variables, x, method="encode_codes")
   x_hat = model.apply(variables, codes, num_tokens=k, method="decode_codes")
-  return dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat))
+  out = dict(psnr=metrics.per_image_psnr(x, x_hat), mse=metrics.per_image_mse(x, x_hat))
+  if perceptual is not None:
+    out["lpips"] = perceptual.lpips_of(perceptual_params, x, x_hat)
+  return out
 
 
 def token_ladder(config) -> tuple[int, ...]:
@@ -147,7 +158,8 @@ class Evaluator:
   (`perceptual.Accumulator.summary`; {} when both are off);
   SEMANTICIST models 'psnr_first_k_tokens' {k: per-image PSNR [N]} and
   'variance_explained_first_k_tokens' {k: EV} (`token_ladder`; k = T is the main
-  reconstruction).
+  reconstruction); with eval.lpips on, both kinds add 'lpips_first_k_groups' /
+  'lpips_first_k_tokens' {k: per-image LPIPS [N]}.
   The histograms are summed on the device (float32 counts are exact below
   2**24 per code). `step(params, codebook, counts, batch, key=None)` is the
   jitted eval_step.
@@ -169,19 +181,25 @@ class Evaluator:
                            **({"perceptual": batch_sharding} if perceptual else {})),
         donate_argnums=2)
     perceptual_params = parallel.replicate(self.perceptual.params, mesh)
-    self.first_k = None  # grouped: {k: model decoding from the first k groups}
+    lpips_only = self.perceptual if self.perceptual.lpips else None  # for the first-k curves
+    self.first_k = None  # grouped: the first k groups' PSNR (and LPIPS), k = 1..G
     groups = num_groups(config.model)
     if groups > 1:
       models = {k: create_model(config.model, active_groups=k) for k in range(1, groups + 1)}
-      self.first_k = jax.jit(functools.partial(first_k_psnr_step, models=models),
-                             in_shardings=(repl, repl, batch_sharding),
-                             out_shardings=batch_sharding)
+      first_k = jax.jit(functools.partial(first_k_groups_step, models=models,
+                                          perceptual=lpips_only),
+                        in_shardings=(repl, repl, batch_sharding, repl),
+                        out_shardings=batch_sharding)
+      self.first_k = lambda params, codebook, batch: first_k(params, codebook, batch,
+                                                             perceptual_params)
     self.token_ks, self.first_k_tokens = (), None
     if config.model.kind == SEMANTICIST:
       self.token_ks = token_ladder(config)
-      self.first_k_tokens = jax.jit(
-          functools.partial(first_k_tokens_step, model=model),
-          in_shardings=(repl, repl, batch_sharding, repl), out_shardings=batch_sharding)
+      first_k_tokens = jax.jit(
+          functools.partial(first_k_tokens_step, model=model, perceptual=lpips_only),
+          in_shardings=(repl, repl, batch_sharding, repl, repl), out_shardings=batch_sharding)
+      self.first_k_tokens = lambda params, codebook, batch, k: first_k_tokens(
+          params, codebook, batch, k, perceptual_params)
     self._base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5EED)
     self.step = lambda params, codebook, counts, batch, key=None: jitted(
         params, codebook, counts, batch, self._base_key if key is None else key,
@@ -196,13 +214,17 @@ class Evaluator:
     return parallel.replicate(counts, self.mesh)
 
   def _first_k_tokens(self, params, codebook, batch, mask, out) -> dict:
-    """{k: (per-image psnr, mse)} of the batch's valid images, k = T from `out`."""
+    """{k: {'psnr', 'mse'[, 'lpips']: per-image [n]}} of the batch's valid images,
+    k = T from `out` (the main reconstruction)."""
+    valid = lambda v: np.asarray(_gather(v))[mask]
     t = self.token_ks[-1]
-    result = {t: (np.asarray(_gather(out["psnr"]))[mask], np.asarray(_gather(out["mse"]))[mask])}
+    result = {t: {"psnr": valid(out["psnr"]), "mse": valid(out["mse"])}}
+    if self.perceptual.lpips:
+      result[t]["lpips"] = valid(out["perceptual"]["lpips"])
     for k in self.token_ks[:-1]:
       o = self.first_k_tokens(params, codebook, batch,
                               parallel.replicate(np.asarray(k, np.int32), self.mesh))
-      result[k] = (np.asarray(_gather(o["psnr"]))[mask], np.asarray(_gather(o["mse"]))[mask])
+      result[k] = {name: valid(v) for name, v in o.items()}
     return result
 
   def __call__(self, params, codebook):
@@ -223,8 +245,8 @@ class Evaluator:
       counts, variance = out["counts"], out["variance"]
       mask = np.asarray(_gather(batch["mask"]))
       if self.first_k is not None:
-        first_k.append({k: np.asarray(_gather(v))[mask]
-                        for k, v in self.first_k(params, codebook, batch).items()})
+        first_k.append(jax.tree.map(lambda v: np.asarray(_gather(v))[mask],
+                                    self.first_k(params, codebook, batch)))
       if "perceptual" in out:
         perceptual.add(jax.tree.map(lambda v: np.asarray(_gather(v)), out["perceptual"]), mask)
       psnr.append(np.asarray(_gather(out["psnr"]))[mask])
@@ -250,19 +272,25 @@ class Evaluator:
       levels[name] = dict(posterior=soft, variance=float(s2),
                           entropy=float(counts[f"{name}/entropy"]) / max(soft.sum(), 1.0))
     extra = dict(ssim=np.concatenate(ssim), levels=levels, perceptual=perceptual.summary())
-    if first_k:
-      extra["psnr_first_k_groups"] = {k: np.concatenate([b[k] for b in first_k])
-                                      for k in first_k[0]}
+    for name in first_k[0] if first_k else ():   # 'psnr', 'lpips'
+      extra[f"{name}_first_k_groups"] = {k: np.concatenate([b[name][k] for b in first_k])
+                                         for k in first_k[0][name]}
     if tokens_k:
       n = sum(len(p) for p in psnr)
       total = float(np.sum(moments[1] - moments[0] ** 2 / n))  # sum_i |x_i - mean|^2
       values = moments[0].size  # pixels x channels: per_image_mse is a mean over them
-      extra["psnr_first_k_tokens"] = {
-          k: np.concatenate([b[k][0] for b in tokens_k]) for k in self.token_ks}
+      per_k = {k: {name: np.concatenate([b[k][name] for b in tokens_k]) for name in tokens_k[0][k]}
+               for k in self.token_ks}
+      for name in ("psnr", "lpips"):
+        if name in per_k[self.token_ks[0]]:
+          extra[f"{name}_first_k_tokens"] = {k: v[name] for k, v in per_k.items()}
       extra["variance_explained_first_k_tokens"] = {
-          k: 1.0 - float(np.sum(np.concatenate([b[k][1] for b in tokens_k]))) * values / total
-          for k in self.token_ks}
+          k: 1.0 - float(np.sum(v["mse"])) * values / total for k, v in per_k.items()}
     return np.concatenate(psnr), np.concatenate(mse), hard, grid, extra
+
+
+FIRST_K_KEYS = ("psnr_first_k_groups", "lpips_first_k_groups", "psnr_first_k_tokens",
+                "lpips_first_k_tokens", "variance_explained_first_k_tokens")
 
 
 def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -> dict:
@@ -273,7 +301,10 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
   posterior entropy per position, nats) and variance (s^2). A level whose
   quantizer has several codebooks side by side (grouped, residual) adds their
   usage (`Quantizer.entries`: `groups` {group_<i>: ...}, `stages` {stage_<l>:
-  ...}); grouped models, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}.
+  ...}); grouped models, with extra, `psnr_first_k_groups` {'<k>': {mean, std}}
+  (and `lpips_first_k_groups`), SEMANTICIST models `psnr_first_k_tokens`,
+  `lpips_first_k_tokens` {'<k>': {mean, std}} and
+  `variance_explained_first_k_tokens` {'<k>': EV}.
   extra's 'perceptual' adds `lpips` {mean, std, network} and `fid_<network>`
   {value, features, dim, num_images}.
   """
@@ -297,15 +328,11 @@ def summarize(config, step: int, psnr, mse, counts, extra: dict | None = None) -
           entry: metrics.code_usage_summary(c) for entry, c in zip(names, parts)}
   if extra is None:
     return result
-  for key in ("psnr_first_k_tokens", "variance_explained_first_k_tokens"):
+  for key in FIRST_K_KEYS:
     if key in extra:
       result[key] = {str(k): ({"mean": float(v.mean()), "std": float(v.std())}
                               if isinstance(v, np.ndarray) else float(v))
                      for k, v in extra[key].items()}
-  if "psnr_first_k_groups" in extra:
-    result["psnr_first_k_groups"] = {
-        str(k): {"mean": float(v.mean()), "std": float(v.std())}
-        for k, v in extra["psnr_first_k_groups"].items()}
   result["ssim"] = {"mean": float(extra["ssim"].mean()), "std": float(extra["ssim"].std())}
   result.update(extra.get("perceptual", {}))  # 'lpips', 'fid_<network>'
   for name, soft in extra["levels"].items():
@@ -336,7 +363,9 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
       + [f"psnr first {k} groups={v['mean']:.2f} dB"
          for k, v in result.get("psnr_first_k_groups", {}).items()]
       + [f"psnr first {k} tokens={v['mean']:.2f} dB"
-         for k, v in result.get("psnr_first_k_tokens", {}).items()])
+         for k, v in result.get("psnr_first_k_tokens", {}).items()]
+      + [f"lpips first {k} {unit}={v['mean']:.4f}" for unit in ("groups", "tokens")
+         for k, v in result.get(f"lpips_first_k_{unit}", {}).items()])
   logging.info("eval @ step %d on %d images: %s", step, result["num_images"], line)
   if writer is not None:
     scalars = {"eval/psnr": result["psnr"]["mean"], "eval/mse": result["mse"]["mean"],
@@ -346,12 +375,12 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
                   "perplexity_soft", "entropy", "variance"):
         if key in v:
           scalars[f"eval/{name}/{key}"] = v[key]
-    for k, v in result.get("psnr_first_k_groups", {}).items():
-      scalars[f"eval/psnr_first_{k}_groups"] = v["mean"]
     for k, v in _perceptual(result).items():
       scalars[f"eval/{k}"] = v["mean"] if k == "lpips" else v["value"]
-    for k, v in result.get("psnr_first_k_tokens", {}).items():
-      scalars[f"eval/psnr_first_{k}_tokens"] = v["mean"]
+    for metric in ("psnr", "lpips"):
+      for unit in ("groups", "tokens"):
+        for k, v in result.get(f"{metric}_first_k_{unit}", {}).items():
+          scalars[f"eval/{metric}_first_{k}_{unit}"] = v["mean"]
     writer.write_scalars(step, scalars)
     # TensorBoard at every evaluation: originals over reconstructions, and per
     # level the distribution of uses per code (a collapsed codebook piles up at 0).
@@ -368,9 +397,11 @@ def evaluate_state(config, evaluator: Evaluator, state, step: int, workdir: str,
                                    max_images=config.eval.num_grid_images)
     plots.save_lorenz_plot(counts, os.path.join(out_dir, "lorenz.png"))
     if "psnr_first_k_tokens" in result:
+      lpips_k = result.get("lpips_first_k_tokens")
       plots.save_first_k_plot({"SEMANTICIST": result["psnr_first_k_tokens"]},
                               {"SEMANTICIST": result["variance_explained_first_k_tokens"]},
-                              os.path.join(out_dir, "first_k_tokens.png"))
+                              os.path.join(out_dir, "first_k_tokens.png"),
+                              lpips={"SEMANTICIST": lpips_k} if lpips_k else None)
     np.savez(os.path.join(out_dir, "code_histograms.npz"), **counts)
     logging.info("wrote %s/{metrics.json,reconstructions.png,lorenz.png}", out_dir)
   return result

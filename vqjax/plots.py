@@ -146,49 +146,56 @@ def save_image_grid(images: Any, path: str | os.PathLike, ncols: int = 8) -> np.
                                                                        format="PNG")
   return grid
 def save_first_k_plot(psnr: Mapping[str, Mapping], explained: Mapping[str, Mapping],
-                      path: str | os.PathLike, xlabel: str = "first k tokens") -> None:
-  """Two panels against k: PSNR (dB) and the share of variance explained.
+                      path: str | os.PathLike, xlabel: str = "first k tokens",
+                      lpips: Mapping[str, Mapping] | None = None) -> None:
+  """Panels against k: PSNR (dB), the share of variance explained and, when given, LPIPS.
 
   Args:
     psnr: curve label -> {k: PSNR mean, or {'mean', 'std'}} (std drawn as a band).
     explained: curve label -> {k: share of variance explained in [.., 1]}.
     path: output .png file; parent directories are created.
+    lpips: curve label -> {k: LPIPS mean, or {'mean', 'std'}} (lower is closer).
   """
-  fig, (left, right) = new_figure(10, 4, ncols=2)
-  for label, curve in psnr.items():
-    ks = sorted(curve, key=float)
-    mean = np.array([curve[k]["mean"] if isinstance(curve[k], Mapping) else curve[k]
-                     for k in ks], np.float64)
-    x = np.array([float(k) for k in ks])
-    left.plot(x, mean, marker="o", markersize=3, label=label)
-    if all(isinstance(curve[k], Mapping) for k in ks):
-      std = np.array([curve[k]["std"] for k in ks], np.float64)
-      left.fill_between(x, mean - std, mean + std, alpha=0.15)
-  for label, curve in explained.items():
-    ks = sorted(curve, key=float)
-    right.plot([float(k) for k in ks], [curve[k] for k in ks], marker="o", markersize=3,
-               label=label)
-  left.set_ylabel("PSNR (dB; band: per-image std)")
-  right.set_ylabel("share of variance explained")
-  for ax in (left, right):
+  panels = [(psnr, "PSNR (dB; band: per-image std)"), (explained, "share of variance explained")]
+  if lpips:
+    panels.append((lpips, "LPIPS, AlexNet (lower is closer; band: per-image std)"))
+  fig, axes = new_figure(5 * len(panels), 4, ncols=len(panels))
+  for ax, (curves, ylabel) in zip(axes, panels):
+    for label, curve in curves.items():
+      ks = sorted(curve, key=float)
+      mean = np.array([curve[k]["mean"] if isinstance(curve[k], Mapping) else curve[k]
+                       for k in ks], np.float64)
+      x = np.array([float(k) for k in ks])
+      ax.plot(x, mean, marker="o", markersize=3, label=label)
+      if all(isinstance(curve[k], Mapping) for k in ks):
+        std = np.array([curve[k]["std"] for k in ks], np.float64)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_ylabel(ylabel)
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper right" if curves is lpips else "lower right", fontsize="small")
   fig.tight_layout()
   make_parent_dir(path)
   fig.savefig(os.fspath(path), format="png")
 
 
-def save_bits_plot(psnr: Mapping[str, Mapping[float, float]], path: str | os.PathLike) -> None:
-  """PSNR (dB) against bits per image, one line (or point) per label: {bits: PSNR}."""
-  fig, (ax,) = new_figure(7, 4.5)
-  for i, (label, curve) in enumerate(psnr.items()):
-    bits = sorted(curve)
-    ax.plot(bits, [curve[b] for b in bits], marker="os^vD<>p"[i % 8], markersize=4,
-            ls="-" if len(bits) > 1 else "none", label=label)
-  ax.set(xlabel="bits per image", ylabel="PSNR (dB), validation mean")
-  ax.grid(alpha=0.3)
-  ax.legend(loc="best", fontsize="x-small")
+def save_bits_plot(psnr: Mapping[str, Mapping[float, float]], path: str | os.PathLike,
+                   lpips: Mapping[str, Mapping[float, float]] | None = None) -> None:
+  """PSNR (dB) against bits per image, one line (or point) per label: {bits: PSNR};
+  with lpips ({label: {bits: LPIPS}}, labels a subset of psnr's) a second panel."""
+  panels = [(psnr, "PSNR (dB), validation mean")]
+  if lpips:
+    panels.append((lpips, "LPIPS (AlexNet), validation mean; lower is closer"))
+  fig, axes = new_figure(7 * len(panels), 4.5, ncols=len(panels))
+  markers = {label: "os^vD<>p"[i % 8] for i, label in enumerate(psnr)}
+  for ax, (curves, ylabel) in zip(axes, panels):
+    for label, curve in curves.items():
+      bits = sorted(curve)
+      ax.plot(bits, [curve[b] for b in bits], marker=markers.get(label, "x"), markersize=4,
+              ls="-" if len(bits) > 1 else "none", label=label)
+    ax.set(xlabel="bits per image", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="x-small")
   fig.tight_layout()
   make_parent_dir(path)
   fig.savefig(os.fspath(path), format="png")

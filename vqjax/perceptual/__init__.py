@@ -98,6 +98,15 @@ class PerceptualMetrics:
         out["fid_real"], out["fid_fake"] = feats[:n], feats[n:]
     return out
 
+  def lpips_of(self, params: dict, x: jax.Array, x_hat: jax.Array) -> jax.Array:
+    """jnp [B]: the per-image LPIPS `apply` gives, alone (no FID features);
+    x, x_hat [B, H, W, 3] in [-1, 1], x_hat clipped to it. Needs lpips on."""
+    if not self.lpips:
+      raise ValueError("lpips_of needs eval.lpips set ('alex' or 'vgg').")
+    x_hat = jnp.clip(jnp.asarray(x_hat, jnp.float32), -1.0, 1.0)
+    return lpips.lpips_distance(params[f"lpips_{self.lpips}"], jnp.asarray(x, jnp.float32),
+                                x_hat, self.lpips)
+
   def accumulator(self) -> "Accumulator":
     return Accumulator(self)
 
