@@ -3,6 +3,8 @@
   python scripts/matched_table.py RUNS_DIR perceptual   # tokenizers: per run, then the answer
   python scripts/matched_table.py RUNS_DIR prior        # priors: per run, then the answer
   python scripts/matched_table.py RUNS_DIR collect OUT  # copy the metrics (and config.json) to OUT
+  python scripts/matched_table.py RUNS_DIR prior --splice=docs/PRIOR.md   # rewrite the doc's
+      # tables in place (each found by its header row; the prose around them is kept)
 
 Reads RUNS_DIR/{pixel,perceptual}/<arch>/<member>/seed<s>/eval/metrics.json and
 RUNS_DIR/priors/<arch>/<member>/seed<s>/prior<p>/eval/metrics.json (with, where the
@@ -220,6 +222,25 @@ def collect(runs: str, out: str) -> int:
   return n
 
 
+def splice(doc: str, lines: list[str]) -> str:
+  """doc with each table of `lines` (tables separated by blank lines) in place of
+  the doc's table that has the same header row; ValueError naming a missing one."""
+  tables = "\n".join(lines).split("\n\n")
+  out = doc.splitlines()
+  for table in tables:
+    rows = table.splitlines()
+    try:
+      start = out.index(rows[0])
+    except ValueError:
+      raise ValueError(f"the doc has no table with the header {rows[0]!r}: paste the "
+                       "table once by hand (the script's output), then splice") from None
+    end = start
+    while end < len(out) and out[end].startswith("|"):
+      end += 1
+    out[start:end] = rows
+  return "\n".join(out) + ("\n" if doc.endswith("\n") else "")
+
+
 def main(argv: list[str]) -> int:
   if len(argv) < 3 or argv[2] not in ("perceptual", "prior", "collect"):
     print(__doc__.strip(), file=sys.stderr)
@@ -227,8 +248,21 @@ def main(argv: list[str]) -> int:
   if argv[2] == "collect":
     print(f"copied {collect(argv[1], argv[3])} runs' metrics to {argv[3]}")
     return 0
-  print("\n".join(perceptual_tables(argv[1]) if argv[2] == "perceptual" else
-                  prior_tables(argv[1])))
+  lines = perceptual_tables(argv[1]) if argv[2] == "perceptual" else prior_tables(argv[1])
+  target = next((a.removeprefix("--splice=") for a in argv[3:] if a.startswith("--splice=")), "")
+  if not target:
+    print("\n".join(lines))
+    return 0
+  with open(target) as f:
+    doc = f.read()
+  try:
+    new = splice(doc, lines)
+  except ValueError as e:
+    print(f"error: {target}: {e}", file=sys.stderr)
+    return 1
+  with open(target, "w") as f:
+    f.write(new)
+  print(f"{target}: {'tables rewritten' if new != doc else 'tables already current'}")
   return 0
 
 

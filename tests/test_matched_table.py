@@ -108,3 +108,19 @@ def test_collect_copies_metrics_config_and_samples_fid_only(runs, tmp_path):
     (["hierarchical (beyond noise)", "unfinished"], "inconclusive (runs missing)")])
 def test_verdict(aheads, want):
   assert matched_table.verdict(aheads) == want
+
+
+def test_splice_replaces_each_table_by_its_header_and_keeps_the_prose(tmp_path):
+  doc = ("# Title\n\nprose before\n\n| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\nprose between\n\n"
+         "| c | d |\n|---|---|\n| old | old |\nafter, no blank line\n")
+  new = ["| a | b |", "|---|---|", "| 9 | 9 |", "", "| c | d |", "|---|---|", "| x | y |", "| z | w |"]
+  assert matched_table.splice(doc, new) == (
+      "# Title\n\nprose before\n\n| a | b |\n|---|---|\n| 9 | 9 |\n\nprose between\n\n"
+      "| c | d |\n|---|---|\n| x | y |\n| z | w |\nafter, no blank line\n")
+  with pytest.raises(ValueError, match=r"no table with the header '\| e \|'"):
+    matched_table.splice(doc, ["| e |", "|---|"])
+  # Through main: the doc rewritten in place from RUNS_DIR; a doc without the tables untouched.
+  path = tmp_path / "doc.md"
+  path.write_text("no tables\n")
+  assert matched_table.main(["matched_table.py", str(tmp_path), "prior", f"--splice={path}"]) == 1
+  assert path.read_text() == "no tables\n"
