@@ -28,15 +28,18 @@ member() {  # NAME CONFIG SEED
   echo "train $dir ($(date -u +%H:%M))"
   "$python" -m vqjax.main --config="$2" --workdir="$dir" --config.seed="$3"
 }
-lane_tokens() {
-  for seed in 0 1; do member semanticist configs/semanticist/cpu.py "$seed"; done
-  for seed in 0 1; do member vq_k32 configs/semanticist/baselines.py:vq_k32 "$seed"; done
-}
-lane_quantized() {
-  for seed in 0 1; do member semanticist_fsq configs/semanticist/cpu.py:quantizer=fsq "$seed"; done
-  for name in mgvq_g2 mgvq_g4; do
+baselines() {  # NAME...: the 2D runs of configs/semanticist/baselines.py, seeds 0 and 1
+  for name in "$@"; do
     for seed in 0 1; do member "$name" "configs/semanticist/baselines.py:$name" "$seed"; done
   done
+}
+lane_tokens() {      # ~48 min of one core
+  for seed in 0 1; do member semanticist configs/semanticist/cpu.py "$seed"; done
+  baselines vq_k32 mgvq_g2
+}
+lane_quantized() {   # ~48 min of one core
+  for seed in 0 1; do member semanticist_fsq configs/semanticist/cpu.py:quantizer=fsq "$seed"; done
+  baselines mgvq_g4
 }
 pin=0
 if command -v taskset >/dev/null && (( $(nproc) >= 2 )); then pin=1; fi
