@@ -7,7 +7,7 @@
 #
 #   taskset -c 0 scripts/matched_experiment.sh single       [RUNS_DIR]
 #   taskset -c 1 scripts/matched_experiment.sh hierarchical [RUNS_DIR]
-#   python scripts/matched_table.py RUNS_DIR perceptual|prior   # the tables
+#   python scripts/matched_table.py RUNS_DIR perceptual|prior [--splice=DOC]   # the tables
 #
 # Stages, each resumable (finished runs are skipped, unfinished ones resume):
 #   1. pixel   tokenizers trained on the MSE only (the reproduction's runs),
