@@ -280,15 +280,16 @@ SEMANTICIST_CURVES = "docs/semanticist/{}/curves.json"   # scripts/semanticist_c
 
 def semanticist_first_k(c, t):
   """Per k: 'mean (per training seed)' PSNR over training x sampler seeds, the mean
-  EV, and 'PSNR / EV' of PCA with k x D components, for each curves.json in turn."""
+  EV, the mean LPIPS, and 'PSNR / EV / LPIPS' of PCA with k x D components, for each
+  curves.json in turn."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   curves = [read_json(os.path.join(c.root, SEMANTICIST_CURVES.format(name)))
             for name in ("continuous", "fsq")]
   for line, cells in t.rows:
     k = cells[0]
     for i, curve in enumerate(curves):
-      where = f"{t.path}:{line} k={k} {t.header[1 + 3 * i]}"
-      psnr, ev, pca = cells[1 + 3 * i: 4 + 3 * i]
+      where = f"{t.path}:{line} k={k} {t.header[1 + 4 * i]}"
+      psnr, ev, lpips, pca = cells[1 + 4 * i: 5 + 4 * i]
       runs = list(curve["runs"].values())
       per_run = [float(np.mean(r["psnr"][k])) for r in runs]
       parts = re.findall(NUM, psnr)
@@ -299,17 +300,19 @@ def semanticist_first_k(c, t):
       for j, (part, value) in enumerate(zip(parts[1:], per_run)):
         c.num(f"{where} run {j}", part, value)
       c.num(where + " EV", ev, float(np.mean([e for r in runs for e in r["explained"][k]])))
+      c.num(where + " LPIPS", lpips, float(np.mean([d for r in runs for d in r["lpips"][k]])))
       fit = curve["pca"].get(str(int(k) * curve["code_dim"]))
       if fit is None:
         if pca.strip():
           c.fail(where, f"PCA {pca!r} for k = {k}, the files give none")
         continue
       got = pca.split(" / ")
-      if len(got) != 2:
-        c.fail(where, f"PCA {pca!r}: expected 'PSNR / EV'")
+      if len(got) != 3:
+        c.fail(where, f"PCA {pca!r}: expected 'PSNR / EV / LPIPS'")
         continue
       c.num(where + " PCA PSNR", got[0], fit["psnr"])
       c.num(where + " PCA EV", got[1], fit["explained"])
+      c.num(where + " PCA LPIPS", got[2], fit["lpips"])
 
 
 # --- the photo corpus --------------------------------------------------------------

@@ -3,6 +3,7 @@
   python scripts/semanticist_curves.py runs/sem/seed0 runs/sem/seed1 --out=docs/semanticist/x \
       [--compare=runs/mgvq_g4/seed0 --compare=runs/vq_k32/seed0 ...] [--seeds=0,1] \
       [--ks=0,1,2,4,8,16,32]
+  python scripts/semanticist_curves.py --replot --out=docs/semanticist/x   # redraw from curves.json
 
 RUNS: SEMANTICIST runs of one config (training seeds). On their validation split
 (vqjax.export.split_records: the images evaluation reads), with each run's model
@@ -154,15 +155,56 @@ def seed_mean(curve: dict) -> dict:
   return {k: float(np.mean(v)) for k, v in curve.items()}
 
 
+def write_plots(result: dict, out: str) -> str:
+  """OUT/first_k.png and, when anything has bits, OUT/bits.png from a curves.json
+  dictionary (k keys int or str); returns the names written."""
+  d, t, bits = result["code_dim"], result["num_tokens"], result["bits_per_image"]
+  runs = result["runs"]
+  psnr_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["psnr_std"][k]}
+                                    for k, v in c["psnr"].items()} for run, c in runs.items()}
+  ev_curves = {f"tokens, {short(run)}": seed_mean(c["explained"]) for run, c in runs.items()}
+  lpips_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["lpips_std"][k]}
+                                      for k, v in c["lpips"].items()} for run, c in runs.items()}
+  label = f"PCA, {d} components per token"
+  pca = {int(m) // d: v for m, v in result["pca"].items()}
+  psnr_curves[label] = {k: v["psnr"] for k, v in pca.items()}
+  ev_curves[label] = {k: v["explained"] for k, v in pca.items()}
+  lpips_curves[label] = {k: v["lpips"] for k, v in pca.items()}
+  plots.save_first_k_plot(psnr_curves, ev_curves, os.path.join(out, "first_k.png"),
+                          lpips=lpips_curves)
+  written = "first_k.png"
+  if bits or result["compare"]:
+    by_bits = {name: {} for name in ("psnr", "lpips")}
+    for name, curves in by_bits.items():
+      for run, c in runs.items() if bits else ():
+        curves[f"SEMANTICIST first k tokens, {short(run)}"] = {
+            int(k) * bits / t: v for k, v in seed_mean(c[name]).items() if int(k) > 0}
+      for other, c in result["compare"].items():
+        kind = "first k groups" if len(c["psnr"]) > 1 else "all codes"
+        if c[name]:
+          curves[f"{kind}, {short(other)}"] = {float(b): v for b, v in c[name].items()}
+    plots.save_bits_plot(by_bits["psnr"], os.path.join(out, "bits.png"), lpips=by_bits["lpips"])
+    written += ", bits.png"
+  return written
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs", nargs="+", help="SEMANTICIST runs of one config (training seeds)")
+  parser.add_argument("runs", nargs="*", help="SEMANTICIST runs of one config (training seeds)")
   parser.add_argument("--out", required=True)
   parser.add_argument("--compare", action="append", default=[])
   parser.add_argument("--seeds", default="0", help="sampler seeds, comma-separated")
   parser.add_argument("--ks", default="", help="token counts k, comma-separated "
                       "(default: every k = 0..T; each k is one decode per sampler seed)")
+  parser.add_argument("--replot", action="store_true",
+                      help="redraw OUT's figures from OUT/curves.json (no runs, no decoding)")
   args = parser.parse_args(argv)
+  if args.replot:
+    with open(os.path.join(args.out, "curves.json")) as f:
+      print(f"wrote {args.out}/{{{write_plots(json.load(f), args.out)}}}")
+    return
+  if not args.runs:
+    parser.error("name the SEMANTICIST runs (or --replot)")
   config = inference.load_config(args.runs[0])
   images = np.stack([im for _, im in export.split_records(config.data, "validation")])
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -185,34 +227,7 @@ def main(argv=None):
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "curves.json"), "w") as f:
     json.dump(result, f, indent=2)
-  psnr_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["psnr_std"][k]}
-                                    for k, v in c["psnr"].items()}
-                 for run, c in result["runs"].items()}
-  ev_curves = {f"tokens, {short(run)}": seed_mean(c["explained"]) for run, c in result["runs"].items()}
-  lpips_curves = {f"tokens, {short(run)}": {k: {"mean": float(np.mean(v)), "std": c["lpips_std"][k]}
-                                      for k, v in c["lpips"].items()}
-                  for run, c in result["runs"].items()}
-  label = f"PCA, {d} components per token"
-  psnr_curves[label] = {m // d: v[1] for m, v in pca.items()}
-  ev_curves[label] = {m // d: v[0] for m, v in pca.items()}
-  lpips_curves[label] = {m // d: v[3] for m, v in pca.items()}
-  plots.save_first_k_plot(psnr_curves, ev_curves, os.path.join(args.out, "first_k.png"),
-                          lpips=lpips_curves)
-  written = "curves.json, first_k.png"
-  if bits or result["compare"]:
-    by_bits = {name: {} for name in ("psnr", "lpips")}
-    for name, curves in by_bits.items():
-      for run, c in result["runs"].items() if bits else ():
-        curves[f"SEMANTICIST first k tokens, {short(run)}"] = {
-            k * bits / t: v for k, v in seed_mean(c[name]).items() if k > 0}
-      for other, c in result["compare"].items():
-        kind = "first k groups" if len(c["psnr"]) > 1 else "all codes"
-        if c[name]:
-          curves[f"{kind}, {short(other)}"] = {float(b): v for b, v in c[name].items()}
-    plots.save_bits_plot(by_bits["psnr"], os.path.join(args.out, "bits.png"),
-                         lpips=by_bits["lpips"])
-    written += ", bits.png"
-  print(f"wrote {args.out}/{{{written}}}; bits per image: "
+  print(f"wrote {args.out}/{{curves.json, {write_plots(result, args.out)}}}; bits per image: "
         f"{bits if bits else 'none (continuous tokens)'}")
 
 

@@ -8,10 +8,10 @@
 #
 # Two lanes side by side, one per core where taskset and 2+ cores exist; a member
 # with eval/metrics.json is skipped, an unfinished one resumes from its checkpoints.
-# About 1.5 h of a 2-core machine (measured 2026-12-03: a SEMANTICIST run 20 min on
-# one core, 2,000 steps at 2.2 steps/s and its evaluation; a 2D baseline 4 min; then
-# the curves, one per core: 11 DDIM decodes of 400 images (KS) per run and sampler
-# seed, ~17 s each).
+# About 1.5 h of a 2-core machine (measured 2026-12-04: a SEMANTICIST run 15 min on
+# one core, 2,000 steps at 2.3 steps/s and its evaluation; a 2D baseline 3 min; then
+# the curves, one per core, 30 min: 11 DDIM decodes of 400 images (KS) per run and
+# sampler seed, each with its PSNR, EV and LPIPS).
 # Then: docs/semanticist/{continuous,fsq}/{curves.json,first_k.png,bits.png} and the
 # runs' metrics in docs/semanticist/runs (scripts/collect_runs.py).
 set -euo pipefail

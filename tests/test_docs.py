@@ -65,8 +65,12 @@ CHANGES = [
      "[corpus_green, colour augmentation]: prints 25.10"),
     ("docs/SEMANTICIST.md", "| 4 | 17.32 (17.42, 17.23) |", "| 4 | 17.32 (17.42, 17.32) |",
      "k=4 continuous: PSNR run 1: prints 17.32"),
-    ("docs/SEMANTICIST.md", "| 0.53 | 27.93 / 0.913 |", "| 0.53 | 27.93 / 0.931 |",
-     "k=4 FSQ: PSNR PCA EV: prints 0.931"),
+    ("docs/SEMANTICIST.md", "| 0.53 | 0.320 | 27.93 / 0.913 / 0.112 |",
+     "| 0.53 | 0.320 | 27.93 / 0.931 / 0.112 |", "k=4 FSQ: PSNR PCA EV: prints 0.931"),
+    ("docs/SEMANTICIST.md", "| 0.59 | 0.274 |", "| 0.59 | 0.247 |",
+     "k=4 continuous: PSNR LPIPS: prints 0.247"),
+    ("docs/SEMANTICIST.md", "| 29.86 / 0.948 / 0.082 | 15.84", "| 29.86 / 0.948 / 0.028 | 15.84",
+     "k=4 continuous: PSNR PCA LPIPS: prints 0.028"),
 ]
 
 

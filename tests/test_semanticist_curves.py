@@ -97,3 +97,21 @@ def test_bits_per_image_of_fsq_tokens_and_none_for_continuous():
   fsq = load_config("configs/semanticist/cpu.py:quantizer=fsq")
   assert script.bits_per_image(fsq) == pytest.approx(32 * math.log2(8 * 5 * 5 * 5))
   assert script.bits_per_image(load_config("configs/semanticist/cpu.py")) is None
+
+
+def test_replot_redraws_the_figures_from_curves_json(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  script = load_script("semanticist_curves")
+  run = {"psnr": {"0": [11.0, 11.2], "2": [15.0, 15.1]}, "psnr_std": {"0": 1.0, "2": 1.0},
+         "explained": {"0": [-0.5, -0.4], "2": [0.5, 0.5]},
+         "lpips": {"0": [0.4, 0.41], "2": [0.3, 0.31]}, "lpips_std": {"0": 0.1, "2": 0.1}}
+  curves = {"runs": {"runs/a/seed0": run}, "num_tokens": 2, "code_dim": 4, "bits_per_image": 20.0,
+            "pca": {"4": {"explained": 0.8, "psnr": 24.0, "psnr_std": 2.0, "lpips": 0.2},
+                    "8": {"explained": 0.9, "psnr": 26.0, "psnr_std": 2.0, "lpips": 0.1}},
+            "compare": {}}
+  (tmp_path / "curves.json").write_text(json.dumps(curves))
+  script.main(["--replot", f"--out={tmp_path}"])
+  assert Image.open(tmp_path / "first_k.png").size == (1500, 400)    # PSNR, EV, LPIPS
+  assert Image.open(tmp_path / "bits.png").size == (1400, 450)       # PSNR, LPIPS
+  with pytest.raises(SystemExit):
+    script.main([f"--out={tmp_path}"])                               # no runs, no --replot

@@ -158,7 +158,7 @@ def save_first_k_plot(psnr: Mapping[str, Mapping], explained: Mapping[str, Mappi
   """
   panels = [(psnr, "PSNR (dB; band: per-image std)"), (explained, "share of variance explained")]
   if lpips:
-    panels.append((lpips, "LPIPS, AlexNet (lower is closer; band: per-image std)"))
+    panels.append((lpips, "LPIPS, AlexNet (band: per-image std)"))
   fig, axes = new_figure(5 * len(panels), 4, ncols=len(panels))
   for ax, (curves, ylabel) in zip(axes, panels):
     for label, curve in curves.items():
