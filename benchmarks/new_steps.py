@@ -1,7 +1,7 @@
 """The newer train and eval steps beside PyTorch equivalents of the same sizes, in one run.
 
     nice python benchmarks/new_steps.py --cpus 1 [--steps 6] [--quick] [--check]
-        [--groups tokenizer,lpips,semanticist,prior] [--out BENCHMARKS.md] [--json PATH]
+        [--groups tokenizer,lpips,semanticist,ddim,prior] [--out BENCHMARKS.md] [--json PATH]
 
 Step kinds (each vqjax step is the one its training or evaluation runs, built from
 the config file as `python -m vqjax.main` builds it; the PyTorch side is
@@ -19,6 +19,10 @@ benchmarks/torch_steps.py):
   semanticist  configs/semanticist/cpu.py's train step (ViT width 64 depth 4 -> T = 32
                continuous tokens of D = 8, DiT width 64 depth 4, v-prediction, 32x32,
                batch 32) vs. a PyTorch ViT encoder + DiT of the same sizes and objective.
+  ddim         the evaluation's SEMANTICIST reconstruction (configs/semanticist/cpu.py,
+               eval batch 80 of 32x32: encode to T = 32 tokens, 25 DDIM steps of the DiT,
+               guidance 1, x0 clipped; `decode_codes(encode_codes(x))` jitted) vs. the
+               same loop in PyTorch under inference_mode (random weights).
   prior        configs/prior.py's train step (4 layers, width 128, 4 heads, dropout 0.1,
                batch 32) on random codes of a single-level tokenizer (16x16 codes of
                K = 1024: 256 tokens; --prior-tokens 256,320 adds a hierarchical one's, 8x8 +
@@ -161,6 +165,32 @@ class VqjaxTrainStep(_Vqjax):
     self.jax.block_until_ready(self.state)
 
 
+class VqjaxSemanticistDecode(_Vqjax):
+  """SEMANTICIST's reconstruction as evaluation runs it: decode_codes(encode_codes(x)), jitted."""
+
+  def __init__(self, spec: dict):
+    config = step_config(spec)
+    self._start_jax(spec, config)
+    from vqjax import state as state_lib  # pylint: disable=import-outside-toplevel
+    from vqjax.models import create_model  # pylint: disable=import-outside-toplevel
+    jax, parallel = self.jax, self.parallel
+    model = create_model(config.model)
+    state = state_lib.create_state_for(config, model)
+    self.out["params"] = state_lib.count_params(state.params)
+    self.variables = parallel.replicate({"params": state.params, "codebook": state.codebook},
+                                        self.mesh)
+    data = parallel.data_sharding(self.mesh)
+    self.x = jax.device_put(fixed_images(spec["batch"], config.data.image_size), data)
+
+    def reconstruct(variables, x):
+      codes = model.apply(variables, x, method="encode_codes")
+      return model.apply(variables, codes, method="decode_codes")
+    self.fn = jax.jit(reconstruct)
+
+  def train(self):  # the timed step (the harness's op name)
+    self.x_hat = self.jax.block_until_ready(self.fn(self.variables, self.x))
+
+
 class VqjaxLpipsEval(_Vqjax):
   """The eval step's LPIPS (`PerceptualMetrics('alex').apply`), jitted over the mesh."""
 
@@ -291,6 +321,19 @@ class TorchSemanticistStep(_Torch):
     self.loss = loss.detach()
 
 
+class TorchSemanticistDecode(_Torch):
+  def __init__(self, spec: dict):
+    self._start_torch(spec)
+    c = spec["config_dict"]
+    self.model = self.ts.semanticist_from_config(c["model"]).eval()
+    self.out["params"] = self.ts.count_params(self.model)
+    self.x = self.images(spec["batch"], c["data"]["image_size"])
+    self.sample_steps = c["model"]["decoder"]["sample_steps"]
+
+  def train(self):
+    self.ts.semanticist_reconstruct(self.model, self.x, self.sample_steps)
+
+
 class TorchPriorStep(_Torch):
   def __init__(self, spec: dict):
     self._start_torch(spec)
@@ -347,6 +390,14 @@ def build_groups(args) -> dict[str, list[tuple[str, dict]]]:
     groups["semanticist"] = [
         (label, _spec("vqjax", "VqjaxTrainStep", label, b, args, config=path)),
         (label, _spec("torch", "TorchSemanticistStep", label, b, args,
+                      config_dict=json.loads(config.to_json())))]
+  if "ddim" in args.groups:
+    label, path = "SEMANTICIST DDIM reconstruction (25 steps)", "configs/semanticist/cpu.py"
+    config = load_config(path)
+    b = config.eval.batch_size
+    groups["ddim"] = [
+        (label, _spec("vqjax", "VqjaxSemanticistDecode", label, b, args, config=path)),
+        (label, _spec("torch", "TorchSemanticistDecode", label, b, args,
                       config_dict=json.loads(config.to_json())))]
   if "prior" in args.groups:
     config = load_config("configs/prior.py")
@@ -448,7 +499,7 @@ def build_report(meta: dict, rows: list[dict], checks: list[str], raw: dict) -> 
       f"Versions: {meta['versions']}  ",
       f"Method: {meta['warmup']} warm-up + {meta['steps']} timed steps per (step, "
       f"implementation), each in its own process; the processes of a group (the tokenizer's "
-      "three steps, LPIPS, SEMANTICIST, the prior's) warmed up one after another, then timed "
+      "three steps, LPIPS, SEMANTICIST's step, its DDIM reconstruction, the prior's) warmed up one after another, then timed "
       f"taking turns in blocks of {meta['block']} (order reversed every round), every step "
       "waited for; median ms per step. torch / vqjax > 1: vqjax faster. *vs. off*: the step "
       "over the same implementation's losses-off step. PyTorch equivalents: "
@@ -488,7 +539,7 @@ def main(argv=None) -> int:
   harness.add_timing_args(p, steps=6)
   p.add_argument("--quick", action="store_true",
                  help="1 warm-up + 2 timed steps in blocks of 1 (a smoke run)")
-  p.add_argument("--groups", default="tokenizer,lpips,semanticist,prior")
+  p.add_argument("--groups", default="tokenizer,lpips,semanticist,ddim,prior")
   p.add_argument("--prior-tokens", default="256",
                  help="the prior's sequence lengths: 256 (single-level codes), 320 (hierarchical)")
   p.add_argument("--check", action="store_true", help="compare LPIPS and the PatchGAN first")

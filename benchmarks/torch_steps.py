@@ -374,6 +374,25 @@ class Semanticist(nn.Module):
     return F.mse_loss(self.dit(x_t, steps, tokens), target)
 
 
+@torch.inference_mode()
+def semanticist_reconstruct(model: Semanticist, x, sample_steps: int):
+  """vqjax's decode_codes(encode_codes(x)) with guidance 1: DDIM (eta 0) over the
+  round(linspace(T - 1, 0, S)) timesteps from Gaussian noise, v -> eps, x0 clipped to
+  [-1, 1] and eps recomputed from it (vqjax/models/diffusion.py)."""
+  tokens = model.encode(x)
+  steps = np.round(np.linspace(model.num_timesteps - 1, 0, sample_steps)).astype(np.int64)
+  x_t = torch.randn_like(x)
+  for i, t in enumerate(steps):
+    a = model.abar[int(t)]
+    a_prev = model.abar[int(steps[i + 1])] if i + 1 < len(steps) else torch.ones(())
+    v = model.dit(x_t, torch.full((x.shape[0],), int(t)), tokens)
+    eps = a.sqrt() * v + (1 - a).sqrt() * x_t
+    x0 = ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+    x_t = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+  return x_t
+
+
 def semanticist_from_config(m: dict) -> Semanticist:
   """The torch model of a vqjax SEMANTICIST config.model (as a dict; continuous tokens)."""
   d = m["decoder"]
