@@ -1,7 +1,8 @@
 """The newer train and eval steps beside PyTorch equivalents of the same sizes, in one run.
 
     nice python benchmarks/new_steps.py --cpus 1 [--steps 6] [--quick] [--check]
-        [--groups tokenizer,lpips,semanticist,ddim,prior] [--out BENCHMARKS.md] [--json PATH]
+        [--groups tokenizer,lpips,semanticist,ddim,prior,sampler] [--out BENCHMARKS.md]
+        [--json PATH]
 
 Step kinds (each vqjax step is the one its training or evaluation runs, built from
 the config file as `python -m vqjax.main` builds it; the PyTorch side is
@@ -28,6 +29,10 @@ benchmarks/torch_steps.py):
                K = 1024: 256 tokens; --prior-tokens 256,320 adds a hierarchical one's, 8x8 +
                16x16 of 2 x 512: 320 tokens) vs. a PyTorch decoder-only transformer of the
                same size.
+  sampler      the prior's sampler (`vqjax.prior.sample.sample_tokens`: a key/value cache,
+               one jitted step per position, temperature 1, no top-k) drawing 16 sequences
+               of the layouts above vs. a PyTorch loop with a key/value cache per layer
+               (torch_steps.prior_sample), the same random-weight transformer size.
 
 Timing is the harness's (benchmarks/harness.py): every (step, implementation) in its own
 process (benchmarks/child.py with this file's runner), all of a group warmed up one after
@@ -79,6 +84,7 @@ PRIOR_LAYOUTS = {  # --prior-tokens picks among them
           (("top", (8, 8), 512), ("bottom", (16, 16), 512))),
 }
 LPIPS_BATCH, LPIPS_SIZE = 32, 64  # configs/default.py's eval batch of 64x64 crops
+SAMPLER_BATCH = 16                # configs/prior.py's sample.batch_size
 
 
 def load_config(path: str, option: str = ""):
@@ -240,6 +246,29 @@ class VqjaxPriorStep(_Vqjax):
     self.jax.block_until_ready(self.state)
 
 
+class VqjaxPriorSampler(_Vqjax):
+  """vqjax/prior/sample.py's cached sampler of spec['batch'] sequences, jitted once."""
+
+  def __init__(self, spec: dict):
+    config = load_config("configs/prior.py")
+    self._start_jax(spec, config)
+    import functools  # pylint: disable=import-outside-toplevel
+    from vqjax import state as state_lib  # pylint: disable=import-outside-toplevel
+    from vqjax.prior import model as model_lib, sample  # pylint: disable=import-outside-toplevel
+    jax = self.jax
+    layout = prior_layout(spec["levels"])
+    model = model_lib.create_model(config.prior, layout)
+    self.params = model.init(jax.random.PRNGKey(0),
+                             jax.numpy.zeros((1, layout.seq_len), "int32"))["params"]
+    self.out["params"] = state_lib.count_params(self.params)
+    self.key = jax.random.PRNGKey(1)
+    self.fn = jax.jit(functools.partial(sample.sample_tokens, model=model, layout=layout,
+                                        batch_size=spec["batch"], temperature=1.0, top_k=0))
+
+  def train(self):  # the timed step (the harness's op name)
+    self.tokens = self.jax.block_until_ready(self.fn(self.params, self.key))
+
+
 class _Torch:
   def _start_torch(self, spec: dict):
     import torch  # pylint: disable=import-outside-toplevel
@@ -319,6 +348,22 @@ class TorchSemanticistStep(_Torch):
     loss.backward()
     self.optimizer.step()
     self.loss = loss.detach()
+
+
+class TorchPriorSampler(_Torch):
+  def __init__(self, spec: dict):
+    self._start_torch(spec)
+    c, lay = spec["config_dict"], spec["layout"]
+    p = c["prior"]
+    self.model = self.ts.PriorTransformer(lay["vocab_size"], lay["num_code_tokens"],
+                                          lay["seq_len"], p["num_layers"], p["num_heads"],
+                                          p["width"], p["mlp_ratio"], p["dropout"])
+    self.out["params"] = self.ts.count_params(self.model)
+    self.lay, self.batch = lay, spec["batch"]
+
+  def train(self):
+    self.ts.prior_sample(self.model, self.lay["lo"], self.lay["hi"], self.lay["bos"],
+                         self.batch)
 
 
 class TorchSemanticistDecode(_Torch):
@@ -412,6 +457,20 @@ def build_groups(args) -> dict[str, list[tuple[str, dict]]]:
       rows.append((label, _spec("torch", "TorchPriorStep", label, b, args,
                                 config_dict=json.loads(config.to_json()), layout=described)))
     groups["prior"] = rows
+  if "sampler" in args.groups:
+    config = load_config("configs/prior.py")
+    rows = []
+    for label, levels in (PRIOR_LAYOUTS[int(t)] for t in args.prior_tokens.split(",")):
+      layout = prior_layout(levels)
+      described = dict(vocab_size=layout.vocab_size, num_code_tokens=layout.num_code_tokens,
+                       seq_len=layout.seq_len, bos=layout.bos, lo=layout.lo.tolist(),
+                       hi=layout.hi.tolist())
+      label = label.replace("prior", "prior sampler", 1)
+      rows.append((label, _spec("vqjax", "VqjaxPriorSampler", label, SAMPLER_BATCH, args,
+                                levels=levels)))
+      rows.append((label, _spec("torch", "TorchPriorSampler", label, SAMPLER_BATCH, args,
+                                config_dict=json.loads(config.to_json()), layout=described)))
+    groups["sampler"] = rows
   return groups
 
 
@@ -499,7 +558,8 @@ def build_report(meta: dict, rows: list[dict], checks: list[str], raw: dict) -> 
       f"Versions: {meta['versions']}  ",
       f"Method: {meta['warmup']} warm-up + {meta['steps']} timed steps per (step, "
       f"implementation), each in its own process; the processes of a group (the tokenizer's "
-      "three steps, LPIPS, SEMANTICIST's step, its DDIM reconstruction, the prior's) warmed up one after another, then timed "
+      "three steps, LPIPS, SEMANTICIST's step, its DDIM reconstruction, the prior's step, its "
+      "sampler) warmed up one after another, then timed "
       f"taking turns in blocks of {meta['block']} (order reversed every round), every step "
       "waited for; median ms per step. torch / vqjax > 1: vqjax faster. *vs. off*: the step "
       "over the same implementation's losses-off step. PyTorch equivalents: "
@@ -539,7 +599,7 @@ def main(argv=None) -> int:
   harness.add_timing_args(p, steps=6)
   p.add_argument("--quick", action="store_true",
                  help="1 warm-up + 2 timed steps in blocks of 1 (a smoke run)")
-  p.add_argument("--groups", default="tokenizer,lpips,semanticist,ddim,prior")
+  p.add_argument("--groups", default="tokenizer,lpips,semanticist,ddim,prior,sampler")
   p.add_argument("--prior-tokens", default="256",
                  help="the prior's sequence lengths: 256 (single-level codes), 320 (hierarchical)")
   p.add_argument("--check", action="store_true", help="compare LPIPS and the PatchGAN first")

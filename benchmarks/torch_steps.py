@@ -437,6 +437,37 @@ class PriorTransformer(nn.Module):
     return self.head(self.ln_final(x))
 
 
+@torch.inference_mode()
+def prior_sample(model: PriorTransformer, lo, hi, bos: int, batch: int) -> torch.Tensor:
+  """vqjax.prior.sample.sample_tokens at temperature 1, no top-k: one step per position
+  with a key/value cache per layer, each position drawn from its own segment [lo, hi)
+  of the vocabulary. int64 [batch, T]."""
+  model.eval()
+  seq_len = len(lo)
+  v = torch.arange(model.head.out_features)
+  masks = (v[None] >= torch.as_tensor(lo)[:, None]) & (v[None] < torch.as_tensor(hi)[:, None])
+  caches = [([], []) for _ in model.blocks]
+  previous = torch.full((batch, 1), bos, dtype=torch.int64)
+  out = []
+  for t in range(seq_len):
+    x = model.token_embedding(previous) + model.position_embedding[t:t + 1]
+    for block, (keys, values) in zip(model.blocks, caches):
+      attention = block.attention
+      h = block.ln_attention(x)
+      b, _, w = h.shape
+      q, k, val = attention.qkv(h).view(b, 1, 3, attention.num_heads,
+                                        w // attention.num_heads).permute(2, 0, 3, 1, 4)
+      keys.append(k)
+      values.append(val)
+      y = F.scaled_dot_product_attention(q, torch.cat(keys, 2), torch.cat(values, 2))
+      x = x + attention.proj(y.transpose(1, 2).reshape(b, 1, w))
+      x = x + block.mlp(block.ln_mlp(x))
+    logits = model.head(model.ln_final(x[:, 0])).masked_fill(~masks[t], float("-inf"))
+    previous = torch.multinomial(F.softmax(logits, -1), 1)
+    out.append(previous)
+  return torch.cat(out, 1)
+
+
 class PriorStep:
   """vqjax/prior/train.py's step: segment NLL, clipping, AdamW, the lr schedule."""
 
