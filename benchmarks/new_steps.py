@@ -108,6 +108,13 @@ def prior_layout(levels):
   return Layout(tuple(Level(name, tuple(shape), (), int(k)) for name, shape, k in levels))
 
 
+def described_layout(layout) -> dict:
+  """What the PyTorch side needs of a prior layout, as JSON."""
+  return dict(vocab_size=layout.vocab_size, num_code_tokens=layout.num_code_tokens,
+              seq_len=layout.seq_len, bos=layout.bos, lo=layout.lo.tolist(),
+              hi=layout.hi.tolist())
+
+
 def random_tokens(layout, batch: int):
   import numpy as np  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
@@ -450,9 +457,7 @@ def build_groups(args) -> dict[str, list[tuple[str, dict]]]:
     rows = []
     for label, levels in (PRIOR_LAYOUTS[int(t)] for t in args.prior_tokens.split(",")):
       layout = prior_layout(levels)
-      described = dict(vocab_size=layout.vocab_size, num_code_tokens=layout.num_code_tokens,
-                       seq_len=layout.seq_len, bos=layout.bos, lo=layout.lo.tolist(),
-                       hi=layout.hi.tolist(), tokens=random_tokens(layout, b).tolist())
+      described = dict(described_layout(layout), tokens=random_tokens(layout, b).tolist())
       rows.append((label, _spec("vqjax", "VqjaxPriorStep", label, b, args, levels=levels)))
       rows.append((label, _spec("torch", "TorchPriorStep", label, b, args,
                                 config_dict=json.loads(config.to_json()), layout=described)))
@@ -462,9 +467,7 @@ def build_groups(args) -> dict[str, list[tuple[str, dict]]]:
     rows = []
     for label, levels in (PRIOR_LAYOUTS[int(t)] for t in args.prior_tokens.split(",")):
       layout = prior_layout(levels)
-      described = dict(vocab_size=layout.vocab_size, num_code_tokens=layout.num_code_tokens,
-                       seq_len=layout.seq_len, bos=layout.bos, lo=layout.lo.tolist(),
-                       hi=layout.hi.tolist())
+      described = described_layout(layout)
       label = label.replace("prior", "prior sampler", 1)
       rows.append((label, _spec("vqjax", "VqjaxPriorSampler", label, SAMPLER_BATCH, args,
                                 levels=levels)))
