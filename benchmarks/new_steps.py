@@ -294,6 +294,12 @@ class _Torch:
   def images(self, batch: int, size: int):
     return self.torch.from_numpy(fixed_images(batch, size).transpose(0, 3, 1, 2).copy())
 
+  def prior_model(self, p: dict, lay: dict):
+    """torch_steps.PriorTransformer of config.prior (as a dict) on a described layout."""
+    return self.ts.PriorTransformer(lay["vocab_size"], lay["num_code_tokens"], lay["seq_len"],
+                                    p["num_layers"], p["num_heads"], p["width"],
+                                    p["mlp_ratio"], p["dropout"])
+
   def finish(self, out: dict) -> None:
     out["loss"] = float(self.loss) if self.loss is not None else None
 
@@ -361,10 +367,7 @@ class TorchPriorSampler(_Torch):
   def __init__(self, spec: dict):
     self._start_torch(spec)
     c, lay = spec["config_dict"], spec["layout"]
-    p = c["prior"]
-    self.model = self.ts.PriorTransformer(lay["vocab_size"], lay["num_code_tokens"],
-                                          lay["seq_len"], p["num_layers"], p["num_heads"],
-                                          p["width"], p["mlp_ratio"], p["dropout"])
+    self.model = self.prior_model(c["prior"], lay)
     self.out["params"] = self.ts.count_params(self.model)
     self.lay, self.batch = lay, spec["batch"]
 
@@ -390,10 +393,7 @@ class TorchPriorStep(_Torch):
   def __init__(self, spec: dict):
     self._start_torch(spec)
     c, lay = spec["config_dict"], spec["layout"]
-    p = c["prior"]
-    model = self.ts.PriorTransformer(lay["vocab_size"], lay["num_code_tokens"],
-                                     lay["seq_len"], p["num_layers"], p["num_heads"],
-                                     p["width"], p["mlp_ratio"], p["dropout"])
+    model = self.prior_model(c["prior"], lay)
     self.step = self.ts.PriorStep(model, lay["lo"], lay["hi"], lay["bos"], c["train"])
     self.out["params"] = self.ts.count_params(model)
     self.tokens = self.torch.as_tensor(lay["tokens"], dtype=self.torch.int64)
