@@ -54,11 +54,8 @@ class Lpips:
 
   def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = []
-    for i in range(0, len(x), LPIPS_BATCH):
-      a, b = (np.asarray(v[i:i + LPIPS_BATCH], np.float32) / 127.5 - 1.0 for v in (x, y))
-      pad = ((0, LPIPS_BATCH - len(a)),) + ((0, 0),) * 3
-      d = self.fn(self.metrics.params, np.pad(a, pad), np.pad(b, pad))
-      out.append(np.asarray(d, np.float64)[:len(a)])
+    for (a, b), count in perceptual.padded_batches(x, y, batch_size=LPIPS_BATCH):
+      out.append(np.asarray(self.fn(self.metrics.params, a, b), np.float64)[:count])
     return np.concatenate(out)
 
 

@@ -152,6 +152,18 @@ class Accumulator:
     return result
 
 
+def padded_batches(*image_sets: np.ndarray, batch_size: int):
+  """Yields (chunks, count) over equally long uint8 [N, H, W, 3] sets: each set's
+  next batch_size images as float32 in [-1, 1], zero-padded to batch_size (one
+  compilation for every batch), and count, how many of them are real."""
+  for i in range(0, len(image_sets[0]), batch_size):
+    chunks = [np.asarray(images[i:i + batch_size], np.float32) / 127.5 - 1.0
+              for images in image_sets]
+    count = len(chunks[0])
+    pad = ((0, batch_size - count),) + ((0, 0),) * (chunks[0].ndim - 1)
+    yield [np.pad(chunk, pad) for chunk in chunks], count
+
+
 def image_set_fid(real: np.ndarray, fake: np.ndarray, fid_network: str = "lpips_alex",
                   inception_weights: str = "", batch_size: int = 50) -> dict:
   """The Fréchet distance between two sets of images (uint8 [N, H, W, 3], sizes
@@ -167,16 +179,13 @@ def image_set_fid(real: np.ndarray, fake: np.ndarray, fid_network: str = "lpips_
     if len(images) < 2:
       raise ValueError(f"a Fréchet distance needs >= 2 images per set, got {len(images)}")
     s = fid.FeatureStatistics(DIMS[fid_network])
-    for i in range(0, len(images), batch_size):   # padded to batch_size: one compilation
-      chunk = np.asarray(images[i:i + batch_size], np.float32) / 127.5 - 1.0
-      pad = batch_size - len(chunk)
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], np.float32)])
-      s.update(np.asarray(features(metrics.params, chunk)), np.arange(batch_size) < batch_size - pad)
+    for (chunk,), count in padded_batches(images, batch_size=batch_size):
+      s.update(np.asarray(features(metrics.params, chunk)), np.arange(batch_size) < count)
     stats.append(s)
   return {"value": fid.fid_from_statistics(*stats), "features": FEATURES[fid_network],
           "dim": DIMS[fid_network], "num_images": int(len(fake)),
           "num_real_images": int(len(real))}
 
 
-__all__ = ["Accumulator", "image_set_fid", "DIMS", "FEATURES", "FID_NETWORKS", "LPIPS_NETWORKS",
+__all__ = ["Accumulator", "image_set_fid", "padded_batches", "DIMS", "FEATURES", "FID_NETWORKS", "LPIPS_NETWORKS",
            "PerceptualMetrics", "fid", "inception", "lpips"]
